@@ -1,0 +1,192 @@
+"""The `nas` command. Thin: parse flags, build a config, call one library function, print.
+
+Bad input exits with code 2 and one line naming the bad value; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from nas.config import ConfigError, SearchConfig, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"nas: error: {message}\n")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study-name", "--study", dest="study_name", help="study name (default: mnasnet-cifar10)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)")
+    p.add_argument("--runs-dir", help="directory holding one folder per study (default: runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nas", description="Multi-objective hardware-aware architecture search (MnasNet space, CIFAR, LiteRT).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = commands.add_parser(
+        "search",
+        help="run (or resume) a search",
+        description="Run or resume a search; every flag can also come from --config FILE.toml.",
+    )
+    search.add_argument("--config", help="TOML file with any of these settings (flags win)")
+    _add_study_flags(search)
+    search.add_argument("--mode", help="pareto (accuracy up, latency down; default) or reward (MnasNet scalar)")
+    search.add_argument("--target-ms", type=_number, help="target latency T in ms (default 1.0: host CPU, 1 thread)")
+    search.add_argument("--constraint", help="soft (alpha=beta=-0.07, default) or hard (alpha=0, beta=-1)")
+    search.add_argument("--alpha", type=_number, help="reward exponent when LAT <= T (overrides --constraint)")
+    search.add_argument("--beta", type=_number, help="reward exponent when LAT > T (overrides --constraint)")
+    search.add_argument(
+        "--max-latency-ms", type=_number, help="time but do not train models slower than this (hard default: 2 x T)"
+    )
+    search.add_argument("--sampler", help="tpe (default), nsga2 or random")
+    search.add_argument("--space", help="search space (default: mnasnet)")
+    search.add_argument("--width", type=_number, help="width multiplier of the skeleton (default 0.5)")
+    search.add_argument("--trials", type=int, help="trials to add to the study (default 20)")
+    search.add_argument("--timeout", dest="timeout_s", type=_number, help="stop starting trials after this many seconds")
+    search.add_argument("--seed", type=int, help="sampler and training seed (default 0)")
+    search.add_argument(
+        "--seed-references", action="store_true", default=None, help="evaluate the reference architectures' projections first"
+    )
+    search.add_argument("--dataset", help="cifar10 (default) or cifar100")
+    search.add_argument(
+        "--data-dir", help="folder holding cifar-10-batches-bin/ or -py/ (default: $NAS_DATA_DIR, ./data, ~/.keras/datasets)"
+    )
+    search.add_argument("--train-images", type=int, help="proxy training images per epoch (default 10000)")
+    search.add_argument("--val-images", type=int, help="held-out images carved from the training set (default 2000)")
+    search.add_argument("--epochs", type=int, help="proxy epochs (default 2)")
+    search.add_argument("--batch-size", type=int, help="proxy batch size (default 128)")
+    search.add_argument("--latency-threads", type=int, help="LiteRT interpreter threads (default 1)")
+    search.add_argument("--trials-per-worker", type=int, help="replace the worker process after this many trials (default 8)")
+    search.add_argument("-v", "--verbose", action="store_true", help="log details")
+
+    front = commands.add_parser("front", help="print the Pareto front of an existing study")
+    _add_study_flags(front)
+    return parser
+
+
+def _print_trial(trial, done: int, total: int, *, started: float) -> None:
+    attrs = trial.user_attrs
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (total - done)
+    acc = attrs.get("accuracy")
+    lat = attrs.get("latency_median_ms")
+    reward = attrs.get("reward")
+    state = trial.state.name.lower()
+    figures = (
+        f"acc {acc:.3f}  lat {lat:.3f} ms  reward {reward:.4f}"
+        if acc is not None and lat is not None and reward is not None
+        else f"{state}: {attrs.get('fail_reason', '')}"
+    )
+    arch_id = attrs.get("arch_id", "?")
+    tags = " (reused)" if "reused_from" in attrs else ""
+    tags += f" (seed: {attrs['seeded_from']})" if attrs.get("seeded_from") else ""
+    print(
+        f"[{done:>3}/{total}] trial {trial.number:>3}  {arch_id}  {figures}  "
+        f"{attrs.get('trial_seconds', 0):.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min",
+        flush=True,
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.search import run_search
+    from results.pareto import format_front
+
+    fields = (
+        "study_name",
+        "storage",
+        "runs_dir",
+        "mode",
+        "target_ms",
+        "constraint",
+        "alpha",
+        "beta",
+        "max_latency_ms",
+        "sampler",
+        "space",
+        "width",
+        "trials",
+        "timeout_s",
+        "seed",
+        "seed_references",
+        "dataset",
+        "data_dir",
+        "train_images",
+        "val_images",
+        "epochs",
+        "batch_size",
+        "latency_threads",
+        "trials_per_worker",
+    )
+    config = load_config(toml_path=args.config, overrides={name: getattr(args, name) for name in fields})
+    started = time.perf_counter()
+
+    def on_start(study, fingerprint) -> None:
+        finished = len(study.get_trials(deepcopy=False))
+        print(f"study {config.study_name!r} in {config.storage_url}: {finished} earlier trials; adding {config.trials}")
+        print(
+            f"mode {config.mode}, sampler {config.sampler}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
+            f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs"
+        )
+        print(f"latency on: {fingerprint['cpu']}, {fingerprint['runtime']}, {fingerprint['threads']} thread(s)", flush=True)
+
+    summary = run_search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
+    print(f"\n{summary.new_trials} trials in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
+    print(f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}")
+    print(f"\nall trials: {summary.csv_path}\nshow again: nas front --study {config.study_name}")
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from nas.search import load_existing_study
+    from results.pareto import format_front, pareto_info
+
+    defaults = SearchConfig()
+    config = SearchConfig(
+        study_name=args.study_name or defaults.study_name, storage=args.storage, runs_dir=args.runs_dir or defaults.runs_dir
+    )
+    if config.storage is None and not os.path.exists(os.path.join(config.run_dir, "study.db")):
+        raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, 'study.db')}")
+    study = load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
+    print(format_front(pareto_info(study)))
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "front": cmd_front}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"nas: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nnas: interrupted; finished trials are kept, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

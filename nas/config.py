@@ -1,0 +1,158 @@
+"""`SearchConfig`: every setting of a search, from an optional TOML file overlaid by CLI flags.
+
+Frozen: change with `dataclasses.replace`. Validation errors are `ConfigError`s whose one-line
+message names the bad value and what is allowed; the CLI turns them into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from nas.reward import CONSTRAINTS
+
+MODES = ("pareto", "reward")
+SAMPLERS = ("tpe", "nsga2", "random")
+SPACES = ("mnasnet",)
+DATASETS = ("cifar10", "cifar100")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message is one line naming the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    # what is searched and how it is scored
+    study_name: str = "mnasnet-cifar10"
+    mode: str = "pareto"
+    space: str = "mnasnet"
+    width: float = 0.5
+    target_ms: float = 1.0
+    constraint: str = "soft"
+    alpha: float | None = None  # None: the constraint preset's value
+    beta: float | None = None
+    max_latency_ms: float | None = None  # above this, a model is timed but not trained (hard: 2 x target)
+    # how it runs
+    sampler: str = "tpe"
+    trials: int = 20
+    timeout_s: float | None = None
+    seed: int = 0
+    seed_references: bool = False
+    storage: str | None = None  # default: SQLite under runs/<study>/
+    runs_dir: str = "runs"
+    trials_per_worker: int = 8  # each worker process is replaced after this many trials (TF leaks memory)
+    # data and the proxy budget
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    train_images: int = 10_000
+    val_images: int = 2_000
+    epochs: int = 2
+    batch_size: int = 128
+    # latency measurement
+    latency_threads: int = 1
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, MODES)
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("space", self.space, SPACES)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("constraint", self.constraint, tuple(CONSTRAINTS))
+        _positive("target_ms", self.target_ms)
+        _positive("width", self.width)
+        if self.max_latency_ms is not None:
+            _positive("max_latency_ms", self.max_latency_ms)
+        if self.timeout_s is not None:
+            _positive("timeout_s", self.timeout_s)
+        for name in ("trials", "trials_per_worker", "train_images", "val_images", "epochs", "batch_size", "latency_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')}={value!r} must be an integer >= 1")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value > 0):
+                raise ConfigError(f"{name}={value!r} must be <= 0 (MnasNet's soft constraint uses -0.07)")
+        if self.batch_size > self.train_images:
+            raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
+        if not self.study_name or any(c in self.study_name for c in "/\\") or self.study_name.startswith("."):
+            raise ConfigError(f"study-name={self.study_name!r} must be a plain name (no slashes, not starting with a dot)")
+
+    @property
+    def reward_alpha(self) -> float:
+        return CONSTRAINTS[self.constraint]["alpha"] if self.alpha is None else self.alpha
+
+    @property
+    def reward_beta(self) -> float:
+        return CONSTRAINTS[self.constraint]["beta"] if self.beta is None else self.beta
+
+    @property
+    def latency_limit_ms(self) -> float | None:
+        """Models measured above this are recorded but not trained."""
+        if self.max_latency_ms is not None:
+            return self.max_latency_ms
+        return 2.0 * self.target_ms if self.constraint == "hard" else None
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.runs_dir, self.study_name)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{os.path.join(self.run_dir, 'study.db')}"
+
+    def study_identity(self) -> dict:
+        """Settings that must stay fixed for a study's trials to be comparable."""
+        return {
+            "mode": self.mode,
+            "space": self.space,
+            "width": self.width,
+            "dataset": self.dataset,
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "latency_threads": self.latency_threads,
+            "target_ms": self.target_ms,
+            "alpha": self.reward_alpha,
+            "beta": self.reward_beta,
+        }
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name.replace('_', '-')}={value!r} must be a positive number")
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(SearchConfig)} - {"extra"}
+
+
+def load_config(*, toml_path: str | None = None, overrides: dict | None = None) -> SearchConfig:
+    """Defaults, then the TOML file (keys as in the flags, with - or _), then explicit flags."""
+    values: dict = {}
+    if toml_path:
+        try:
+            with open(toml_path, "rb") as f:
+                document = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {toml_path!r} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {toml_path!r} is not valid TOML: {error}") from None
+        for key, value in document.items():
+            name = key.replace("-", "_")
+            if name not in FIELD_NAMES:
+                raise ConfigError(f"config file {toml_path!r} has unknown key {key!r}")
+            values[name] = value
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return SearchConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"bad configuration: {error}") from None

@@ -1,0 +1,247 @@
+"""One search: an Optuna study over the MnasNet space, each trial built, timed on LiteRT and
+short-trained in a worker process, scored with MnasNet's reward (arXiv:1807.11626).
+
+The flow of a trial: sample an `ArchSpec` -> reuse an identical finished trial if there is one ->
+latency (cache, or convert + measure) -> skip training when over the hard limit -> proxy-train ->
+record everything as user attributes (units in the names) -> return (accuracy, latency_ms) in
+Pareto mode or the reward in reward mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+
+from latency.cache import LatencyCache, cache_key
+from latency.fingerprint import host_fingerprint
+from nas.config import ConfigError, SearchConfig
+from nas.reward import mnasnet_reward
+from nas.worker import TrialJob, TrialRunner
+from results.pareto import ParetoInfo, pareto_info, trial_row, write_csv_atomic
+from search_spaces import REFERENCES, ArchSpec, get_space
+from trainers.cifar import DataError, locate_cifar
+
+log = logging.getLogger(__name__)
+
+INPUT_SHAPE = (32, 32, 3)
+
+
+class TrialFailed(RuntimeError):
+    """An expected per-trial failure (build, conversion, training): the trial fails, the search goes on."""
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    info: ParetoInfo
+    new_trials: int
+    wall_seconds: float
+    csv_path: str
+    storage_url: str
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=10)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=16)
+    return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def directions(mode: str) -> list[str]:
+    return ["maximize", "minimize"] if mode == "pareto" else ["maximize"]
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"storage {url!r} cannot be opened: {message}") from None
+
+
+def load_existing_study(*, study_name: str, storage_url: str) -> optuna.Study:
+    """A study that must already exist (for `nas front` and the reports)."""
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        known = ", ".join(names) if names else "none"
+        raise ConfigError(f"study {study_name!r} does not exist in {storage_url} (studies there: {known})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def settings_of(config: SearchConfig, fingerprint: dict) -> dict:
+    return {**config.study_identity(), "sampler": config.sampler, "fingerprint": fingerprint}
+
+
+def open_study(config: SearchConfig, fingerprint: dict, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage,
+        sampler=make_sampler(config),
+        study_name=config.study_name,
+        directions=directions(config.mode),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("nas_settings")
+    wanted = settings_of(config, fingerprint)
+    if stored is None:
+        study.set_user_attr("nas_settings", wanted)
+    else:
+        for key in config.study_identity():
+            if stored.get(key) != wanted[key]:
+                raise ConfigError(
+                    f"study {config.study_name!r} was run with {key}={stored.get(key)!r}, not {wanted[key]!r}: "
+                    "its trials would not be comparable; use another --study-name"
+                )
+        if stored.get("fingerprint", {}).get("id") != fingerprint["id"]:
+            log.warning("this machine's latency fingerprint differs from the study's: latencies may not be comparable")
+    return study
+
+
+def seed_references(study: optuna.Study, space) -> int:
+    """Enqueue each reference's projection onto the space, once per study."""
+    seeded = {t.user_attrs.get("seeded_from") for t in study.get_trials(deepcopy=False)}
+    seen_params: list[dict] = []
+    count = 0
+    for name, text in REFERENCES.items():
+        params = space.project(ArchSpec.from_string(text))
+        if name in seeded or params in seen_params:
+            continue
+        seen_params.append(params)
+        study.enqueue_trial(params, user_attrs={"seeded_from": name}, skip_if_exists=True)
+        count += 1
+    return count
+
+
+class Objective:
+    def __init__(self, config: SearchConfig, study: optuna.Study, runner: TrialRunner, fingerprint: dict):
+        self.config = config
+        self.study = study
+        self.runner = runner
+        self.fingerprint = fingerprint
+        self.space = get_space(config.space, width=config.width)
+        self.cache = LatencyCache(os.path.join(config.runs_dir, "latency_cache.json"))
+
+    def _previous(self, arch_id: str):
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if trial.user_attrs.get("arch_id") == arch_id:
+                return trial
+        return None
+
+    def __call__(self, trial: optuna.Trial):
+        start = time.perf_counter()
+        spec = self.space.sample(trial)
+        trial.set_user_attr("arch", spec.to_string())
+        trial.set_user_attr("arch_id", spec.arch_id)
+
+        previous = self._previous(spec.arch_id)
+        if previous is not None:  # samplers re-propose architectures: the answer is already known
+            for key, value in previous.user_attrs.items():
+                if key not in ("seeded_from", "trial_seconds"):
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr("reused_from", previous.number)
+            trial.set_user_attr("trial_seconds", time.perf_counter() - start)
+            return tuple(previous.values) if len(previous.values) > 1 else previous.values[0]
+
+        key = cache_key(spec.arch_id, INPUT_SHAPE, self.fingerprint["id"])
+        cached = self.cache.get(key)
+        run_dir = self.config.run_dir
+        outcome = self.runner.run(
+            TrialJob(
+                arch=spec.to_string(),
+                dataset=self.config.dataset,
+                data_dir=self.config.data_dir,
+                train_images=self.config.train_images,
+                val_images=self.config.val_images,
+                epochs=self.config.epochs,
+                batch_size=self.config.batch_size,
+                seed=self.config.seed,
+                latency_threads=self.config.latency_threads,
+                tflite_path=os.path.join(run_dir, "models", f"{spec.arch_id}.tflite"),
+                cached_latency=cached,
+                latency_limit_ms=self.config.latency_limit_ms,
+            )
+        )
+        for name, value in (outcome.timings or {}).items():
+            trial.set_user_attr(name, round(value, 4))
+        trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 3))
+        if outcome.params_count:
+            trial.set_user_attr("params_count", outcome.params_count)
+        if outcome.latency:
+            for name, value in outcome.latency.items():
+                trial.set_user_attr(name, value)
+            trial.set_user_attr("latency_cached", cached is not None)
+            if cached is None:
+                self.cache.put(key, outcome.latency)
+        if outcome.status == "failed":
+            trial.set_user_attr("fail_reason", outcome.reason)
+            raise TrialFailed(outcome.reason)
+        if outcome.status == "over_latency":
+            trial.set_user_attr("fail_reason", outcome.reason)
+            raise optuna.TrialPruned(outcome.reason)
+
+        latency_ms = outcome.latency["latency_median_ms"]
+        reward = mnasnet_reward(
+            outcome.accuracy,
+            latency_ms,
+            target_ms=self.config.target_ms,
+            alpha=self.config.reward_alpha,
+            beta=self.config.reward_beta,
+        )
+        trial.set_user_attr("accuracy", outcome.accuracy)
+        trial.set_user_attr("reward", reward)
+        return (outcome.accuracy, latency_ms) if self.config.mode == "pareto" else reward
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    on_trial: Callable[[object, int, int], None] | None = None,
+    on_start: Callable[[optuna.Study, dict], None] | None = None,
+) -> SearchSummary:
+    """Run `config.trials` more trials on the (new or resumed) study; return its front."""
+    try:
+        locate_cifar(config.dataset, data_dir=config.data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    os.makedirs(config.run_dir, exist_ok=True)
+    fingerprint = host_fingerprint(threads=config.latency_threads)
+    storage = open_storage(config.storage_url)
+    study = open_study(config, fingerprint, storage)
+    if config.storage_url.startswith("sqlite:"):
+        # SQLite means one search process: a trial still RUNNING was cut off by a kill.
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the search stopped during this trial")
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    if config.seed_references:
+        seed_references(study, get_space(config.space, width=config.width))
+    if on_start:
+        on_start(study, fingerprint)
+    csv_path = os.path.join(config.run_dir, "trials.csv")
+    done = 0
+    start = time.perf_counter()
+
+    def after_trial(study: optuna.Study, trial) -> None:
+        nonlocal done
+        done += 1
+        write_csv_atomic([trial_row(t) for t in study.get_trials(deepcopy=False)], csv_path)
+        if on_trial:
+            on_trial(trial, done, config.trials)
+
+    with TrialRunner(trials_per_worker=config.trials_per_worker) as runner:
+        study.optimize(
+            Objective(config, study, runner, fingerprint),
+            n_trials=config.trials,
+            timeout=config.timeout_s,
+            catch=(TrialFailed,),
+            callbacks=[after_trial],
+            gc_after_trial=False,
+        )
+    write_csv_atomic([trial_row(t) for t in study.get_trials(deepcopy=False)], csv_path)
+    return SearchSummary(pareto_info(study), done, time.perf_counter() - start, csv_path, config.storage_url)

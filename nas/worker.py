@@ -1,0 +1,188 @@
+"""Evaluate one architecture in a worker process: build, time on LiteRT, short-train.
+
+Why a separate process: TensorFlow/Keras keep ~80 MB per trained model alive even after
+`clear_session()` (measured on these machines), so a long search in one process runs out of memory.
+`TrialRunner` keeps one worker that is replaced every `trials_per_worker` trials (amortising the
+~3 s TensorFlow import), and a worker that dies (OOM kill, converter crash) costs one failed trial,
+not the search. The parent never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs; plain values so it crosses the process boundary."""
+
+    arch: str
+    dataset: str
+    data_dir: str | None
+    train_images: int
+    val_images: int
+    epochs: int
+    batch_size: int
+    seed: int
+    latency_threads: int
+    tflite_path: str
+    cached_latency: dict | None = None  # a LatencyResult as attrs: skip conversion + measurement
+    latency_limit_ms: float | None = None  # measured above this: do not train
+
+
+@dataclass
+class TrialOutcome:
+    status: str  # "ok" | "over_latency" | "failed"
+    reason: str = ""
+    params_count: int = 0
+    accuracy: float | None = None
+    latency: dict | None = None
+    timings: dict | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the worker process
+
+_DATA_CACHE: dict = {}
+
+
+def _data(job: TrialJob):
+    """The dataset and split, loaded once per worker process."""
+    from trainers.cifar import load_cifar, train_val_split
+
+    key = (job.dataset, job.data_dir, job.val_images)
+    if key not in _DATA_CACHE:
+        dataset = load_cifar(job.dataset, data_dir=job.data_dir)
+        train_idx, val_idx = train_val_split(dataset, val_size=job.val_images)
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = (dataset, train_idx, val_idx)
+    return _DATA_CACHE[key]
+
+
+def evaluate_job(job: TrialJob) -> TrialOutcome:
+    """Runs in the worker. Expected failures come back as an outcome with a reason."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    timings: dict = {}
+    try:
+        import keras
+
+        from latency.convert import to_tflite
+        from latency.measure import LatencyProtocol, measure_tflite
+        from search_spaces import ArchSpec
+        from search_spaces.keras_blocks import build
+        from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, train_proxy
+
+        keras.backend.clear_session()
+        spec = ArchSpec.from_string(job.arch)
+        dataset, train_idx, val_idx = _data(job)
+        budget = ProxyBudget(
+            train_images=min(job.train_images, len(train_idx)),
+            val_images=job.val_images,
+            epochs=job.epochs,
+            batch_size=job.batch_size,
+            seed=job.seed,
+        )
+        start = time.perf_counter()
+        model = build(spec, input_shape=dataset.x_train.shape[1:], num_classes=dataset.num_classes, bn_momentum=PROXY_BN_MOMENTUM)
+        timings["build_seconds"] = time.perf_counter() - start
+        outcome = TrialOutcome(status="ok", params_count=int(model.count_params()), timings=timings)
+
+        # Latency first: it does not depend on the weights, and a model far over the limit
+        # is not worth training.
+        if job.cached_latency is not None:
+            outcome.latency = dict(job.cached_latency)
+            timings["convert_seconds"] = timings["measure_seconds"] = 0.0
+        else:
+            start = time.perf_counter()
+            check = dataset.x_train[val_idx[:4]].astype("float32")
+            to_tflite(model, job.tflite_path, input_shape=dataset.x_train.shape[1:], check_inputs=check)
+            timings["convert_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            result = measure_tflite(job.tflite_path, LatencyProtocol(threads=job.latency_threads))
+            timings["measure_seconds"] = time.perf_counter() - start
+            outcome.latency = result.as_attrs()
+        if job.latency_limit_ms is not None and outcome.latency["latency_median_ms"] > job.latency_limit_ms:
+            outcome.status = "over_latency"
+            outcome.reason = (
+                f"latency {outcome.latency['latency_median_ms']:.3f} ms is over the limit {job.latency_limit_ms:g} ms"
+            )
+            return outcome
+
+        x_train, y_train = dataset.x_train[train_idx[: budget.train_images]], dataset.y_train[train_idx[: budget.train_images]]
+        x_val, y_val = dataset.x_train[val_idx], dataset.y_train[val_idx]
+        proxy = train_proxy(model, x_train, y_train, x_val, y_val, budget=budget, num_classes=dataset.num_classes)
+        outcome.accuracy = proxy.accuracy
+        timings |= {
+            "train_seconds": proxy.train_seconds,
+            "first_epoch_seconds": proxy.first_epoch_seconds,
+            "eval_seconds": proxy.eval_seconds,
+            "train_images_per_second": proxy.images_per_second,
+        }
+        return outcome
+    except Exception as error:  # the trial fails, the search goes on
+        log.debug("trial failed:\n%s", traceback.format_exc())
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return TrialOutcome(status="failed", reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
+    finally:
+        try:
+            import keras
+
+            keras.backend.clear_session()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# In the parent
+
+
+class TrialRunner:
+    """Runs jobs one at a time in a worker process that is replaced every `trials_per_worker`."""
+
+    def __init__(self, *, trials_per_worker: int = 8):
+        self.trials_per_worker = trials_per_worker
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                max_tasks_per_child=self.trials_per_worker,
+            )
+        return self._pool
+
+    def run(self, job: TrialJob) -> TrialOutcome:
+        try:
+            return self._executor().submit(evaluate_job, job).result()
+        except BrokenProcessPool:
+            self.close(kill=True)
+            return TrialOutcome(status="failed", reason="the worker process died (out of memory or a crash in TensorFlow/LiteRT)")
+
+    def close(self, *, kill: bool = False) -> None:
+        if self._pool is None:
+            return
+        if kill:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.kill()
+        self._pool.shutdown(wait=not kill, cancel_futures=True)
+        self._pool = None
+
+    def __enter__(self) -> TrialRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(kill=exc[0] is not None)
+
+
+def outcome_dict(outcome: TrialOutcome) -> dict:
+    return asdict(outcome)

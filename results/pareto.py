@@ -1,0 +1,133 @@
+"""Reading a study: per-trial rows, the accuracy/latency Pareto front and the best MnasNet reward.
+
+Compute, then render: `pareto_info(study)` returns plain values; the table, the CSV and the
+reports read that value and never touch Optuna themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str
+    arch: str
+    arch_id: str
+    accuracy: float | None
+    latency_ms: float | None
+    latency_p90_ms: float | None
+    latency_cv: float | None
+    params_count: int | None
+    reward: float | None
+    trial_seconds: float | None
+    seeded_from: str
+    reason: str
+
+    @property
+    def measured(self) -> bool:
+        return self.state == "COMPLETE" and self.accuracy is not None and self.latency_ms is not None
+
+
+def trial_row(trial) -> TrialRow:
+    attrs = trial.user_attrs
+    return TrialRow(
+        number=trial.number,
+        state=trial.state.name,
+        arch=attrs.get("arch", ""),
+        arch_id=attrs.get("arch_id", ""),
+        accuracy=attrs.get("accuracy"),
+        latency_ms=attrs.get("latency_median_ms"),
+        latency_p90_ms=attrs.get("latency_p90_ms"),
+        latency_cv=attrs.get("latency_cv"),
+        params_count=attrs.get("params_count"),
+        reward=attrs.get("reward"),
+        trial_seconds=attrs.get("trial_seconds"),
+        seeded_from=attrs.get("seeded_from", ""),
+        reason=attrs.get("fail_reason", ""),
+    )
+
+
+def dominates(a: TrialRow, b: TrialRow) -> bool:
+    """a is at least as accurate and as fast as b, and strictly better in one."""
+    return a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and (a.accuracy > b.accuracy or a.latency_ms < b.latency_ms)
+
+
+def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
+    """Non-dominated measured trials, sorted by latency; identical points are all kept."""
+    measured = [r for r in rows if r.measured]
+    front = [r for r in measured if not any(dominates(o, r) for o in measured)]
+    return sorted(front, key=lambda r: (r.latency_ms, -r.accuracy, r.number))
+
+
+@dataclass(frozen=True)
+class ParetoInfo:
+    study_name: str
+    rows: tuple[TrialRow, ...]
+    front: tuple[TrialRow, ...]
+    best_reward: TrialRow | None
+    settings: dict
+
+    @property
+    def counts(self) -> dict:
+        counts: dict = {}
+        for row in self.rows:
+            counts[row.state] = counts.get(row.state, 0) + 1
+        return counts
+
+
+def pareto_info(study) -> ParetoInfo:
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    front = pareto_front(rows)
+    rewarded = [r for r in rows if r.measured and r.reward is not None]
+    best = max(rewarded, key=lambda r: (r.reward, -r.number)) if rewarded else None
+    return ParetoInfo(study.study_name, tuple(rows), tuple(front), best, dict(study.user_attrs.get("nas_settings", {})))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_front(info: ParetoInfo, *, max_arch: int = 70) -> str:
+    """The front as a fixed-width table sorted by latency; `*` marks the best reward."""
+    if not info.front:
+        return "no completed trials yet: the Pareto front is empty"
+    header = f"{'':1} {'trial':>5} {'acc':>6} {'lat ms':>7} {'p90 ms':>7} {'params':>8} {'reward':>7}  arch"
+    lines = [header, "-" * len(header)]
+    best = info.best_reward.number if info.best_reward else None
+    for row in info.front:
+        arch = row.arch if len(row.arch) <= max_arch else row.arch[: max_arch - 3] + "..."
+        lines.append(
+            f"{'*' if row.number == best else ' ':1} {row.number:>5} {_fmt(row.accuracy, '.3f'):>6} "
+            f"{_fmt(row.latency_ms, '.3f'):>7} {_fmt(row.latency_p90_ms, '.3f'):>7} "
+            f"{_fmt(row.params_count, ','):>8} {_fmt(row.reward, '.4f'):>7}  {arch}"
+        )
+    if best is not None and best not in {r.number for r in info.front}:
+        lines.append(f"* best reward: trial {best} ({info.best_reward.reward:.4f}), not on the front")
+    else:
+        lines.append("* = best MnasNet reward")
+    return "\n".join(lines)
+
+
+def write_csv_atomic(rows: list[TrialRow], path: str) -> None:
+    """Every trial with its figures; replaced atomically so a reader never sees half a file."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(TrialRow)])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)

@@ -1,0 +1,144 @@
+"""MnasNet's factorized hierarchical search space (Tan et al., arXiv:1807.11626, section 4.1).
+
+The network is a fixed MobileNetV2-like skeleton of 7 blocks; each block independently chooses its
+conv op, kernel, squeeze-excite ratio, skip op, filter multiplier and layer-count offset, and all
+layers of a block repeat the same choice. Strides are adapted to 32x32 input: the stem and blocks
+3 and 4 halve the map (32 -> 16 -> 8 -> 4); ImageNet's extra stride-2 in blocks 2 and 6 is dropped,
+the usual CIFAR adaptation, so the head sees a 4x4 map.
+
+`MnasNetSpace.sample(trial)` is Optuna define-by-run: flat, stable parameter names (``b3_op``),
+and every parameter suggested on every trial, since NSGA-II and multivariate TPE only model
+parameters present in all trials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from search_spaces.spec import ArchSpec, BlockSpec
+
+#: conv-op choices -> (op, expansion ratio)
+CONV_OPS: dict[str, tuple[str, int]] = {
+    "conv": ("conv", 1),
+    "dsconv": ("dsconv", 1),
+    "mbconv3": ("mbconv", 3),
+    "mbconv6": ("mbconv", 6),
+}
+KERNELS = (3, 5)
+SE_RATIOS = (0.0, 0.25)
+SKIP_OPS = ("identity", "pool", "none")
+FILTER_MULTIPLIERS = (0.75, 1.0, 1.25)
+LAYER_OFFSETS = (-1, 0, 1)
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of `divisor`, never dropping more than 10 % (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """The fixed backbone the space varies: per-block base filters, layers and strides."""
+
+    stem_ch: int = 32
+    stem_stride: int = 2
+    filters: tuple[int, ...] = (16, 24, 32, 64, 96, 160, 320)
+    layers: tuple[int, ...] = (1, 2, 3, 4, 3, 3, 1)
+    strides: tuple[int, ...] = (1, 1, 2, 2, 1, 1, 1)
+    head_ch: int = 1280
+
+    def __post_init__(self) -> None:
+        if not len(self.filters) == len(self.layers) == len(self.strides):
+            raise ValueError(
+                f"skeleton needs as many filters ({len(self.filters)}) as layers ({len(self.layers)}) "
+                f"and strides ({len(self.strides)})"
+            )
+
+
+@dataclass(frozen=True)
+class MnasNetSpace:
+    """The searchable space: a skeleton scaled by `width` (MnasNet's depth multiplier)."""
+
+    width: float = 0.5
+    skeleton: Skeleton = Skeleton()
+    name: str = "mnasnet"
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.width <= 2.0:
+            raise ValueError(f"width={self.width} must lie in [0.1, 2.0]")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.skeleton.filters)
+
+    def sample(self, trial) -> ArchSpec:
+        """Draw one architecture from an Optuna trial (or rebuild it from a FixedTrial)."""
+        body = []
+        for index in range(1, self.num_blocks + 1):
+            choice = {
+                "op": trial.suggest_categorical(f"b{index}_op", list(CONV_OPS)),
+                "kernel": trial.suggest_categorical(f"b{index}_kernel", list(KERNELS)),
+                "se": trial.suggest_categorical(f"b{index}_se", list(SE_RATIOS)),
+                "skip": trial.suggest_categorical(f"b{index}_skip", list(SKIP_OPS)),
+                "filters": trial.suggest_categorical(f"b{index}_filters", list(FILTER_MULTIPLIERS)),
+                "layers": trial.suggest_categorical(f"b{index}_layers", list(LAYER_OFFSETS)),
+            }
+            body.append(self.block(index, **choice))
+        return self.assemble(body)
+
+    def block(self, index: int, *, op: str, kernel: int, se: float, skip: str, filters: float, layers: int) -> BlockSpec:
+        """Block `index` (1-based) of the skeleton with one set of choices applied."""
+        sk = self.skeleton
+        kind, expand = CONV_OPS[op]
+        return BlockSpec(
+            op=kind,
+            out_ch=make_divisible(sk.filters[index - 1] * self.width * filters),
+            # A block keeps at least one layer: dropping it would also drop its stride.
+            repeats=max(1, sk.layers[index - 1] + layers),
+            kernel=kernel,
+            stride=sk.strides[index - 1],
+            expand=expand,
+            se=se,
+            skip=skip,
+        )
+
+    def assemble(self, body: list[BlockSpec]) -> ArchSpec:
+        sk = self.skeleton
+        stem = BlockSpec(op="conv", out_ch=make_divisible(sk.stem_ch * self.width), kernel=3, stride=sk.stem_stride)
+        head = BlockSpec(op="head", out_ch=make_divisible(sk.head_ch * max(self.width, 1.0)), kernel=1)
+        return ArchSpec((stem, *body, head))
+
+    def default_params(self) -> dict:
+        """The skeleton itself (MobileNetV2-like choices): a sensible first trial."""
+        params = {}
+        for index in range(1, self.num_blocks + 1):
+            params |= {
+                f"b{index}_op": "dsconv" if index == 1 else "mbconv6",
+                f"b{index}_kernel": 3,
+                f"b{index}_se": 0.0,
+                f"b{index}_skip": "identity",
+                f"b{index}_filters": 1.0,
+                f"b{index}_layers": 0,
+            }
+        return params
+
+    def project(self, spec: ArchSpec) -> dict:
+        """The space's parameters nearest to `spec` (same 7-block layout): seeds a search with a
+        known design. MnasNet-A1, found in this space, projects exactly up to width and strides."""
+        body = spec.blocks[1:-1]
+        if len(body) != self.num_blocks:
+            raise ValueError(f"cannot project {len(body)} body blocks onto a {self.num_blocks}-block space")
+        params = {}
+        for index, block in enumerate(body, start=1):
+            base_ch = self.skeleton.filters[index - 1] * self.width
+            op = block.op if block.op in ("conv", "dsconv") else ("mbconv3" if block.expand <= 4 else "mbconv6")
+            params |= {
+                f"b{index}_op": op,
+                f"b{index}_kernel": min(KERNELS, key=lambda k: abs(k - block.kernel)),
+                f"b{index}_se": min(SE_RATIOS, key=lambda s: abs(s - block.se)),
+                f"b{index}_skip": block.skip,
+                f"b{index}_filters": min(FILTER_MULTIPLIERS, key=lambda m: abs(m * base_ch - block.out_ch)),
+                f"b{index}_layers": max(-1, min(1, block.repeats - self.skeleton.layers[index - 1])),
+            }
+        return params

@@ -1,0 +1,33 @@
+"""Shared fixtures. Real CIFAR-10 comes from ../shared/cifar (official formats, a --limit subset);
+downloads are disabled for every test so none can hang on a machine without network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MATERIALIZE = Path(os.environ.get("NAS_CIFAR_PACK", REPO.parent / "shared" / "cifar")) / "materialize.py"
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    monkeypatch.setenv("NAS_NO_DOWNLOAD", "1")
+    monkeypatch.delenv("NAS_DATA_DIR", raising=False)
+
+
+def _materialize(out: Path, limit: int) -> Path:
+    if not MATERIALIZE.is_file():
+        pytest.fail(f"real CIFAR pack not found at {MATERIALIZE} (set NAS_CIFAR_PACK to the folder holding materialize.py)")
+    subprocess.run([sys.executable, str(MATERIALIZE), str(out), "--limit", str(limit)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory) -> Path:
+    """Real CIFAR-10, first 1000 images of every batch: 5000 train, 1000 test, both formats."""
+    return _materialize(tmp_path_factory.mktemp("cifar"), 1000)

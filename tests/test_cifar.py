@@ -1,0 +1,130 @@
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from trainers.cifar import DataError, load_cifar, locate_cifar, train_val_split
+
+
+def test_both_official_formats_give_identical_real_data(cifar_dir, tmp_path):
+    binary = load_cifar("cifar10", data_dir=str(cifar_dir))  # bin is preferred when both exist
+    assert binary.source.endswith("cifar-10-batches-bin")
+    shutil.copytree(cifar_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    python = load_cifar("cifar10", data_dir=str(tmp_path))
+    assert python.source.endswith("cifar-10-batches-py")
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(binary, name), getattr(python, name))
+    assert binary.x_train.shape == (5000, 32, 32, 3) and binary.x_train.dtype == np.uint8
+    assert binary.x_test.shape == (1000, 32, 32, 3)
+    assert binary.class_names[:3] == ("airplane", "automobile", "bird") == python.class_names[:3]
+    # Real photographs, not noise: all ten classes present, typical CIFAR mean brightness.
+    assert set(np.unique(binary.y_train)) == set(range(10))
+    assert 100 < binary.x_train.mean() < 140
+
+
+def test_train_val_split_is_fixed_and_disjoint(cifar_dir):
+    data = load_cifar(data_dir=str(cifar_dir))
+    train, val = train_val_split(data, val_size=500)
+    _, val2 = train_val_split(data, val_size=500)
+    np.testing.assert_array_equal(val, val2)
+    assert len(set(train) & set(val)) == 0 and len(train) + len(val) == 5000
+
+
+def _write_cifar100_bin(root, n=20):
+    folder = root / "cifar-100-binary"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("train.bin", "test.bin"):
+        coarse = rng.integers(0, 20, n, dtype=np.uint8)
+        fine = rng.integers(0, 100, n, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        np.concatenate([coarse[:, None], fine[:, None], pixels], axis=1).tofile(folder / name)
+    return folder
+
+
+def test_cifar100_binary_reads_the_fine_label(tmp_path):
+    folder = _write_cifar100_bin(tmp_path)
+    records = np.fromfile(folder / "train.bin", dtype=np.uint8).reshape(20, 3074)
+    data = load_cifar("cifar100", data_dir=str(tmp_path))
+    assert data.num_classes == 100
+    np.testing.assert_array_equal(data.y_train, records[:, 1])
+    # channel-major planes become HWC: pixel (0, 0) of image 0 is (R, G, B) = bytes 2, 1026, 2050
+    np.testing.assert_array_equal(data.x_train[0, 0, 0], records[0, [2, 2 + 1024, 2 + 2048]])
+
+
+def test_cifar100_python_format(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("train", "test"):
+        document = {
+            b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
+            b"fine_labels": list(range(90, 98)),
+            b"coarse_labels": [1] * 8,
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(document, f)
+    data = load_cifar("cifar100", data_dir=str(tmp_path))
+    assert list(data.y_test) == list(range(90, 98))
+
+
+def test_truncated_binary_batch_is_named(cifar_dir, tmp_path):
+    shutil.copytree(cifar_dir / "cifar-10-batches-bin", tmp_path / "cifar-10-batches-bin")
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"data_batch_3\.bin is truncated"):
+        load_cifar(data_dir=str(tmp_path))
+
+
+def test_missing_batch_is_named(cifar_dir, tmp_path):
+    shutil.copytree(cifar_dir / "cifar-10-batches-bin", tmp_path / "cifar-10-batches-bin")
+    os.remove(tmp_path / "cifar-10-batches-bin" / "test_batch.bin")
+    with pytest.raises(DataError, match=r"test_batch\.bin is missing"):
+        load_cifar(data_dir=str(tmp_path))
+
+
+def test_python_batch_with_code_in_it_is_refused(cifar_dir, tmp_path):
+    shutil.copytree(cifar_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /dev/null",))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Exploit(), b"labels": []}, f)
+    with pytest.raises(DataError, match="forbidden object"):
+        load_cifar(data_dir=str(tmp_path))
+
+
+def test_corrupt_python_batch(cifar_dir, tmp_path):
+    shutil.copytree(cifar_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match="data_batch_2 is truncated or not a CIFAR python batch"):
+        load_cifar(data_dir=str(tmp_path))
+
+
+def test_missing_and_empty_directories(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_cifar(data_dir=str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="put the official cifar-10-batches-bin/ or cifar-10-batches-py/ folder"):
+        locate_cifar(data_dir=str(tmp_path))
+
+
+def test_offline_fails_fast_with_where_to_put_files(tmp_path, monkeypatch):
+    import time
+
+    import trainers.cifar as cifar
+
+    monkeypatch.setattr(cifar, "_online", lambda: False)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="offline: put the official"):
+        locate_cifar(data_dir=str(tmp_path), allow_download=True)
+    assert time.perf_counter() - start < 5
+
+
+def test_data_dir_from_environment(cifar_dir, monkeypatch):
+    monkeypatch.setenv("NAS_DATA_DIR", str(cifar_dir))
+    assert locate_cifar()[0] == "bin"
