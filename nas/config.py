@@ -50,8 +50,8 @@ class SearchConfig:
     data_dir: str | None = None
     train_images: int = 10_000
     val_images: int = 2_000
-    epochs: int = 2
-    batch_size: int = 128
+    epochs: int = 1
+    batch_size: int = 64
     # latency measurement
     latency_threads: int = 1
     extra: dict = field(default_factory=dict, compare=False, repr=False)

@@ -19,6 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
+# Set before TensorFlow is imported in the worker: keeps its C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,21 @@ def _data(job: TrialJob):
     return _DATA_CACHE[key]
 
 
+def _quiet() -> None:
+    """Silence warnings that are expected here: one new model per trial retraces by design."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="keras")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+
+
 def evaluate_job(job: TrialJob) -> TrialOutcome:
     """Runs in the worker. Expected failures come back as an outcome with a reason."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     timings: dict = {}
     try:
+        _quiet()
         import keras
 
         from latency.convert import to_tflite

@@ -1,0 +1,183 @@
+"""Where one trial's time goes, and what the proxy trainer costs against a plain `model.fit`.
+
+    python bench/trial_cost.py --data-dir data [--arch STRING] [--repeats 3]
+
+1. Runs real trials exactly as `nas search` does (a fresh worker process: spawn + TensorFlow
+   import, build, conversion, LiteRT measurement, proxy training, evaluation) and prints the
+   breakdown of each, the framework's fixed overhead and its share of the trial.
+2. Times the storage of one finished trial in a real SQLite Optuna study.
+3. In one process, side by side: the proxy trainer's steady training throughput vs a plain
+   `model.fit` on the same model and the same images (no augmentation), as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nas.config import SearchConfig
+from nas.worker import TrialJob, TrialRunner
+from search_spaces import MnasNetSpace
+
+PARTS = ("build_seconds", "convert_seconds", "measure_seconds", "first_epoch_seconds", "train_seconds", "eval_seconds")
+
+
+def default_arch() -> str:
+    import optuna
+
+    space = MnasNetSpace()
+    return space.sample(optuna.trial.FixedTrial(space.default_params())).to_string()
+
+
+def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
+    print(
+        f"arch: {args.arch}\nbudget: {config.train_images} images x {config.epochs} epochs, batch {config.batch_size}, "
+        f"{config.val_images} validation images\n"
+    )
+    rows = []
+    for repeat in range(args.repeats):
+        job = TrialJob(
+            arch=args.arch,
+            dataset="cifar10",
+            data_dir=args.data_dir,
+            train_images=config.train_images,
+            val_images=config.val_images,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=repeat,
+            latency_threads=1,
+            tflite_path=os.path.join(workdir, f"m{repeat}.tflite"),
+        )
+        with TrialRunner(trials_per_worker=1) as runner:  # a fresh worker each time, as the first trial of a search
+            start = time.perf_counter()
+            outcome = runner.run(job)
+            wall = time.perf_counter() - start
+        if outcome.status != "ok":
+            sys.exit(f"trial failed: {outcome.reason}")
+        t = outcome.timings
+        steady_train = t["train_seconds"] - t["first_epoch_seconds"]
+        first_epoch_training = (
+            t["first_epoch_seconds"]
+            and (config.train_images // config.batch_size * config.batch_size) / t["train_images_per_second"]
+        )
+        rows.append(
+            {
+                "wall": wall,
+                "process start + imports + data": wall - sum(t[p] for p in PARTS if p != "first_epoch_seconds"),
+                "build": t["build_seconds"],
+                "conversion (+check)": t["convert_seconds"],
+                "latency measurement": t["measure_seconds"],
+                "first step (trace/compile)": max(0.0, t["first_epoch_seconds"] - first_epoch_training),
+                "training": steady_train + min(t["first_epoch_seconds"], first_epoch_training),
+                "evaluation": t["eval_seconds"],
+                "accuracy": outcome.accuracy,
+                "latency_ms": outcome.latency["latency_median_ms"],
+                "images/s": t["train_images_per_second"],
+            }
+        )
+    print(f"{'part':32} " + " ".join(f"{'run ' + str(i + 1):>9}" for i in range(len(rows))) + f" {'median':>9} {'share':>7}")
+    wall_median = statistics.median(r["wall"] for r in rows)
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        median = statistics.median(values)
+        share = f"{100 * median / wall_median:6.1f}%" if key not in ("wall", "accuracy", "latency_ms", "images/s") else ""
+        print(f"{key:32} " + " ".join(f"{v:9.3f}" for v in values) + f" {median:9.3f} {share:>7}")
+    overhead = statistics.median(r["wall"] - r["training"] for r in rows)
+    print(
+        f"\nfixed overhead (everything but training): {overhead:.1f} s = "
+        f"{100 * overhead / wall_median:.0f} % of a {wall_median:.1f} s trial"
+    )
+
+
+def storage_cost(workdir: str) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{workdir}/bench.db", directions=["maximize", "minimize"])
+    space = MnasNetSpace()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        trial = study.ask()
+        space.sample(trial)
+        for k in range(20):  # about as many attributes as a real trial records
+            trial.set_user_attr(f"attr_{k}", float(k))
+        study.tell(trial, (0.5, 1.0))
+        times.append(time.perf_counter() - start)
+    print(f"storage: a trial's parameters, 20 attributes and values in SQLite: median {1000 * statistics.median(times):.0f} ms")
+
+
+def throughput_vs_fit(args, config: SearchConfig) -> None:
+    import keras
+    import numpy as np
+
+    from search_spaces import ArchSpec
+    from search_spaces.keras_blocks import build
+    from trainers.cifar import load_cifar, train_val_split
+    from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, make_optimizer, train_proxy
+
+    data = load_cifar(data_dir=args.data_dir)
+    train_idx, val_idx = train_val_split(data, val_size=config.val_images)
+    x, y = data.x_train[train_idx[: config.train_images]], data.y_train[train_idx[: config.train_images]]
+    spec = ArchSpec.from_string(args.arch)
+    epochs = max(2, config.epochs)  # the first epoch traces; steady state needs a second
+    budget = ProxyBudget(train_images=len(x), val_images=config.val_images, epochs=epochs, batch_size=config.batch_size)
+
+    ours = train_proxy(
+        build(spec, bn_momentum=PROXY_BN_MOMENTUM),
+        x,
+        y,
+        data.x_train[val_idx],
+        data.y_train[val_idx],
+        budget=budget,
+        num_classes=10,
+    )
+    keras.backend.clear_session()
+
+    model = build(spec, bn_momentum=PROXY_BN_MOMENTUM)
+    steps = len(x) // budget.batch_size
+    model.compile(
+        optimizer=make_optimizer(budget, total_steps=steps * epochs), loss=keras.losses.CategoricalCrossentropy(from_logits=True)
+    )
+    xf, yf = x.astype(np.float32), keras.utils.to_categorical(y, 10)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(
+            xf[: steps * budget.batch_size],
+            yf[: steps * budget.batch_size],
+            batch_size=budget.batch_size,
+            epochs=1,
+            verbose=0,
+            shuffle=True,
+        )
+        seconds.append(time.perf_counter() - start)
+    plain = steps * budget.batch_size * (epochs - 1) / sum(seconds[1:])
+    print(f"\ntraining throughput, same model and images, {epochs} epochs, steady state (after the first epoch):")
+    print(f"  nas proxy trainer (tf.data, flip + pad-crop): {ours.images_per_second:7.0f} img/s")
+    print(f"  plain model.fit on numpy arrays:              {plain:7.0f} img/s")
+    print(f"  ratio nas / plain:                            {ours.images_per_second / plain:7.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--arch", default=None, help="architecture string (default: the space's MobileNetV2-like skeleton)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    args.arch = args.arch or default_arch()
+    config = SearchConfig()
+    with tempfile.TemporaryDirectory() as workdir:
+        trial_breakdown(args, config, workdir)
+        storage_cost(workdir)
+    throughput_vs_fit(args, config)
+
+
+if __name__ == "__main__":
+    main()
