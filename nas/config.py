@@ -104,9 +104,14 @@ class SearchConfig:
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{os.path.join(self.run_dir, 'study.db')}"
 
+    def reward_settings(self) -> dict:
+        return {"target_ms": self.target_ms, "alpha": self.reward_alpha, "beta": self.reward_beta}
+
     def study_identity(self) -> dict:
-        """Settings that must stay fixed for a study's trials to be comparable."""
-        return {
+        """Settings that must stay fixed for a study's trials to be comparable. The reward's
+        settings are among them only in reward mode, where they define the objective; in Pareto
+        mode the reward is a derived column, recomputed with the study's latest settings."""
+        identity = {
             "mode": self.mode,
             "space": self.space,
             "width": self.width,
@@ -116,10 +121,8 @@ class SearchConfig:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "latency_threads": self.latency_threads,
-            "target_ms": self.target_ms,
-            "alpha": self.reward_alpha,
-            "beta": self.reward_beta,
         }
+        return identity | (self.reward_settings() if self.mode == "reward" else {})
 
 
 def _choice(name: str, value, allowed: tuple) -> None:

@@ -77,7 +77,7 @@ def load_existing_study(*, study_name: str, storage_url: str) -> optuna.Study:
 
 
 def settings_of(config: SearchConfig, fingerprint: dict) -> dict:
-    return {**config.study_identity(), "sampler": config.sampler, "fingerprint": fingerprint}
+    return {**config.study_identity(), **config.reward_settings(), "sampler": config.sampler, "fingerprint": fingerprint}
 
 
 def open_study(config: SearchConfig, fingerprint: dict, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -101,6 +101,8 @@ def open_study(config: SearchConfig, fingerprint: dict, storage: optuna.storages
                 )
         if stored.get("fingerprint", {}).get("id") != fingerprint["id"]:
             log.warning("this machine's latency fingerprint differs from the study's: latencies may not be comparable")
+        if any(stored.get(k) != v for k, v in config.reward_settings().items()):
+            study.set_user_attr("nas_settings", {**stored, **config.reward_settings()})
     return study
 
 

@@ -10,7 +10,7 @@ import csv
 import io
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,25 @@ class ParetoInfo:
         return counts
 
 
+def with_reward(row: TrialRow, settings: dict) -> TrialRow:
+    """The row's MnasNet reward under the study's current target and exponents."""
+    if not row.measured or not {"target_ms", "alpha", "beta"} <= set(settings):
+        return row
+    from nas.reward import mnasnet_reward
+
+    reward = mnasnet_reward(
+        row.accuracy, row.latency_ms, target_ms=settings["target_ms"], alpha=settings["alpha"], beta=settings["beta"]
+    )
+    return replace(row, reward=reward)
+
+
 def pareto_info(study) -> ParetoInfo:
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    settings = study.user_attrs.get("nas_settings", {})
+    rows = [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
     best = max(rewarded, key=lambda r: (r.reward, -r.number)) if rewarded else None
-    return ParetoInfo(study.study_name, tuple(rows), tuple(front), best, dict(study.user_attrs.get("nas_settings", {})))
+    return ParetoInfo(study.study_name, tuple(rows), tuple(front), best, dict(settings))
 
 
 # ---------------------------------------------------------------------------------------------
