@@ -29,7 +29,9 @@ def _number(text: str) -> float:
 
 
 def _add_study_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--study-name", "--study", dest="study_name", help="study name (default: mnasnet-cifar10)")
+    p.add_argument(
+        "--study-name", "--study", dest="study_name", help="study name (default: <space>-<dataset>, e.g. mnasnet-cifar10)"
+    )
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)")
     p.add_argument("--runs-dir", help="directory holding one folder per study (default: runs)")
 
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-latency-ms", type=_number, help="time but do not train models slower than this (hard default: 2 x T)"
     )
     search.add_argument("--sampler", help="tpe (default), nsga2 or random")
-    search.add_argument("--space", help="search space (default: mnasnet)")
+    search.add_argument(
+        "--space", help="mnasnet (default) or mnasnet-mobilevit (adds MobileViT blocks where the map is 8x8 or smaller)"
+    )
     search.add_argument("--width", type=_number, help="width multiplier of the skeleton (default 0.5)")
     search.add_argument("--trials", type=int, help="trials to add to the study (default 20)")
     search.add_argument("--timeout", dest="timeout_s", type=_number, help="stop starting trials after this many seconds")

@@ -16,7 +16,7 @@ from nas.reward import CONSTRAINTS
 
 MODES = ("pareto", "reward")
 SAMPLERS = ("tpe", "nsga2", "random")
-SPACES = ("mnasnet",)
+SPACES = ("mnasnet", "mnasnet-mobilevit")
 DATASETS = ("cifar10", "cifar100")
 
 
@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class SearchConfig:
     # what is searched and how it is scored
-    study_name: str = "mnasnet-cifar10"
+    study_name: str | None = None  # default: <space>-<dataset>, e.g. mnasnet-cifar10
     mode: str = "pareto"
     space: str = "mnasnet"
     width: float = 0.5
@@ -78,6 +78,8 @@ class SearchConfig:
                 raise ConfigError(f"{name}={value!r} must be <= 0 (MnasNet's soft constraint uses -0.07)")
         if self.batch_size > self.train_images:
             raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
+        if self.study_name is None:
+            object.__setattr__(self, "study_name", f"{self.space}-{self.dataset}")
         if not self.study_name or any(c in self.study_name for c in "/\\") or self.study_name.startswith("."):
             raise ConfigError(f"study-name={self.study_name!r} must be a plain name (no slashes, not starting with a dot)")
 

@@ -6,6 +6,11 @@ layers of a block repeat the same choice. Strides are adapted to 32x32 input: th
 3 and 4 halve the map (32 -> 16 -> 8 -> 4); ImageNet's extra stride-2 in blocks 2 and 6 is dropped,
 the usual CIFAR adaptation, so the head sees a 4x4 map.
 
+With `mobilevit=True` (``--space mnasnet-mobilevit``) the blocks whose feature maps are 8x8 or
+smaller may also choose a MobileViT block (Mehta & Rastegari, arXiv:2110.02178), with its
+transformer width, depth, heads, patch, MLP ratio and attention kind (self or external, EANet
+arXiv:2105.02358) searched too.
+
 `MnasNetSpace.sample(trial)` is Optuna define-by-run: flat, stable parameter names (``b3_op``),
 and every parameter suggested on every trial, since NSGA-II and multivariate TPE only model
 parameters present in all trials.
@@ -29,6 +34,14 @@ SE_RATIOS = (0.0, 0.25)
 SKIP_OPS = ("identity", "pool", "none")
 FILTER_MULTIPLIERS = (0.75, 1.0, 1.25)
 LAYER_OFFSETS = (-1, 0, 1)
+VIT_DIMS = (32, 64, 96)
+VIT_DEPTHS = (1, 2, 3, 4)
+VIT_HEADS = (1, 2, 4)
+VIT_MLP_RATIOS = (2, 4)
+VIT_ATTENTIONS = ("mhsa", "external")
+VIT_EXPAND = 2  # the MBConv before each MobileViT block, as in MobileViT-XXS
+EA_MEMORY = 64  # EANet's S
+VIT_MAX_MAP = 8  # transformers only where the map is this small or smaller (MobileViT: 1/8 of the input and below)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -62,7 +75,23 @@ class MnasNetSpace:
 
     width: float = 0.5
     skeleton: Skeleton = Skeleton()
-    name: str = "mnasnet"
+    mobilevit: bool = False
+    input_hw: int = 32
+
+    @property
+    def name(self) -> str:
+        return "mnasnet-mobilevit" if self.mobilevit else "mnasnet"
+
+    def vit_patches(self, index: int) -> tuple[int, ...]:
+        """Patch sizes block `index` may use: those dividing its map; () if it cannot be MobileViT."""
+        if not self.mobilevit:
+            return ()
+        size = -(-self.input_hw // self.skeleton.stem_stride)
+        for stride in self.skeleton.strides[:index]:
+            size = -(-size // stride)
+        if size > VIT_MAX_MAP:
+            return ()
+        return tuple(p for p in (2, 4) if size % p == 0 and size // p >= 2)
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.width <= 2.0:
@@ -72,28 +101,54 @@ class MnasNetSpace:
     def num_blocks(self) -> int:
         return len(self.skeleton.filters)
 
+    def op_choices(self, index: int) -> list[str]:
+        return [*CONV_OPS, "mobilevit"] if self.vit_patches(index) else list(CONV_OPS)
+
     def sample(self, trial) -> ArchSpec:
         """Draw one architecture from an Optuna trial (or rebuild it from a FixedTrial)."""
         body = []
         for index in range(1, self.num_blocks + 1):
             choice = {
-                "op": trial.suggest_categorical(f"b{index}_op", list(CONV_OPS)),
+                "op": trial.suggest_categorical(f"b{index}_op", self.op_choices(index)),
                 "kernel": trial.suggest_categorical(f"b{index}_kernel", list(KERNELS)),
                 "se": trial.suggest_categorical(f"b{index}_se", list(SE_RATIOS)),
                 "skip": trial.suggest_categorical(f"b{index}_skip", list(SKIP_OPS)),
                 "filters": trial.suggest_categorical(f"b{index}_filters", list(FILTER_MULTIPLIERS)),
                 "layers": trial.suggest_categorical(f"b{index}_layers", list(LAYER_OFFSETS)),
             }
+            if self.vit_patches(index):  # suggested whatever the op, so every trial has every parameter
+                choice["vit"] = {
+                    "dim": trial.suggest_categorical(f"b{index}_vit_dim", list(VIT_DIMS)),
+                    "depth": trial.suggest_categorical(f"b{index}_vit_depth", list(VIT_DEPTHS)),
+                    "heads": trial.suggest_categorical(f"b{index}_vit_heads", list(VIT_HEADS)),
+                    "patch": trial.suggest_categorical(f"b{index}_vit_patch", list(self.vit_patches(index))),
+                    "mlp": trial.suggest_categorical(f"b{index}_vit_mlp", list(VIT_MLP_RATIOS)),
+                    "attention": trial.suggest_categorical(f"b{index}_vit_attention", list(VIT_ATTENTIONS)),
+                }
             body.append(self.block(index, **choice))
         return self.assemble(body)
 
-    def block(self, index: int, *, op: str, kernel: int, se: float, skip: str, filters: float, layers: int) -> BlockSpec:
+    def block(
+        self, index: int, *, op: str, kernel: int, se: float, skip: str, filters: float, layers: int, vit: dict | None = None
+    ) -> BlockSpec:
         """Block `index` (1-based) of the skeleton with one set of choices applied."""
         sk = self.skeleton
+        out_ch = make_divisible(sk.filters[index - 1] * self.width * filters)
+        if op == "mobilevit":  # one MBConv + one MobileViT block; SE, skip and layer offset do not apply
+            memory = EA_MEMORY if vit["attention"] == "external" else 0
+            return BlockSpec(
+                op="mobilevit",
+                out_ch=out_ch,
+                kernel=kernel,
+                stride=sk.strides[index - 1],
+                expand=VIT_EXPAND,
+                memory=memory,
+                **vit,
+            )
         kind, expand = CONV_OPS[op]
         return BlockSpec(
             op=kind,
-            out_ch=make_divisible(sk.filters[index - 1] * self.width * filters),
+            out_ch=out_ch,
             # A block keeps at least one layer: dropping it would also drop its stride.
             repeats=max(1, sk.layers[index - 1] + layers),
             kernel=kernel,
@@ -109,6 +164,19 @@ class MnasNetSpace:
         head = BlockSpec(op="head", out_ch=make_divisible(sk.head_ch * max(self.width, 1.0)), kernel=1)
         return ArchSpec((stem, *body, head))
 
+    def _vit_params(self, index: int, block: BlockSpec | None = None) -> dict:
+        if not self.vit_patches(index):
+            return {}
+        vit = block if block is not None and block.op == "mobilevit" else None
+        return {
+            f"b{index}_vit_dim": min(VIT_DIMS, key=lambda d: abs(d - vit.dim)) if vit else 64,
+            f"b{index}_vit_depth": min(max(vit.depth, 1), 4) if vit else 2,
+            f"b{index}_vit_heads": min(VIT_HEADS, key=lambda h: abs(h - vit.heads)) if vit else 4,
+            f"b{index}_vit_patch": min(self.vit_patches(index), key=lambda p: abs(p - vit.patch)) if vit else 2,
+            f"b{index}_vit_mlp": min(VIT_MLP_RATIOS, key=lambda m: abs(m - vit.mlp)) if vit else 2,
+            f"b{index}_vit_attention": vit.attention if vit else "mhsa",
+        }
+
     def default_params(self) -> dict:
         """The skeleton itself (MobileNetV2-like choices): a sensible first trial."""
         params = {}
@@ -120,7 +188,7 @@ class MnasNetSpace:
                 f"b{index}_skip": "identity",
                 f"b{index}_filters": 1.0,
                 f"b{index}_layers": 0,
-            }
+            } | self._vit_params(index)
         return params
 
     def project(self, spec: ArchSpec) -> dict:
@@ -132,7 +200,12 @@ class MnasNetSpace:
         params = {}
         for index, block in enumerate(body, start=1):
             base_ch = self.skeleton.filters[index - 1] * self.width
-            op = block.op if block.op in ("conv", "dsconv") else ("mbconv3" if block.expand <= 4 else "mbconv6")
+            if block.op in ("conv", "dsconv"):
+                op = block.op
+            elif block.op == "mobilevit" and self.vit_patches(index):
+                op = "mobilevit"
+            else:
+                op = "mbconv3" if block.expand <= 4 else "mbconv6"
             params |= {
                 f"b{index}_op": op,
                 f"b{index}_kernel": min(KERNELS, key=lambda k: abs(k - block.kernel)),
@@ -140,5 +213,5 @@ class MnasNetSpace:
                 f"b{index}_skip": block.skip,
                 f"b{index}_filters": min(FILTER_MULTIPLIERS, key=lambda m: abs(m * base_ch - block.out_ch)),
                 f"b{index}_layers": max(-1, min(1, block.repeats - self.skeleton.layers[index - 1])),
-            }
+            } | self._vit_params(index, block)
         return params

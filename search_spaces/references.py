@@ -5,6 +5,11 @@ MnasNet-A1, -B1 and -small follow MnasNet's released definitions (arXiv:1807.116
 adaptation is the same for all: the stride-2 of the second and sixth body blocks becomes 1, so a
 32x32 image is reduced 8x (stem, blocks 3 and 4) and the head sees a 4x4 map. Channels and
 layer counts are the papers' own.
+
+MobileViT-XXS follows Mehta & Rastegari (arXiv:2110.02178, table 4): MV2 expansion 2, channels
+16-24-48-64-80, transformer widths 64/80/96 with depths 2/4/3, 4 heads, MLP ratio 2, 2x2 patches,
+a 320-channel head. At 32x32 its three MobileViT stages run on 8x8, 4x4 and 4x4 maps (the paper's
+run on 32x32, 16x16 and 8x8 at 256x256: strides 8 to 32 become 4 to 8 here).
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ REFERENCES: dict[str, str] = {
         "conv_r1_k3_s2_c16-dsconv_r1_k3_s1_c8-mbconv_r2_k3_s1_e6_c16-mbconv_r3_k3_s2_e6_c16"
         "-mbconv_r4_k3_s2_e6_c32-mbconv_r3_k3_s1_e6_c48-mbconv_r3_k3_s1_e6_c80"
         "-mbconv_r1_k3_s1_e6_c160-head_c1280"
+    ),
+    "mobilevit-xxs": (
+        "conv_r1_k3_s2_c16-mbconv_r1_k3_s1_e2_c16-mbconv_r3_k3_s2_e2_c24"
+        "-mobilevit_r1_k3_s1_e2_c48_d64_l2_h4_p2_m2_mhsa-mobilevit_r1_k3_s2_e2_c64_d80_l4_h4_p2_m2_mhsa"
+        "-mobilevit_r1_k3_s1_e2_c80_d96_l3_h4_p2_m2_mhsa-head_c320"
     ),
 }
 

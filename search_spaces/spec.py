@@ -5,7 +5,13 @@ tensorflow/tpu `mnasnet_models.py`) and EfficientNet/timm: one block is
 
     OP_rR_kK_sS[_eE]_cC[_seX][_noskip|_poolskip]
 
-e.g. ``mbconv_r2_k3_s2_e6_c24_se0.25``; blocks are joined by ``-``. The stem is an ordinary
+e.g. ``mbconv_r2_k3_s2_e6_c24_se0.25``; blocks are joined by ``-``. A MobileViT block (Mehta &
+Rastegari, arXiv:2110.02178) adds its transformer fields:
+
+    mobilevit_r1_kK_sS_eE_cC_dD_lL_hH_pP_mM_(mhsa|eaS)
+
+transformer width D, depth L, heads H, patch P, MLP ratio M, and multi-head self-attention or
+external attention with S memory units (Guo et al., arXiv:2105.02358). The stem is an ordinary
 ``conv`` block and the head is ``head_cC`` (1x1 conv, global pooling, classifier), so one string
 describes the whole network. ``ArchSpec.from_string(s).to_string() == s`` for every canonical s.
 
@@ -23,9 +29,12 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 1
 
 #: ops whose layers have an expansion ratio (the others always use ``expand == 1``).
-EXPANDING_OPS = frozenset({"mbconv"})
+EXPANDING_OPS = frozenset({"mbconv", "mobilevit"})
+#: ops with a transformer (the MobileViT fields are zero for every other op).
+TRANSFORMER_OPS = frozenset({"mobilevit"})
 #: every op of the grammar; ``head`` may only be the last block.
-OPS = frozenset({"conv", "dsconv", "mbconv", "head"})
+OPS = frozenset({"conv", "dsconv", "mbconv", "mobilevit", "head"})
+ATTENTIONS = ("mhsa", "external")
 SKIPS = ("identity", "pool", "none")
 _SKIP_TOKENS = {"identity": "", "pool": "poolskip", "none": "noskip"}
 
@@ -42,6 +51,11 @@ class BlockSpec:
     MnasNet paper and its official code. `skip` chooses the shortcut of each layer:
     ``identity`` (a residual wherever the shapes allow it), ``pool`` (average-pool + 1x1
     projection where they do not, identity where they do) or ``none``.
+
+    MobileViT blocks are an MBConv layer (which may stride, `expand`, `out_ch`) followed by one
+    MobileViT block with `depth` transformer layers of width `dim`, `heads` heads, patches of
+    `patch` x `patch` pixels, MLP ratio `mlp`, and `attention` ``mhsa`` or ``external`` (with
+    `memory` units).
     """
 
     op: str
@@ -52,6 +66,13 @@ class BlockSpec:
     expand: int = 1
     se: float = 0.0
     skip: str = "identity"
+    dim: int = 0
+    depth: int = 0
+    heads: int = 0
+    patch: int = 0
+    mlp: int = 0
+    attention: str = ""
+    memory: int = 0
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -74,6 +95,26 @@ class BlockSpec:
             raise SpecError(f"skip={self.skip!r} is unknown; expected one of {list(SKIPS)}")
         if self.op == "head" and (self.repeats, self.kernel, self.stride, self.se) != (1, 1, 1, 0.0):
             raise SpecError(f"head block takes only channels (head_cN), got {self!r}")
+        if self.op in TRANSFORMER_OPS:
+            self._check_transformer()
+        elif (self.dim, self.depth, self.heads, self.patch, self.mlp, self.attention, self.memory) != (0, 0, 0, 0, 0, "", 0):
+            raise SpecError(f"transformer fields are only meaningful for mobilevit, not op={self.op!r}")
+
+    def _check_transformer(self) -> None:
+        if self.repeats != 1:
+            raise SpecError(f"repeats={self.repeats}: a mobilevit block is one MBConv layer and one MobileViT block (r1)")
+        for name, low, high in (("dim", 8, 1024), ("depth", 1, 12), ("heads", 1, 16), ("patch", 1, 8), ("mlp", 1, 8)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise SpecError(f"{name}={value!r} of a mobilevit block must be an integer in {low}..{high}")
+        if self.dim % self.heads:
+            raise SpecError(f"heads={self.heads} must divide the transformer width dim={self.dim}")
+        if self.attention not in ATTENTIONS:
+            raise SpecError(f"attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}")
+        if (self.attention == "external") != (self.memory > 0):
+            raise SpecError(f"memory={self.memory}: external attention needs memory units (eaS), self-attention none")
+        if self.se or self.skip != "identity":
+            raise SpecError(f"a mobilevit block takes no se/skip tokens (se={self.se}, skip={self.skip!r})")
 
     def to_string(self) -> str:
         if self.op == "head":
@@ -86,6 +127,9 @@ class BlockSpec:
             parts.append(f"se{_format_ratio(self.se)}")
         if _SKIP_TOKENS[self.skip]:
             parts.append(_SKIP_TOKENS[self.skip])
+        if self.op in TRANSFORMER_OPS:
+            parts += [f"d{self.dim}", f"l{self.depth}", f"h{self.heads}", f"p{self.patch}", f"m{self.mlp}"]
+            parts.append("mhsa" if self.attention == "mhsa" else f"ea{self.memory}")
         return "_".join(parts)
 
     @classmethod
@@ -101,6 +145,8 @@ class BlockSpec:
             fields[key] = value
         if "out_ch" not in fields:
             raise SpecError(f"block {text!r} has no channel count (cN)")
+        if "memory" in fields:
+            fields["attention"] = "external"
         return cls(**fields)
 
 
@@ -111,6 +157,12 @@ _TOKEN_PATTERNS = (
     (re.compile(r"e(\d+)"), "expand", int),
     (re.compile(r"c(\d+)"), "out_ch", int),
     (re.compile(r"se(\d*\.?\d+)"), "se", float),
+    (re.compile(r"d(\d+)"), "dim", int),
+    (re.compile(r"l(\d+)"), "depth", int),
+    (re.compile(r"h(\d+)"), "heads", int),
+    (re.compile(r"p(\d+)"), "patch", int),
+    (re.compile(r"m(\d+)"), "mlp", int),
+    (re.compile(r"ea(\d+)"), "memory", int),
 )
 
 
@@ -119,6 +171,8 @@ def _parse_token(token: str, *, block: str) -> tuple[str, object]:
         return "skip", "none"
     if token == "poolskip":
         return "skip", "pool"
+    if token == "mhsa":
+        return "attention", "mhsa"
     for pattern, key, convert in _TOKEN_PATTERNS:
         match = pattern.fullmatch(token)
         if match:
@@ -205,6 +259,11 @@ def validate(spec: ArchSpec, input_hw: int) -> None:
     if spec.blocks[0].op != "conv":
         raise SpecError(f"the stem (block 0) must be a conv block, got op={spec.blocks[0].op!r}")
     sizes = feature_sizes(spec, input_hw)
+    for index, (block, size) in enumerate(zip(spec.blocks, sizes, strict=True)):
+        if block.op in TRANSFORMER_OPS and size % block.patch:
+            raise SpecError(
+                f"patch={block.patch} must divide the {size}x{size} feature map of block {index} (no silent resize in the graph)"
+            )
     if sizes[-1] < 2:
         raise SpecError(
             f"the final feature map is {sizes[-1]}x{sizes[-1]} at input {input_hw}; at least 2x2 is needed "

@@ -16,6 +16,7 @@ PARAMS = {
     "mnasnet-small": 779_002,
     "mobilenetv2-1.0": 2_270_794,
     "mobilenetv2-0.5": 719_034,
+    "mobilevit-xxs": 958_346,
 }
 
 
