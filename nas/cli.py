@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     front = commands.add_parser("front", help="print the Pareto front of an existing study")
     _add_study_flags(front)
+
+    report = commands.add_parser("report", help="write an HTML report (plus front.csv/json) of an existing study")
+    _add_study_flags(report)
+    report.add_argument("--out", help="output folder (default: runs/<study>/)")
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on an existing study's storage")
+    _add_study_flags(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     return parser
 
 
@@ -152,26 +161,65 @@ def cmd_search(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
     print(f"\n{summary.new_trials} trials in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
     print(f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}")
-    print(f"\nall trials: {summary.csv_path}\nshow again: nas front --study {config.study_name}")
+    print(f"\nall trials: {summary.csv_path}")
+    print(
+        f"look at it:  nas report --study {config.study_name}   (HTML)   |   nas dashboard --study {config.study_name}   (live)"
+    )
+    print(f"print again: nas front --study {config.study_name}")
     return 0
 
 
-def cmd_front(args: argparse.Namespace) -> int:
+def _existing_study(args: argparse.Namespace):
+    """(config, study) for the commands that read a study; a missing one is bad input."""
     from nas.search import load_existing_study
-    from results.pareto import format_front, pareto_info
 
-    defaults = SearchConfig()
-    config = SearchConfig(
-        study_name=args.study_name or defaults.study_name, storage=args.storage, runs_dir=args.runs_dir or defaults.runs_dir
-    )
+    config = SearchConfig(study_name=args.study_name, storage=args.storage, runs_dir=args.runs_dir or SearchConfig.runs_dir)
     if config.storage is None and not os.path.exists(os.path.join(config.run_dir, "study.db")):
         raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, 'study.db')}")
-    study = load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
+    return config, load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from results.pareto import format_front, pareto_info
+
+    _, study = _existing_study(args)
     print(format_front(pareto_info(study)))
     return 0
 
 
-COMMANDS = {"search": cmd_search, "front": cmd_front}
+def cmd_report(args: argparse.Namespace) -> int:
+    from results.pareto import pareto_info
+    from results.report import write_report
+
+    config, study = _existing_study(args)
+    out_dir = args.out or config.run_dir
+    try:
+        paths = write_report(pareto_info(study), out_dir)
+    except OSError as error:
+        raise ConfigError(f"cannot write the report to {out_dir!r}: {error.strerror}") from None
+    print(f"report: {paths['report.html']}")
+    print(f"front:  {paths['front.csv']}, {paths['front.json']}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from results.dashboard import prepare, serve
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"port={args.port} must be in 1..65535")
+    config, study = _existing_study(args)
+    prepare(study)
+    print(f"optuna-dashboard for study {config.study_name!r}: http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    try:
+        serve(config.storage_url, host=args.host, port=args.port)
+    except OSError as error:
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {error.strerror}") from None
+    except KeyboardInterrupt:
+        print("\ndashboard stopped")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "front": cmd_front, "report": cmd_report, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ import csv
 import io
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields, replace
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class TrialRow:
     trial_seconds: float | None
     seeded_from: str
     reason: str
+    params: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def measured(self) -> bool:
@@ -50,6 +52,7 @@ def trial_row(trial) -> TrialRow:
         trial_seconds=attrs.get("trial_seconds"),
         seeded_from=attrs.get("seeded_from", ""),
         reason=attrs.get("fail_reason", ""),
+        params=dict(trial.params),
     )
 
 
@@ -65,6 +68,56 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
     return sorted(front, key=lambda r: (r.latency_ms, -r.accuracy, r.number))
 
 
+def hypervolume(rows: list[TrialRow], *, reference: tuple[float, float]) -> float:
+    """Area dominated by the measured rows (accuracy up, latency down) and bounded by
+    `reference` = (accuracy, latency_ms): an exact sweep in latency order."""
+    ref_accuracy, ref_latency = reference
+    points = sorted(
+        (r.latency_ms, r.accuracy) for r in rows if r.measured and r.latency_ms < ref_latency and r.accuracy > ref_accuracy
+    )
+    area, best = 0.0, ref_accuracy
+    for (latency, accuracy), following in zip(points, [*points[1:], (ref_latency, 0.0)], strict=True):
+        best = max(best, accuracy)
+        area += (following[0] - latency) * (best - ref_accuracy)
+    return area
+
+
+def hypervolume_reference(rows: list[TrialRow]) -> tuple[float, float]:
+    """Accuracy 0 and 1.1 x the slowest measured latency: fixed for the whole history."""
+    latencies = [r.latency_ms for r in rows if r.measured]
+    return (0.0, 1.1 * max(latencies)) if latencies else (0.0, 1.0)
+
+
+def hypervolume_history(rows: list[TrialRow], *, reference: tuple[float, float]) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of every trial up to it) after each finished trial."""
+    history, seen = [], []
+    for row in sorted(rows, key=lambda r: r.number):
+        seen.append(row)
+        if row.measured:
+            history.append((row.number, hypervolume(seen, reference=reference)))
+    return history
+
+
+def choice_frequencies(rows: list[TrialRow], front: list[TrialRow]) -> dict[str, dict]:
+    """For each searched parameter, the share of each value among the front and among all
+    measured trials: {"b3_op": {"mbconv6": (front_share, all_share), ...}, ...}."""
+    measured = [r for r in rows if r.measured]
+    result: dict[str, dict] = {}
+    for name in sorted({name for r in measured for name in r.params}, key=_param_order):
+        everywhere = Counter(r.params[name] for r in measured if name in r.params)
+        on_front = Counter(r.params[name] for r in front if name in r.params)
+        total, front_total = sum(everywhere.values()), max(1, sum(on_front.values()))
+        result[name] = {
+            value: (on_front[value] / front_total, count / total) for value, count in sorted(everywhere.items(), key=str)
+        }
+    return result
+
+
+def _param_order(name: str):
+    block, _, kind = name.partition("_")
+    return (int(block[1:]) if block[1:].isdigit() else 0, kind)
+
+
 @dataclass(frozen=True)
 class ParetoInfo:
     study_name: str
@@ -72,6 +125,9 @@ class ParetoInfo:
     front: tuple[TrialRow, ...]
     best_reward: TrialRow | None
     settings: dict
+    hypervolume_reference: tuple[float, float] = (0.0, 1.0)
+    hypervolume_history: tuple[tuple[int, float], ...] = ()
+    choice_frequencies: dict = field(default_factory=dict)
 
     @property
     def counts(self) -> dict:
@@ -99,7 +155,17 @@ def pareto_info(study) -> ParetoInfo:
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
     best = max(rewarded, key=lambda r: (r.reward, -r.number)) if rewarded else None
-    return ParetoInfo(study.study_name, tuple(rows), tuple(front), best, dict(settings))
+    reference = hypervolume_reference(rows)
+    return ParetoInfo(
+        study_name=study.study_name,
+        rows=tuple(rows),
+        front=tuple(front),
+        best_reward=best,
+        settings=dict(settings),
+        hypervolume_reference=reference,
+        hypervolume_history=tuple(hypervolume_history(rows, reference=reference)),
+        choice_frequencies=choice_frequencies(rows, front),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,13 +200,24 @@ def format_front(info: ParetoInfo, *, max_arch: int = 70) -> str:
 def write_csv_atomic(rows: list[TrialRow], path: str) -> None:
     """Every trial with its figures; replaced atomically so a reader never sees half a file."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(TrialRow)])
+    columns = [f.name for f in fields(TrialRow) if f.name != "params"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow(asdict(row))
+    write_text_atomic(path, buffer.getvalue())
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write beside the target and rename: a reader or a kill never leaves half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     with os.fdopen(fd, "w", newline="") as f:
-        f.write(buffer.getvalue())
+        f.write(text)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     os.replace(tmp, path)

@@ -50,3 +50,27 @@ def test_table_marks_the_best_reward_and_handles_empty_studies(tmp_path):
     assert "no completed trials" in format_front(pareto_info(_study([(None, None)])))
     write_csv_atomic(list(info.rows), str(tmp_path / "t.csv"))
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("number,state,arch")
+
+
+def test_hypervolume_by_hand_and_its_history():
+    info = pareto_info(_study([(0.30, 1.0), (0.25, 0.5), (0.35, 2.0), (0.20, 1.5)], SETTINGS))
+    assert info.hypervolume_reference == pytest.approx((0.0, 2.2))  # 1.1 x the slowest latency
+    # after trial 0: (2.2 - 1.0) x 0.30 = 0.36
+    # after trial 1: (1.0 - 0.5) x 0.25 + 0.36 = 0.485
+    # after trial 2: 0.125 + (2.0 - 1.0) x 0.30 + (2.2 - 2.0) x 0.35 = 0.495; trial 3 is dominated
+    numbers, volumes = zip(*info.hypervolume_history, strict=True)
+    assert numbers == (0, 1, 2, 3)
+    assert volumes == pytest.approx((0.36, 0.485, 0.495, 0.495))
+
+
+def test_choice_frequencies_compare_the_front_with_all_trials():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"b1_op": optuna.distributions.CategoricalDistribution(["conv", "mbconv6"])}
+    for accuracy, latency_ms, op in [(0.3, 1.0, "mbconv6"), (0.2, 0.5, "conv"), (0.1, 2.0, "conv"), (0.25, 0.9, "mbconv6")]:
+        attrs = {"arch": op, "accuracy": accuracy, "latency_median_ms": latency_ms}
+        study.add_trial(create_trial(values=[accuracy, latency_ms], params={"b1_op": op}, distributions=dist, user_attrs=attrs))
+    info = pareto_info(study)
+    assert [r.number for r in info.front] == [1, 3, 0]
+    # front: conv once, mbconv6 twice; all trials: two of each
+    assert info.choice_frequencies["b1_op"]["conv"] == pytest.approx((1 / 3, 0.5))
+    assert info.choice_frequencies["b1_op"]["mbconv6"] == pytest.approx((2 / 3, 0.5))

@@ -120,3 +120,111 @@ def test_changing_the_budget_of_a_study_is_refused(first_search, cifar_dir):
     )
     assert result.returncode == 2
     assert "was run with epochs=1, not 3" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- looking at the study: HTML report in a real browser, optuna-dashboard over HTTP -----------
+
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium():
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("these tests need Debian's chromium (apt-get install chromium); README's test command installs it")
+    return path
+
+
+def test_report_renders_in_headless_chromium(first_search, tmp_path):
+    runs, search = first_search
+    assert search.returncode == 0
+    result = nas("report", "--study", "mnasnet-cifar10", "--runs-dir", str(runs), cwd=runs)
+    assert result.returncode == 0, result.stderr
+    page = runs / "mnasnet-cifar10" / "report.html"
+    assert (
+        page.is_file()
+        and (runs / "mnasnet-cifar10" / "front.csv").is_file()
+        and (runs / "mnasnet-cifar10" / "front.json").is_file()
+    )
+    browser = [_chromium(), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
+    dom = subprocess.run(
+        [*browser, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # every figure was drawn by plotly.js: front, hypervolume, two histograms, six choice charts
+    assert dom.stdout.count('class="plot-container plotly"') == 10
+    assert dom.stdout.count('class="main-svg"') >= 20
+    assert "Pareto front" in dom.stdout and "<td data-sort" in dom.stdout
+    console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    assert console_errors == []
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
+    assert shot.is_file() and shot.stat().st_size > 50_000  # a blank page compresses to a few kB
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_and_stops_on_ctrl_c(first_search):
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    runs, search = first_search
+    assert search.returncode == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nas.cli",
+            "dashboard",
+            "--study",
+            "mnasnet-cifar10",
+            "--runs-dir",
+            str(runs),
+            "--port",
+            str(port),
+        ],
+        cwd=runs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while time.monotonic() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard did not answer within 60 s"
+        (study,) = [s for s in studies if s["study_name"] == "mnasnet-cifar10"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as response:
+            detail = json.load(response)
+        assert detail["objective_names"] == ["accuracy", "latency_ms"]
+        trials = detail["trials"]
+        assert len(trials) >= 3
+        assert all(any(a["key"] == "arch" for a in t["user_attrs"]) for t in trials)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err[-2000:]
+    assert f"http://127.0.0.1:{port}/" in out and "dashboard stopped" in out
