@@ -61,11 +61,6 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
         if outcome.status != "ok":
             sys.exit(f"trial failed: {outcome.reason}")
         t = outcome.timings
-        steady_train = t["train_seconds"] - t["first_epoch_seconds"]
-        first_epoch_training = (
-            t["first_epoch_seconds"]
-            and (config.train_images // config.batch_size * config.batch_size) / t["train_images_per_second"]
-        )
         rows.append(
             {
                 "wall": wall,
@@ -73,8 +68,8 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
                 "build": t["build_seconds"],
                 "conversion (+check)": t["convert_seconds"],
                 "latency measurement": t["measure_seconds"],
-                "first step (trace/compile)": max(0.0, t["first_epoch_seconds"] - first_epoch_training),
-                "training": steady_train + min(t["first_epoch_seconds"], first_epoch_training),
+                "first step (trace/compile)": t["first_step_seconds"],
+                "training (other steps)": t["train_seconds"] - t["first_step_seconds"],
                 "evaluation": t["eval_seconds"],
                 "accuracy": outcome.accuracy,
                 "latency_ms": outcome.latency["latency_median_ms"],
@@ -88,7 +83,7 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
         median = statistics.median(values)
         share = f"{100 * median / wall_median:6.1f}%" if key not in ("wall", "accuracy", "latency_ms", "images/s") else ""
         print(f"{key:32} " + " ".join(f"{v:9.3f}" for v in values) + f" {median:9.3f} {share:>7}")
-    overhead = statistics.median(r["wall"] - r["training"] for r in rows)
+    overhead = statistics.median(r["wall"] - r["training (other steps)"] for r in rows)
     print(
         f"\nfixed overhead (everything but training): {overhead:.1f} s = "
         f"{100 * overhead / wall_median:.0f} % of a {wall_median:.1f} s trial"

@@ -21,10 +21,55 @@ class ConversionError(RuntimeError):
     """The model cannot become a builtin-ops TFLite model that computes what Keras computes."""
 
 
-def to_tflite(model, path: str, *, input_shape: tuple[int, int, int], check_inputs: np.ndarray | None = None) -> str:
-    """Convert `model` (float32, batch 1, builtin ops only) to `path`; verify; return `path`."""
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def converter_options(precision: str, representative: np.ndarray | None = None) -> dict:
+    """TFLiteConverter settings per precision; builtin ops only in every case.
+
+    int8 is full-integer: uint8 pixels in (the model normalises them itself), int8 logits out,
+    calibrated on `representative` training images."""
+    import tensorflow as tf
+
+    if precision == "fp32":
+        return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if precision == "fp16":
+        return {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS], "supported_types": [tf.float16]},
+        }
+    if precision == "int8":
+        if representative is None or not len(representative):
+            raise ValueError("int8 conversion needs representative images")
+
+        def batches():
+            for image in representative:
+                yield [image[None].astype(np.float32)]
+
+        return {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "representative_dataset": batches,
+            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+            "inference_input_type": tf.uint8,
+            "inference_output_type": tf.int8,
+        }
+    raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def to_tflite(
+    model,
+    path: str,
+    *,
+    input_shape: tuple[int, int, int],
+    check_inputs: np.ndarray | None = None,
+    precision: str = "fp32",
+    representative: np.ndarray | None = None,
+) -> str:
+    """Convert `model` (batch 1, builtin ops only) to `path` and return `path`. A float32 model
+    is verified against Keras; quantized ones are judged by their accuracy (see results.export)."""
     import keras
 
+    options = converter_options(precision, representative)
     signature = [keras.InputSpec(shape=(1, *input_shape), dtype="float32")]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # Write beside the target and rename: a killed conversion never leaves a file that looks good.
@@ -32,14 +77,15 @@ def to_tflite(model, path: str, *, input_shape: tuple[int, int, int], check_inpu
     os.close(fd)
     try:
         try:
-            model.export(tmp, format="litert", input_signature=signature, verbose=False)
+            model.export(tmp, format="litert", input_signature=signature, verbose=False, **options)
         except Exception as error:  # the converter raises many types; all mean "cannot convert"
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConversionError(f"TFLite conversion failed: {first_line}") from error
         _check_builtin_ops(tmp)
-        if check_inputs is None:
-            check_inputs = np.random.default_rng(0).uniform(0, 255, size=(4, *input_shape)).astype(np.float32)
-        verify(model, tmp, check_inputs)
+        if precision == "fp32":
+            if check_inputs is None:
+                check_inputs = np.random.default_rng(0).uniform(0, 255, size=(4, *input_shape)).astype(np.float32)
+            verify(model, tmp, check_inputs)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -57,18 +103,27 @@ def _check_builtin_ops(path: str) -> None:
 
 
 def run_tflite(path: str, images: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
-    """Outputs of the TFLite model for each image, one at a time (the model has batch 1)."""
+    """Float outputs of the TFLite model for each image, one at a time (the model has batch 1).
+    Quantized inputs and outputs are converted with the model's own scale and zero point."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=num_threads)
     interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = source["quantization"]
+    out_scale, out_zero = target["quantization"]
     outputs = []
     for image in images:
-        interpreter.set_tensor(input_index, image[None].astype(np.float32))
+        value = image[None].astype(np.float32)
+        if source["dtype"] != np.float32:
+            info = np.iinfo(source["dtype"])
+            value = np.clip(np.round(value / in_scale + in_zero), info.min, info.max).astype(source["dtype"])
+        interpreter.set_tensor(source["index"], value)
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index)[0].copy())
+        output = interpreter.get_tensor(target["index"])[0]
+        if target["dtype"] != np.float32:
+            output = (output.astype(np.float32) - out_zero) * out_scale
+        outputs.append(output.copy())
     return np.stack(outputs)
 
 

@@ -36,6 +36,17 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", help="directory holding one folder per study (default: runs)")
 
 
+def _add_selection_flags(p: argparse.ArgumentParser) -> None:
+    _add_study_flags(p)
+    p.add_argument("--trial", type=int, help="a trial number of --study")
+    p.add_argument("--front", action="store_true", help="every member of --study's Pareto front (best reward first)")
+    p.add_argument("--top", type=int, help="with --front: only the K best by reward")
+    p.add_argument("--arch", help="an architecture string or a reference name (mnasnet-a1, mobilevit-xxs, ...)")
+    p.add_argument("--dataset", help="cifar10 (default) or cifar100")
+    p.add_argument("--data-dir", help="folder holding the official CIFAR folders")
+    p.add_argument("--out", help="working folder (default: runs/<study>/retrained/<arch_id>/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Multi-objective hardware-aware architecture search (MnasNet space, CIFAR, LiteRT).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--data-dir", help="folder holding cifar-10-batches-bin/ or -py/ (default: $NAS_DATA_DIR, ./data, ~/.keras/datasets)"
     )
-    search.add_argument("--train-images", type=int, help="proxy training images per epoch (default 10000)")
+    search.add_argument("--train-images", type=int, help="proxy training images per epoch (default 8000)")
     search.add_argument("--val-images", type=int, help="held-out images carved from the training set (default 2000)")
     search.add_argument("--epochs", type=int, help="proxy epochs (default 1)")
     search.add_argument("--batch-size", type=int, help="proxy batch size (default 64)")
@@ -84,6 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write an HTML report (plus front.csv/json) of an existing study")
     _add_study_flags(report)
     report.add_argument("--out", help="output folder (default: runs/<study>/)")
+
+    retrain = commands.add_parser("retrain", help="train chosen architectures with the full recipe (resumable)")
+    _add_selection_flags(retrain)
+    retrain.add_argument("--epochs", type=int, help="epochs (default 30)")
+    retrain.add_argument("--batch-size", type=int, help="batch size (default 128)")
+    retrain.add_argument("--optimizer", help="sgd (Nesterov, default) or rmsprop")
+    retrain.add_argument("--lr", type=_number, help="peak learning rate (default 0.1)")
+    retrain.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs before cosine decay (default 2)")
+    retrain.add_argument("--weight-decay", type=_number, help="on kernels only, not BatchNorm or biases (default 5e-4)")
+    retrain.add_argument("--label-smoothing", type=_number, help="default 0.1")
+    retrain.add_argument("--cutout", type=int, help="side of the cutout square in pixels (default 0: off)")
+    retrain.add_argument("--dropout", type=_number, help="before the classifier (default 0.2)")
+    retrain.add_argument(
+        "--val-images", type=int, help="validation images carved from the training set, for model selection (default 5000)"
+    )
+    retrain.add_argument("--train-images", type=int, help="use only this many training images (default: all the rest)")
+    retrain.add_argument("--seed", type=int, help="default 0")
+
+    export = commands.add_parser("export", help="export retrained models: .keras, TFLite fp32/fp16/int8, model card")
+    _add_selection_flags(export)
+    export.add_argument("--formats", nargs="+", choices=("fp32", "fp16", "int8"), help="TFLite formats (default: all three)")
+    export.add_argument(
+        "--latency-threads", type=int, default=None, help="LiteRT threads for re-measuring (default: the study's)"
+    )
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on an existing study's storage")
     _add_study_flags(dashboard)
@@ -166,6 +201,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"look at it:  nas report --study {config.study_name}   (HTML)   |   nas dashboard --study {config.study_name}   (live)"
     )
     print(f"print again: nas front --study {config.study_name}")
+    print(f"deploy:      nas retrain --study {config.study_name} --front --top 3")
+    print(f"             nas export --study {config.study_name} --front --top 3")
     return 0
 
 
@@ -202,6 +239,118 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen(args: argparse.Namespace):
+    from nas.retrain import choose
+
+    if args.top is not None and args.top < 1:
+        raise ConfigError(f"top={args.top} must be at least 1")
+    if args.arch is not None:
+        if args.trial is not None or args.front:
+            raise ConfigError("--arch cannot be combined with --trial or --front")
+        return choose(arch=args.arch, runs_dir=args.runs_dir or SearchConfig.runs_dir, out=args.out)
+    _, study = _existing_study(args)
+    return choose(
+        study=study,
+        trial=args.trial,
+        front=args.front,
+        top=args.top,
+        runs_dir=args.runs_dir or SearchConfig.runs_dir,
+        out=args.out,
+    )
+
+
+def _dataset(args: argparse.Namespace):
+    from trainers.cifar import DataError, check_cifar, load_cifar
+
+    name = args.dataset or "cifar10"
+    try:
+        check_cifar(name, data_dir=args.data_dir)
+        return load_cifar(name, data_dir=args.data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _print_epoch(epoch: int, epochs: int, record: dict) -> None:
+    done = int(30 * (epoch + 1) / epochs)
+    print(
+        f"  epoch {epoch + 1:>3}/{epochs} [{'#' * done}{'.' * (30 - done)}] loss {record['loss']:.3f}  "
+        f"val acc {record['val_accuracy']:.3f}  {record['seconds']:.0f} s",
+        flush=True,
+    )
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from nas.retrain import save_provenance
+    from trainers.full import Recipe, retrain
+
+    names = (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "warmup_epochs",
+        "weight_decay",
+        "label_smoothing",
+        "cutout",
+        "dropout",
+        "val_images",
+        "train_images",
+        "seed",
+    )
+    try:
+        recipe = Recipe(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    chosen = _chosen(args)
+    dataset = _dataset(args)
+    for k, item in enumerate(chosen, start=1):
+        save_provenance(item)
+        print(f"[{k}/{len(chosen)}] retraining {item.spec.arch_id} for {recipe.epochs} epochs in {item.workdir}")
+        print(f"  {item.spec.to_string()}", flush=True)
+        try:
+            result = retrain(item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=_print_epoch)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        print(
+            f"  best validation accuracy {result.val_accuracy:.4f} (epoch {result.best_epoch}); test accuracy "
+            f"{result.test_accuracy:.4f}; {result.train_seconds / 60:.1f} min",
+            flush=True,
+        )
+    print(f"\nexport: nas export {' '.join(_selection_words(args))}")
+    return 0
+
+
+def _selection_words(args: argparse.Namespace) -> list[str]:
+    words = []
+    for flag in ("study_name", "runs_dir", "trial", "top", "arch", "data_dir", "out"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            words += [f"--{flag.replace('_name', '').replace('_', '-')}", str(value)]
+    return words + (["--front"] if args.front else [])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from results.export import FORMATS, export_retrained
+
+    chosen = _chosen(args)
+    dataset = _dataset(args)
+    for item in chosen:
+        if not os.path.exists(os.path.join(item.workdir, "result.json")):
+            raise ConfigError(f"{item.workdir} holds no finished retraining of {item.spec.arch_id}: run nas retrain first")
+    for item in chosen:
+        threads = args.latency_threads or 1
+        card = export_retrained(item.workdir, dataset=dataset, latency_threads=threads, formats=tuple(args.formats or FORMATS))
+        print(f"{item.spec.arch_id}: {card['params_count']:,} params, {card['multiply_adds']:,} multiply-adds")
+        for name, entry in card["formats"].items():
+            if "error" in entry:
+                print(f"  {name:6} failed: {entry['error']}")
+            else:
+                latency = f"{entry['latency_median_ms']:.3f} ms" if "latency_median_ms" in entry else "-"
+                print(f"  {name:6} test accuracy {entry['test_accuracy']:.4f}  latency {latency:>9}  {entry['file']}")
+        print(f"  model card: {os.path.join(item.workdir, 'model_card.md')}")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from results.dashboard import prepare, serve
 
@@ -215,11 +364,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except OSError as error:
         raise ConfigError(f"cannot serve on {args.host}:{args.port}: {error.strerror}") from None
     except KeyboardInterrupt:
-        print("\ndashboard stopped")
+        pass  # optuna-dashboard usually handles Ctrl-C itself and returns
+    print("\ndashboard stopped", flush=True)
     return 0
 
 
-COMMANDS = {"search": cmd_search, "front": cmd_front, "report": cmd_report, "dashboard": cmd_dashboard}
+COMMANDS = {
+    "search": cmd_search,
+    "front": cmd_front,
+    "report": cmd_report,
+    "retrain": cmd_retrain,
+    "export": cmd_export,
+    "dashboard": cmd_dashboard,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

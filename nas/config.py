@@ -48,7 +48,7 @@ class SearchConfig:
     # data and the proxy budget
     dataset: str = "cifar10"
     data_dir: str | None = None
-    train_images: int = 10_000
+    train_images: int = 8_000
     val_images: int = 2_000
     epochs: int = 1
     batch_size: int = 64

@@ -9,13 +9,17 @@ Pareto mode or the reward in reward mode.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import sqlalchemy.exc
 
 from latency.cache import LatencyCache, cache_key
 from latency.fingerprint import host_fingerprint
@@ -24,7 +28,7 @@ from nas.reward import mnasnet_reward
 from nas.worker import TrialJob, TrialRunner
 from results.pareto import ParetoInfo, pareto_info, trial_row, write_csv_atomic
 from search_spaces import REFERENCES, ArchSpec, get_space
-from trainers.cifar import DataError, locate_cifar
+from trainers.cifar import DataError, check_cifar
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +49,63 @@ class SearchSummary:
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    # Workers sharing a server database start with the same command: salt the seed per process,
+    # or they would all propose the same trials. One SQLite process stays reproducible.
+    seed = config.seed if sqlite_path(config.storage_url) else config.seed * 1_000_003 + os.getpid()
     if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=16)
-    return optuna.samplers.RandomSampler(seed=config.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def directions(mode: str) -> list[str]:
     return ["maximize", "minimize"] if mode == "pareto" else ["maximize"]
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"storage {url!r} cannot be opened: {message}") from None
+HEARTBEAT_SECONDS = 30
+
+
+def sqlite_path(url: str) -> str | None:
+    return os.path.abspath(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
+def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.BaseStorage:
+    """The study's RDB storage. With `heartbeat` on a server database (PostgreSQL, MySQL), every
+    running trial records a heartbeat, and a trial whose worker stopped beating is failed and its
+    parameters retried by whichever worker asks next (Optuna's own mechanism)."""
+    path = sqlite_path(url)
+    if path:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create {os.path.dirname(path)!r} for the study: {error.strerror}") from None
+    options = {}
+    with warnings.catch_warnings():
+        # Optuna labels the heartbeat "experimental"; it is the documented way to detect dead workers.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat and not path:
+            options = {
+                "heartbeat_interval": HEARTBEAT_SECONDS,
+                "grace_period": 4 * HEARTBEAT_SECONDS,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            }
+        try:
+            return _rdb_storage(url, options)
+        except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"storage {url!r} cannot be opened: {message}") from None
+
+
+def _rdb_storage(url: str, options: dict) -> optuna.storages.RDBStorage:
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, **options)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers started together on an empty database race to create Optuna's tables; the
+            # loser sees a duplicate key and finds the tables there a moment later.
+            time.sleep(1.0 + attempt)
+    return optuna.storages.RDBStorage(url, **options)
 
 
 def load_existing_study(*, study_name: str, storage_url: str) -> optuna.Study:
@@ -213,18 +255,51 @@ def run_search(
 ) -> SearchSummary:
     """Run `config.trials` more trials on the (new or resumed) study; return its front."""
     try:
-        locate_cifar(config.dataset, data_dir=config.data_dir)
+        check_cifar(config.dataset, data_dir=config.data_dir)
     except DataError as error:
         raise ConfigError(str(error)) from None
-    os.makedirs(config.run_dir, exist_ok=True)
+    try:
+        os.makedirs(config.run_dir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory {config.run_dir!r}: {error.strerror}") from None
+    if not os.access(config.run_dir, os.W_OK):
+        raise ConfigError(f"the run directory {config.run_dir!r} is not writable")
     fingerprint = host_fingerprint(threads=config.latency_threads)
-    storage = open_storage(config.storage_url)
+    with contextlib.ExitStack() as stack:
+        return _run_search(config, stack, fingerprint=fingerprint, on_trial=on_trial, on_start=on_start)
+
+
+def _lock_sqlite(path: str, stack: contextlib.ExitStack, study_name: str) -> None:
+    """SQLite serves one search process: a second one on the same file is refused."""
+    lock = stack.enter_context(open(path + ".lock", "w"))  # noqa: SIM115 (closed by the stack)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"study {study_name!r} is already being searched by another process on {path}: SQLite serves one process; "
+            "for many workers use --storage postgresql://..."
+        ) from None
+
+
+def retry_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    """With the SQLite lock held, a RUNNING trial was cut off by a kill: fail it with a reason and
+    enqueue its architecture again."""
+    interrupted = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in interrupted:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the search stopped during this trial")
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return len(interrupted)
+
+
+def _run_search(config, stack, *, fingerprint, on_trial, on_start) -> SearchSummary:
+    path = sqlite_path(config.storage_url)
+    storage = open_storage(config.storage_url, heartbeat=True)
+    if path:
+        _lock_sqlite(path, stack, config.study_name)
     study = open_study(config, fingerprint, storage)
-    if config.storage_url.startswith("sqlite:"):
-        # SQLite means one search process: a trial still RUNNING was cut off by a kill.
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted: the search stopped during this trial")
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    if path:
+        retry_interrupted(study, storage)
     if config.seed_references:
         seed_references(study, get_space(config.space, width=config.width))
     if on_start:

@@ -70,6 +70,18 @@ def _data(job: TrialJob):
     return _DATA_CACHE[key]
 
 
+def die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the search process dies, even by SIGKILL, instead of
+    training on as an orphan."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits when its task queue closes
+
+
 def _quiet() -> None:
     """Silence warnings that are expected here: one new model per trial retraces by design."""
     import warnings
@@ -94,6 +106,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, train_proxy
 
         keras.backend.clear_session()
+        keras.utils.set_random_seed(job.seed)  # before building: initial weights depend on it
         spec = ArchSpec.from_string(job.arch)
         dataset, train_idx, val_idx = _data(job)
         budget = ProxyBudget(
@@ -136,6 +149,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         timings |= {
             "train_seconds": proxy.train_seconds,
             "first_epoch_seconds": proxy.first_epoch_seconds,
+            "first_step_seconds": proxy.first_step_seconds,
             "eval_seconds": proxy.eval_seconds,
             "train_images_per_second": proxy.images_per_second,
         }
@@ -170,6 +184,7 @@ class TrialRunner:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 max_tasks_per_child=self.trials_per_worker,
+                initializer=die_with_parent,
             )
         return self._pool
 

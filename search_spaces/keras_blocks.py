@@ -20,9 +20,14 @@ from search_spaces.spec import ArchSpec, BlockSpec, validate
 CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
 CIFAR_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
 BN_EPSILON = 1e-3
-#: He init over fan-out, as in MnasNet's code: keeps activations at unit scale through depth,
-#: which short proxy training needs (Keras' glorot default shrinks them layer after layer).
-CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def conv_init() -> keras.initializers.Initializer:
+    """He init over fan-out, as in MnasNet's code: keeps activations at unit scale through depth,
+    which short proxy training needs (Keras' glorot default shrinks them layer after layer).
+    A new instance per layer: an unseeded Keras initializer fixes its seed when constructed, so
+    one shared instance would give every same-shaped kernel the same values."""
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
 
 
 class _Ctx:
@@ -42,14 +47,16 @@ def _activation(x, act: str | None, name: str):
 
 
 def _conv_bn(x, ctx: _Ctx, *, filters: int, kernel: int, stride: int, name: str, act: str | None = "relu"):
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name)(x)
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=conv_init(), name=name)(
+        x
+    )
     x = ctx.bn(f"{name}_bn")(x)
     return _activation(x, act, name)
 
 
 def _depthwise_bn(x, ctx: _Ctx, *, kernel: int, stride: int, name: str, act: str = "relu"):
     x = layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, depthwise_initializer=CONV_INIT, name=name
+        kernel, strides=stride, padding="same", use_bias=False, depthwise_initializer=conv_init(), name=name
     )(x)
     x = ctx.bn(f"{name}_bn")(x)
     return _activation(x, act, name)
@@ -164,7 +171,7 @@ def _mobilevit_layer(x, block: BlockSpec, ctx: _Ctx, *, stride: int, name: str):
         name=f"{name}_mv2",
     )
     local = _conv_bn(x, ctx, filters=block.out_ch, kernel=block.kernel, stride=1, name=f"{name}_local", act="silu")
-    tokens = layers.Conv2D(block.dim, 1, use_bias=False, kernel_initializer=CONV_INIT, name=f"{name}_to_tokens")(local)
+    tokens = layers.Conv2D(block.dim, 1, use_bias=False, kernel_initializer=conv_init(), name=f"{name}_to_tokens")(local)
     height, width = tokens.shape[1:3]
     tokens = unfold(tokens, block.patch)
     for depth in range(block.depth):

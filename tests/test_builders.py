@@ -70,3 +70,25 @@ def test_verify_catches_a_model_with_other_weights(images, tmp_path):
     other = build(spec)  # same graph, different weights: what a conversion that lost weights looks like
     with pytest.raises(ConversionError, match="differs from Keras"):
         verify(other, path, images)
+
+
+def test_initial_weights_are_seeded_and_distinct_per_layer():
+    import subprocess
+    import sys
+
+    code = (
+        "import keras, hashlib, numpy as np\n"
+        "from search_spaces import reference\n"
+        "from search_spaces.keras_blocks import build\n"
+        "keras.utils.set_random_seed(7)\n"
+        "m = build(reference('mnasnet-small'))\n"
+        "print(hashlib.sha256(b''.join(np.asarray(w).tobytes() for w in m.weights)).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+        for _ in range(2)
+    }
+    assert len(digests) == 1  # the same seed gives the same network in another process
+    model = build(ArchSpec.from_string(REFERENCES["mnasnet-small"]))
+    a, b = model.get_layer("b4_1_dw").weights[0], model.get_layer("b4_2_dw").weights[0]
+    assert a.shape == b.shape and not np.allclose(np.asarray(a), np.asarray(b))  # same shape, own values

@@ -1,5 +1,6 @@
 """Bad input: one line naming the bad value, exit code 2, no traceback, nothing written."""
 
+import shutil
 import subprocess
 import sys
 
@@ -23,24 +24,51 @@ BAD = [
     (["search", "--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
     (["search", "--data-dir", "/nonexistent-dir"], "data directory '/nonexistent-dir' does not exist"),
     (["search", "--storage", "notaurl://x"], "storage 'notaurl://x' cannot be opened"),
+    (["search", "--width", "0"], "width=0.0"),
+    (["search", "--val-images", "0"], "val-images=0"),
+    (["search", "--latency-threads", "0"], "latency-threads=0"),
+    (["search", "--timeout", "-1"], "timeout-s=-1.0"),
+    (["search", "--max-latency-ms", "0"], "max-latency-ms=0.0"),
+    (["search", "--trials", "abc"], "invalid int value: 'abc'"),
+    (["search", "--config", "{bad_type_toml}"], "trials='many'"),
+    (["search", "--data-dir", "{empty}"], "no cifar10 found in"),
+    (["search", "--data-dir", "{truncated}"], "data_batch_1.bin is truncated"),
+    (["search", "--data-dir", "{foreign}"], "not a CIFAR python batch"),
+    (["search", "--runs-dir", "/etc/passwd/runs"], "cannot create the run directory '/etc/passwd/runs/mnasnet-cifar10'"),
+    (["search", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none"], "cannot be opened"),
     (["front", "--study", "never-ran"], "study 'never-ran' does not exist"),
+    (["report", "--study", "never-ran"], "study 'never-ran' does not exist"),
+    (["dashboard", "--study", "never-ran", "--port", "0"], "port=0 must be in 1..65535"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 
 
+@pytest.fixture
+def bad_inputs(tmp_path, cifar_dir):
+    """Folders and files that look like input but are not: {name} placeholders in BAD."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(cifar_dir / "cifar-10-batches-bin", truncated / "cifar-10-batches-bin")
+    batch = truncated / "cifar-10-batches-bin" / "data_batch_1.bin"
+    batch.write_bytes(batch.read_bytes()[:-1])
+    foreign = tmp_path / "foreign" / "cifar-10-batches-py"
+    foreign.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        (foreign / name).write_text("these are not images\n")
+    toml = tmp_path / "bad.toml"
+    toml.write_text('trials = "many"\n')
+    return {"empty": empty, "truncated": truncated, "foreign": foreign.parent, "bad_type_toml": toml}
+
+
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir):
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir, bad_inputs):
+    args = [a.format(**bad_inputs) if a.startswith("{") else a for a in args]
     if args[0] == "search" and "--data-dir" not in args:
         args = [*args, "--data-dir", str(cifar_dir)]
-    result = subprocess.run(
-        [sys.executable, "-m", "nas.cli", *args, "--runs-dir", str(tmp_path / "runs")]
-        if args[0] != "frobnicate"
-        else [sys.executable, "-m", "nas.cli", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    runs_flag = [] if "--runs-dir" in args or args[0] == "frobnicate" else ["--runs-dir", str(tmp_path / "runs")]
+    command = [sys.executable, "-m", "nas.cli", *args, *runs_flag]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

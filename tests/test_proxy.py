@@ -38,6 +38,28 @@ def test_budget_rejects_nonsense():
         ProxyBudget(optimizer="lion")
 
 
+def test_batched_augmentation_yields_exact_flipped_crops():
+    import tensorflow as tf
+
+    from trainers.proxy import augment_batch
+
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 3)).astype(np.float32)
+    out = augment_batch(tf.constant(images), seed=1).numpy()
+    flips, shifts = 0, set()
+    for image, crop in zip(images, out, strict=True):
+        matches = [
+            (flipped, dy, dx)
+            for flipped, source in ((False, image), (True, image[:, ::-1]))
+            for dy in range(9)
+            for dx in range(9)
+            if np.array_equal(np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="reflect")[dy : dy + 32, dx : dx + 32], crop)
+        ]
+        assert matches, "every output must be an exact crop of the padded, possibly flipped, image"
+        flips += matches[0][0]
+        shifts.add(matches[0][1:])
+    assert 0 < flips < 16 and len(shifts) > 4  # random per image, not one choice for the batch
+
+
 def test_augmentation_keeps_shapes_and_pixel_range():
     from trainers.proxy import augment_pipeline
 

@@ -16,13 +16,11 @@ def nas(*args, cwd):
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def first_search(cifar_dir, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    result = nas(
+def search(runs, cifar_dir, *, trials):
+    return nas(
         "search",
         "--trials",
-        "3",
+        str(trials),
         "--data-dir",
         str(cifar_dir),
         "--runs-dir",
@@ -34,6 +32,12 @@ def first_search(cifar_dir, tmp_path_factory):
         *TINY,
         cwd=runs,
     )
+
+
+@pytest.fixture(scope="module")
+def first_search(cifar_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = search(runs, cifar_dir, trials=3)
     return runs, result
 
 
@@ -70,21 +74,7 @@ def test_second_run_resumes_and_adds_trials(first_search, cifar_dir):
     runs, first = first_search
     assert first.returncode == 0
     before = {t.number: (t.user_attrs["arch"], tuple(t.values)) for t in _study(runs).trials}
-    result = nas(
-        "search",
-        "--trials",
-        "2",
-        "--data-dir",
-        str(cifar_dir),
-        "--runs-dir",
-        str(runs),
-        "--target-ms",
-        "0.5",
-        "--seed",
-        "1",
-        *TINY,
-        cwd=runs,
-    )
+    result = search(runs, cifar_dir, trials=2)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 earlier trials; adding 2" in result.stdout
     trials = _study(runs).trials

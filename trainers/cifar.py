@@ -135,6 +135,26 @@ def locate_cifar(name: str = "cifar10", *, data_dir: str | None = None, allow_do
     return "download", data_dir or os.environ.get("NAS_DATA_DIR") or os.path.join(os.getcwd(), "data")
 
 
+def check_cifar(name: str = "cifar10", *, data_dir: str | None = None) -> str:
+    """Fail fast on a missing, truncated or foreign local copy without keeping it in memory:
+    binary batches are checked by size, python batches are unpickled (safely) and dropped.
+    Returns the folder found (or the download target)."""
+    fmt, folder = locate_cifar(name, data_dir=data_dir)
+    layout = LAYOUTS[name]
+    if fmt == "bin":
+        record = layout.label_bytes + IMAGE_BYTES
+        for filename in (*layout.bin_train, layout.bin_test):
+            path = os.path.join(folder, filename)
+            if not os.path.isfile(path):
+                raise DataError(f"{path} is missing from the CIFAR binary folder")
+            size = os.path.getsize(path)
+            if size == 0 or size % record:
+                raise DataError(f"{path} is truncated or not a {name} binary batch ({size} bytes is not a multiple of {record})")
+    elif fmt == "py":
+        _read_python(layout, folder)
+    return folder
+
+
 def load_cifar(name: str = "cifar10", *, data_dir: str | None = None, allow_download: bool | None = None) -> Dataset:
     """Load CIFAR-10/100 from local official files, or download with tfds when allowed and online."""
     fmt, folder = locate_cifar(name, data_dir=data_dir, allow_download=allow_download)

@@ -1,0 +1,178 @@
+"""`nas export`: deployable files of a retrained model, each checked, and a model card.
+
+Formats: the Keras model (`.keras`), TFLite float32, float16 and full-integer int8 (calibrated on
+training images, never validation or test ones). Every TFLite file's test accuracy is computed with
+the LiteRT interpreter and its latency re-measured with the study's protocol: quantization is
+judged by what it does to this model, not assumed (int8 was measured *slower* than float32 for a
+MobileViT model on these CPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from results.pareto import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("fp32", "fp16", "int8")
+REPRESENTATIVE_IMAGES = 256
+
+
+def tflite_accuracy(path: str, images: np.ndarray, labels: np.ndarray) -> float:
+    from latency.convert import run_tflite
+
+    return float(np.mean(np.argmax(run_tflite(path, images), axis=1) == labels))
+
+
+def export_retrained(workdir: str, *, dataset, latency_threads: int = 1, formats: tuple[str, ...] = FORMATS) -> dict:
+    """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card."""
+    import keras
+
+    import trainers.schedules  # noqa: F401  (the saved optimizer refers to its learning-rate schedule)
+    from latency import LatencyProtocol, host_fingerprint, measure_tflite
+    from latency.convert import to_tflite
+    from latency.macs import tflite_macs
+    from search_spaces import ArchSpec
+    from trainers.cifar import train_val_split
+
+    with open(os.path.join(workdir, "result.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(workdir, "state.json")) as f:
+        recipe = json.load(f)["recipe"]
+    provenance = {}
+    if os.path.exists(os.path.join(workdir, "provenance.json")):
+        with open(os.path.join(workdir, "provenance.json")) as f:
+            provenance = json.load(f)
+    spec = ArchSpec.from_string(result["arch"])
+    model = keras.models.load_model(result["model_path"])
+    input_shape = dataset.x_train.shape[1:]
+    train_idx, _ = train_val_split(dataset, val_size=recipe["val_images"], seed=recipe["seed"])
+    representative = dataset.x_train[np.random.default_rng(0).choice(train_idx, REPRESENTATIVE_IMAGES, replace=False)]
+    protocol = LatencyProtocol(threads=latency_threads)
+
+    keras_accuracy = float(
+        np.mean(np.argmax(model.predict(dataset.x_test.astype(np.float32), batch_size=256, verbose=0), 1) == dataset.y_test)
+    )
+    entries = {
+        "keras": {
+            "file": os.path.basename(result["model_path"]),
+            "test_accuracy": keras_accuracy,
+            "size_bytes": os.path.getsize(result["model_path"]),
+        }
+    }
+    for precision in formats:
+        path = os.path.join(workdir, f"model_{precision}.tflite")
+        start = time.perf_counter()
+        try:
+            to_tflite(
+                model,
+                path,
+                input_shape=input_shape,
+                precision=precision,
+                representative=representative,
+                check_inputs=dataset.x_test[:8].astype(np.float32),
+            )
+        except Exception as error:  # one format failing must not hide the others
+            entries[precision] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+            continue
+        latency = measure_tflite(path, protocol)
+        entries[precision] = {
+            "file": os.path.basename(path),
+            "test_accuracy": tflite_accuracy(path, dataset.x_test, dataset.y_test),
+            "latency_median_ms": latency.median_ms,
+            "latency_p90_ms": latency.p90_ms,
+            "latency_cv": latency.cv,
+            "size_bytes": os.path.getsize(path),
+            "export_seconds": time.perf_counter() - start,
+        }
+    fp32_path = os.path.join(workdir, "model_fp32.tflite")
+    card = {
+        "arch": spec.to_string(),
+        "arch_id": spec.arch_id,
+        "params_count": int(model.count_params()),
+        "multiply_adds": tflite_macs(fp32_path) if os.path.exists(fp32_path) else None,
+        "input": {"shape": list(input_shape), "dtype": "float32 pixels in [0, 255] (int8 model: uint8)", "dataset": dataset.name},
+        "classes": list(dataset.class_names),
+        "formats": entries,
+        "latency_fingerprint": host_fingerprint(threads=latency_threads),
+        "latency_protocol": asdict(protocol),
+        "training": {
+            "recipe": recipe,
+            "epochs_run": result["epochs_run"],
+            "best_epoch": result["best_epoch"],
+            "val_accuracy": result["val_accuracy"],
+            "test_accuracy": result["test_accuracy"],
+            "retrain_seconds": result["train_seconds"],
+        },
+        "search": provenance,
+        "references": ["MnasNet: Tan et al., arXiv:1807.11626", "CIFAR: Krizhevsky, 2009"],
+    }
+    write_text_atomic(os.path.join(workdir, "model_card.json"), json.dumps(card, indent=1))
+    write_text_atomic(os.path.join(workdir, "model_card.md"), render_card(card))
+    return card
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_card(card: dict) -> str:
+    fingerprint = card["latency_fingerprint"]
+    training = card["training"]
+    search = card["search"]
+    lines = [
+        f"# Model card: {card['arch_id']}",
+        "",
+        f"Architecture (block-string grammar of MnasNet/EfficientNet): `{card['arch']}`",
+        "",
+        f"- parameters: {card['params_count']:,}; multiply-adds per image: {_fmt(card['multiply_adds'], ',')}",
+        f"- input: {card['input']['shape']} {card['input']['dtype']}; classes: {', '.join(card['classes'])}",
+        "",
+        "## Formats (test split, evaluated once; latency with the LiteRT protocol below)",
+        "",
+        "| format | file | test accuracy | latency p50 ms | latency p90 ms | size KB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in card["formats"].items():
+        if "error" in entry:
+            lines.append(f"| {name} | - | failed: {entry['error']} | | | |")
+            continue
+        lines.append(
+            f"| {name} | {entry['file']} | {entry['test_accuracy']:.4f} | {_fmt(entry.get('latency_median_ms'), '.3f')} | "
+            f"{_fmt(entry.get('latency_p90_ms'), '.3f')} | {entry['size_bytes'] / 1024:.0f} |"
+        )
+    lines += [
+        "",
+        f"Latency measured on: {fingerprint['cpu']}, {fingerprint['runtime']}, {fingerprint['threads']} thread(s), "
+        f"{fingerprint['delegate']} (fingerprint {fingerprint['id']}); batch 1, median of "
+        f"{card['latency_protocol']['rounds'] * card['latency_protocol']['runs_per_round']} runs after warm-up.",
+        "",
+        "## Training",
+        "",
+        f"Recipe: `{json.dumps(training['recipe'], sort_keys=True)}`",
+        "",
+        f"{training['epochs_run']} epochs in {training['retrain_seconds'] / 60:.1f} min; best validation accuracy "
+        f"{training['val_accuracy']:.4f} at epoch {training['best_epoch']} (validation carved from the training set); "
+        f"test accuracy {training['test_accuracy']:.4f}.",
+        "",
+        "## Search",
+        "",
+    ]
+    if search:
+        lines.append(
+            f"Study `{search.get('study')}`, trial {search.get('trial')}: "
+            f"proxy accuracy {_fmt(search.get('proxy_accuracy'), '.4f')}, "
+            f"latency {_fmt(search.get('latency_ms'), '.3f')} ms, reward {_fmt(search.get('reward'), '.4f')}; the study spent "
+            f"{_fmt(search.get('search_seconds', 0) / 60, '.1f')} min searching ({search.get('trials')} trials)."
+        )
+    else:
+        lines.append("Not from a search (architecture given directly).")
+    lines += ["", "References: " + "; ".join(card["references"]) + "."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,111 @@
+"""`nas retrain` (resumable full recipe) and `nas export` (every format checked, model card) on real CIFAR-10."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+ARCH = "mnasnet-small"
+RECIPE = ["--epochs", "3", "--train-images", "2048", "--val-images", "500", "--batch-size", "64", "--lr", "0.05"]
+INT8_TOLERANCE = 0.03  # absolute accuracy on the 1000-image test subset
+
+
+def nas(*args, cwd, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def retrained(cifar_dir, tmp_path_factory):
+    """An uninterrupted run and a run killed after its first epoch, then resumed."""
+    root = tmp_path_factory.mktemp("retrain")
+    straight = nas("retrain", "--arch", ARCH, *RECIPE, "--data-dir", str(cifar_dir), "--out", str(root / "straight"), cwd=root)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed_dir = root / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "nas.cli",
+        "retrain",
+        "--arch",
+        ARCH,
+        *RECIPE,
+        "--data-dir",
+        str(cifar_dir),
+        "--out",
+        str(killed_dir),
+    ]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        state = killed_dir / "state.json"
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epochs_at_kill = json.loads((killed_dir / "state.json").read_text())["epochs_done"]
+    resumed = nas("retrain", "--arch", ARCH, *RECIPE, "--data-dir", str(cifar_dir), "--out", str(killed_dir), cwd=root)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return root, epochs_at_kill, straight, resumed
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(retrained):
+    root, epochs_at_kill, _, resumed = retrained
+    assert epochs_at_kill == 1
+    assert "epoch   1/3" not in resumed.stdout and "epoch   2/3" in resumed.stdout  # it went on from epoch 2
+    a = json.loads((root / "straight" / "result.json").read_text())
+    b = json.loads((root / "killed" / "result.json").read_text())
+    assert a["epochs_run"] == b["epochs_run"] == 3
+    for x, y in zip(a["history"], b["history"], strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)  # same data, order, schedule and deterministic kernels
+        assert y["val_accuracy"] == pytest.approx(x["val_accuracy"], abs=0.004)
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.005
+    assert a["test_accuracy"] > 0.15  # it learned: at chance (0.1) 1000 test images exceed 0.15 with p < 1e-6
+
+
+def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir):
+    root, *_ = retrained
+    result = nas("export", "--arch", ARCH, "--data-dir", str(cifar_dir), "--out", str(root / "killed"), cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads((root / "killed" / "model_card.json").read_text())
+    formats = card["formats"]
+    assert set(formats) == {"keras", "fp32", "fp16", "int8"}
+    for name in ("fp32", "fp16", "int8"):
+        entry = formats[name]
+        assert "error" not in entry, entry
+        assert (root / "killed" / entry["file"]).is_file()
+        assert 0.1 < entry["test_accuracy"] <= 1 and entry["latency_median_ms"] > 0
+    assert formats["fp32"]["test_accuracy"] == pytest.approx(formats["keras"]["test_accuracy"], abs=0.002)
+    assert abs(formats["int8"]["test_accuracy"] - formats["fp32"]["test_accuracy"]) <= INT8_TOLERANCE
+    assert formats["int8"]["size_bytes"] < 0.4 * formats["fp32"]["size_bytes"]
+    for field in ("arch", "params_count", "multiply_adds", "latency_fingerprint", "training", "search", "latency_protocol"):
+        assert card[field] is not None, field
+    assert card["training"]["recipe"]["epochs"] == 3 and card["search"] == {"reference": ARCH}
+    markdown = (root / "killed" / "model_card.md").read_text()
+    for heading in ("# Model card", "## Formats", "## Training", "## Search", "| int8 |", "Latency measured on"):
+        assert heading in markdown
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["retrain", "--arch", "conv_r1_k9_s1_c8-head_c10"], "kernel=9"),
+        (["retrain", "--arch", ARCH, "--epochs", "0"], "epochs=0"),
+        (["retrain", "--arch", ARCH, "--optimizer", "adam"], "optimizer='adam'"),
+        (["retrain", "--study", "never-ran", "--trial", "3"], "study 'never-ran' does not exist"),
+        (["retrain", "--arch", ARCH, "--front"], "cannot be combined"),
+        (["export", "--arch", ARCH], "holds no finished retraining"),
+    ],
+)
+def test_bad_retrain_and_export_input(args, message, tmp_path, cifar_dir):
+    result = nas(*args, "--data-dir", str(cifar_dir), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr

@@ -1,0 +1,157 @@
+"""Nothing lost: a search killed with SIGKILL mid-training resumes; one SQLite study serves one
+process; two worker processes share one study on a real PostgreSQL server."""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+
+pytest.importorskip("tensorflow")
+
+TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64", "--target-ms", "0.5"]
+
+
+def _search(*args, runs, cifar_dir):
+    return [sys.executable, "-m", "nas.cli", "search", "--data-dir", str(cifar_dir), "--runs-dir", str(runs), *TINY, *args]
+
+
+def _wait_for(predicate, *, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_sigkill_during_training_then_resume(cifar_dir, tmp_path):
+    runs = tmp_path / "runs"
+    command = _search("--trials", "3", "--seed", "4", runs=runs, cifar_dir=cifar_dir)
+    search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    models = runs / "mnasnet-cifar10" / "models"
+    # the second trial's model file appears once it is converted and timed: training starts right after
+    _wait_for(lambda: len(glob.glob(str(models / "*.tflite"))) >= 2, timeout_s=300, what="the second trial to reach training")
+    time.sleep(3)
+    workers = psutil.Process(search.pid).children(recursive=True)
+    assert workers, "the trial should run in a worker process"
+    search.send_signal(signal.SIGKILL)
+    search.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == [], "worker processes must die with the search"
+
+    storage = f"sqlite:///{runs}/mnasnet-cifar10/study.db"
+    before = optuna.load_study(study_name="mnasnet-cifar10", storage=storage).trials
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    assert not [p for p in (runs / "mnasnet-cifar10").iterdir() if p.suffix == ".tmp"]
+
+    resumed = subprocess.run(
+        _search("--trials", "1", "--seed", "4", runs=runs, cifar_dir=cifar_dir),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = optuna.load_study(study_name="mnasnet-cifar10", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert (trials[0].state.name, trials[0].values) == ("COMPLETE", before[0].values)  # kept as it was
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["fail_reason"].startswith("interrupted")
+    assert trials[2].state.name == "COMPLETE" and trials[2].user_attrs["retry_of"] == 1
+    assert trials[2].params == trials[1].params  # the interrupted architecture was retried
+
+
+def test_two_processes_on_one_sqlite_study_are_refused(cifar_dir, tmp_path):
+    runs = tmp_path / "runs"
+    first = subprocess.Popen(
+        _search("--trials", "1", runs=runs, cifar_dir=cifar_dir),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: (runs / "mnasnet-cifar10" / "study.db").exists(), timeout_s=120, what="the first search's study")
+        time.sleep(1)
+        second = subprocess.run(
+            _search("--trials", "1", runs=runs, cifar_dir=cifar_dir), cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 2
+        assert "already being searched by another process" in second.stderr and "postgresql" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.kill()
+        first.wait()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed (tests/install-system-deps.sh installs Debian's postgresql)")
+    return found[-1]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # the server refuses to run as root; Debian's package creates the postgres user
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres_url():
+    # pytest's own tmp folders are private to root; the server runs as the postgres user
+    data = Path(tempfile.mkdtemp(prefix="nas-pg-")) / "pgdata"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data.parent, "postgres")
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        _as_postgres([_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), check=True, capture_output=True
+    )
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    subprocess.run(
+        _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            _as_postgres([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "nas"]),
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/nas"
+    finally:
+        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgresql_study(cifar_dir, tmp_path, postgres_url):
+    runs = tmp_path / "runs"
+    # The same command twice, as a user starts workers on two machines.
+    command = _search("--trials", "2", "--storage", postgres_url, "--study-name", "shared", runs=runs, cifar_dir=cifar_dir)
+    workers = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=900) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == [0, 1, 2, 3]  # four trials, none lost, none duplicated
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({t.user_attrs["arch_id"] for t in study.trials}) == 4  # workers do not propose the same trials
