@@ -48,10 +48,15 @@ class SearchSummary:
     storage_url: str
 
 
-def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    # Workers sharing a server database start with the same command: salt the seed per process,
-    # or they would all propose the same trials. One SQLite process stays reproducible.
-    seed = config.seed if sqlite_path(config.storage_url) else config.seed * 1_000_003 + os.getpid()
+def make_sampler(config: SearchConfig, *, existing_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler, seeded so that a resumed search proposes new architectures (the same seed
+    would replay the first run's random start-up proposals) and workers sharing a server database,
+    started with the same command, do not propose the same trials. One SQLite process stays
+    reproducible: the seed depends only on --seed and the study's size."""
+    seed = config.seed * 1_000_003 + existing_trials
+    if not sqlite_path(config.storage_url):
+        seed = seed * 65_537 + os.getpid()
+    seed %= 2**32
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
     if config.sampler == "nsga2":
@@ -123,9 +128,12 @@ def settings_of(config: SearchConfig, fingerprint: dict) -> dict:
 
 
 def open_study(config: SearchConfig, fingerprint: dict, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    existing = 0
+    with contextlib.suppress(KeyError):  # KeyError: a new study
+        existing = len(optuna.load_study(study_name=config.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.create_study(
         storage=storage,
-        sampler=make_sampler(config),
+        sampler=make_sampler(config, existing_trials=existing),
         study_name=config.study_name,
         directions=directions(config.mode),
         load_if_exists=True,

@@ -143,7 +143,7 @@ def postgres_url():
 def test_two_workers_share_one_postgresql_study(cifar_dir, tmp_path, postgres_url):
     runs = tmp_path / "runs"
     # The same command twice, as a user starts workers on two machines.
-    command = _search("--trials", "2", "--storage", postgres_url, "--study-name", "shared", runs=runs, cifar_dir=cifar_dir)
+    command = _search("--trials", "1", "--storage", postgres_url, "--study-name", "shared", runs=runs, cifar_dir=cifar_dir)
     workers = [
         subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -152,6 +152,6 @@ def test_two_workers_share_one_postgresql_study(cifar_dir, tmp_path, postgres_ur
         assert worker.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == [0, 1, 2, 3]  # four trials, none lost, none duplicated
+    assert sorted(numbers) == [0, 1]  # one trial each, none lost, none duplicated
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert len({t.user_attrs["arch_id"] for t in study.trials}) == 4  # workers do not propose the same trials
+    assert len({t.user_attrs["arch_id"] for t in study.trials}) == 2  # workers do not propose the same trials
