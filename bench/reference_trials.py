@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="reference names (default: all)")
     parser.add_argument("--epochs", type=int, default=SearchConfig.epochs)
     args = parser.parse_args()
-    config = SearchConfig(epochs=args.epochs)
+    config = SearchConfig(epochs=args.epochs, data_dir=args.data_dir)
     names = args.only or list(REFERENCES)
     print(
         f"proxy budget: {config.train_images} images x {config.epochs} epoch(s), batch {config.batch_size}, "
@@ -34,18 +34,7 @@ def main() -> None:
     print(f"{'reference':16} {'params':>10} {'acc':>6} {'lat ms':>7} {'p90 ms':>7} {'cv':>6} {'trial s':>8} {'img/s':>6}")
     with tempfile.TemporaryDirectory() as workdir, TrialRunner(trials_per_worker=100) as runner:
         for name in names:
-            job = TrialJob(
-                arch=REFERENCES[name],
-                dataset="cifar10",
-                data_dir=args.data_dir,
-                train_images=config.train_images,
-                val_images=config.val_images,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                seed=0,
-                latency_threads=1,
-                tflite_path=os.path.join(workdir, f"{name}.tflite"),
-            )
+            job = TrialJob.from_config(config, arch=REFERENCES[name], tflite_path=os.path.join(workdir, f"{name}.tflite"))
             start = time.perf_counter()
             outcome = runner.run(job)
             seconds = time.perf_counter() - start

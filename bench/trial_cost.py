@@ -42,17 +42,8 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
     )
     rows = []
     for repeat in range(args.repeats):
-        job = TrialJob(
-            arch=args.arch,
-            dataset="cifar10",
-            data_dir=args.data_dir,
-            train_images=config.train_images,
-            val_images=config.val_images,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            seed=repeat,
-            latency_threads=1,
-            tflite_path=os.path.join(workdir, f"m{repeat}.tflite"),
+        job = TrialJob.from_config(
+            config, arch=args.arch, tflite_path=os.path.join(workdir, f"m{repeat}.tflite"), seed=repeat, latency_threads=1
         )
         with TrialRunner(trials_per_worker=1) as runner:  # a fresh worker each time, as the first trial of a search
             start = time.perf_counter()
@@ -167,7 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     args.arch = args.arch or default_arch()
-    config = SearchConfig()
+    config = SearchConfig(data_dir=args.data_dir)
     with tempfile.TemporaryDirectory() as workdir:
         trial_breakdown(args, config, workdir)
         storage_cost(workdir)

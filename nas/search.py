@@ -209,19 +209,11 @@ class Objective:
         cached = self.cache.get(key)
         run_dir = self.config.run_dir
         outcome = self.runner.run(
-            TrialJob(
+            TrialJob.from_config(
+                self.config,
                 arch=spec.to_string(),
-                dataset=self.config.dataset,
-                data_dir=self.config.data_dir,
-                train_images=self.config.train_images,
-                val_images=self.config.val_images,
-                epochs=self.config.epochs,
-                batch_size=self.config.batch_size,
-                seed=self.config.seed,
-                latency_threads=self.config.latency_threads,
                 tflite_path=os.path.join(run_dir, "models", f"{spec.arch_id}.tflite"),
                 cached_latency=cached,
-                latency_limit_ms=self.config.latency_limit_ms,
             )
         )
         for name, value in (outcome.timings or {}).items():

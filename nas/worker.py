@@ -16,7 +16,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 # Set before TensorFlow is imported in the worker: keeps its C++ start-up chatter out of the output.
@@ -39,6 +39,22 @@ class TrialJob:
     tflite_path: str
     cached_latency: dict | None = None  # a LatencyResult as attrs: skip conversion + measurement
     latency_limit_ms: float | None = None  # measured above this: do not train
+
+    @classmethod
+    def from_config(cls, config, *, arch: str, tflite_path: str, **overrides) -> TrialJob:
+        """The job a `SearchConfig` asks for: one mapping for the search and the benchmarks."""
+        fields = {
+            "dataset": config.dataset,
+            "data_dir": config.data_dir,
+            "train_images": config.train_images,
+            "val_images": config.val_images,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "latency_threads": config.latency_threads,
+            "latency_limit_ms": config.latency_limit_ms,
+        }
+        return cls(arch=arch, tflite_path=tflite_path, **(fields | overrides))
 
 
 @dataclass
@@ -209,7 +225,3 @@ class TrialRunner:
 
     def __exit__(self, *exc) -> None:
         self.close(kill=exc[0] is not None)
-
-
-def outcome_dict(outcome: TrialOutcome) -> dict:
-    return asdict(outcome)
