@@ -31,9 +31,22 @@ class LatencyCache:
             return {}
 
     def get(self, key: str) -> dict | None:
-        return self._read().get(key)
+        entry = self._read().get(key)
+        return None if entry is None else {k: v for k, v in entry.items() if k != "arch"}
 
-    def put(self, key: str, latency: dict) -> None:
+    def measured(self, input_shape: tuple[int, ...], fingerprint_id: str) -> list[tuple[str, float]]:
+        """(arch string, median ms) of every entry measured on this device at this input shape:
+        the latency model's training data. Entries written before the arch was stored are skipped."""
+        suffix = f"|{'x'.join(str(d) for d in input_shape)}|{fingerprint_id}"
+        return [
+            (entry["arch"], float(entry["latency_median_ms"]))
+            for key, entry in sorted(self._read().items())
+            if key.endswith(suffix) and "arch" in entry and "latency_median_ms" in entry
+        ]
+
+    def put(self, key: str, latency: dict, *, arch: str | None = None) -> None:
+        if arch is not None:
+            latency = latency | {"arch": arch}
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         with open(self.path + ".lock", "w") as lock:

@@ -10,6 +10,7 @@ A measurement whose spread exceeds `max_cv` is repeated, keeping the steadiest a
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import time
@@ -44,7 +45,7 @@ class LatencyResult:
     cv: float  # coefficient of variation of the per-round medians
     run_cv: float  # coefficient of variation of single runs
     runs: int
-    attempts: int
+    attempts: int  # measurements made (more than one: the spread was above max_cv)
 
     def as_attrs(self) -> dict:
         return {f"latency_{key}": value for key, value in asdict(self).items()}
@@ -66,7 +67,7 @@ def measure_tflite(path: str, protocol: LatencyProtocol = LatencyProtocol()) -> 
         if result.cv <= protocol.max_cv:
             break
         log.info("latency spread %.1f %% above %.1f %%: measuring again", 100 * result.cv, 100 * protocol.max_cv)
-    return best
+    return dataclasses.replace(best, attempts=attempt)  # the steadiest, and how many were made
 
 
 def _one_attempt(interpreter, protocol: LatencyProtocol, attempt: int) -> LatencyResult:

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from nas.config import ConfigError, SearchConfig, load_config
+from nas.config import FIELD_NAMES, ConfigError, SearchConfig, load_config
 
 EXIT_BAD_INPUT = 2
 
@@ -34,6 +34,24 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)")
     p.add_argument("--runs-dir", help="directory holding one folder per study (default: runs)")
+
+
+def _add_latency_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("latency measurement")
+    g.add_argument(
+        "--device", help="host (LiteRT here, default), adb[:SERIAL] (benchmark_model on a phone), or cmd:'COMMAND {model}'"
+    )
+    g.add_argument("--latency-threads", type=int, help="interpreter threads (default 1)")
+    g.add_argument("--latency-precision", help="fp32 (default) or int8 (full-integer model, as shipped)")
+    g.add_argument("--latency-warmup", type=int, help="untimed runs first (default 30)")
+    g.add_argument("--latency-runs", type=int, help="timed runs, in 5 rounds (default 200)")
+    g.add_argument("--latency-max-cv", type=_number, help="re-measure when the rounds' spread exceeds this (default 0.05)")
+    g.add_argument("--latency-pin-core", type=int, help="host: pin the measurement to this CPU core")
+    g.add_argument("--device-timeout", dest="device_timeout_s", type=_number, help="seconds per device command (default 120)")
+    g.add_argument("--adb", dest="adb_path", help="adb binary (default: adb on PATH)")
+    g.add_argument("--benchmark-binary", help="benchmark_model on the phone (default /data/local/tmp/benchmark_model)")
+    g.add_argument("--delegate", help="adb: xnnpack (default), none, gpu or nnapi")
+    g.add_argument("--latency-regex", help="cmd: regex whose group 1 is a latency in ms (default: a number before 'ms')")
 
 
 def _add_selection_flags(p: argparse.ArgumentParser) -> None:
@@ -85,7 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--val-images", type=int, help="held-out images carved from the training set (default 2000)")
     search.add_argument("--epochs", type=int, help="proxy epochs (default 1)")
     search.add_argument("--batch-size", type=int, help="proxy batch size (default 64)")
-    search.add_argument("--latency-threads", type=int, help="LiteRT interpreter threads (default 1)")
+    search.add_argument(
+        "--early-stop", help="on: stop a trial whose accuracy part-way is dominated by a faster finished trial; off (default)"
+    )
+    search.add_argument(
+        "--no-latency-screen",
+        dest="latency_screen",
+        action="store_false",
+        default=None,
+        help="with a hard limit: do not skip candidates the latency model is sure exceed it",
+    )
+    _add_latency_flags(search)
     search.add_argument("--trials-per-worker", type=int, help="replace the worker process after this many trials (default 8)")
     search.add_argument("-v", "--verbose", action="store_true", help="log details")
 
@@ -120,6 +148,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-threads", type=int, default=None, help="LiteRT threads for re-measuring (default: the study's)"
     )
 
+    calibrate = commands.add_parser(
+        "calibrate", help="measure the reference architectures on the device; suggest a target latency"
+    )
+    calibrate.add_argument(
+        "--input-size", type=int, default=32, help="input side in pixels (default 32; >= 128 uses the papers' strides)"
+    )
+    calibrate.add_argument("--references", help="comma-separated subset (default: all)")
+    calibrate.add_argument("--target-ms", type=_number, help="say where this target lies against the references")
+    calibrate.add_argument("--runs-dir", help="where calibration.json is kept (default: runs)")
+    _add_latency_flags(calibrate)
+
+    latency_fit = commands.add_parser(
+        "latency-fit", help="fit the latency model on the device's measurements (and new random samples); report its error"
+    )
+    latency_fit.add_argument("--samples", type=int, default=0, help="first measure this many random architectures of the space")
+    latency_fit.add_argument("--space", help="mnasnet (default) or mnasnet-mobilevit")
+    latency_fit.add_argument("--width", type=_number, help="width multiplier (default 0.5)")
+    latency_fit.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    latency_fit.add_argument("--report", action="store_true", help="print held-out error, rank agreement and every architecture")
+    latency_fit.add_argument("--runs-dir", help="where the latency cache and model live (default: runs)")
+    _add_latency_flags(latency_fit)
+
+    check = commands.add_parser(
+        "proxy-check", help="does the proxy budget rank architectures like a 10x longer one? (Kendall tau, Spearman rho)"
+    )
+    check.add_argument("--archs", type=int, default=12, help="random architectures of the space (default 12)")
+    check.add_argument("--no-references", action="store_true", help="leave out the reference architectures")
+    check.add_argument("--train-images", type=int, help="proxy: training images (default: the search's, 8000)")
+    check.add_argument("--epochs", type=int, help="proxy: epochs (default 1)")
+    check.add_argument("--long-images", type=int, help="long budget: training images (default: 10x the proxy's, at most 45000)")
+    check.add_argument("--long-epochs", type=int, help="long budget: epochs (default: enough for 10x the proxy's image-passes)")
+    check.add_argument("--show", action="store_true", help="print the saved result of this check without training")
+    for flag in ("--space", "--dataset", "--data-dir", "--runs-dir"):
+        check.add_argument(flag)
+    check.add_argument("--width", type=_number)
+    check.add_argument("--val-images", type=int)
+    check.add_argument("--batch-size", type=int)
+    check.add_argument("--seed", type=int)
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on an existing study's storage")
     _add_study_flags(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -150,37 +217,31 @@ def _print_trial(trial, done: int, total: int, *, started: float) -> None:
     )
 
 
+def _describe(fingerprint: dict) -> str:
+    threads, precision = fingerprint["threads"], fingerprint.get("precision", "fp32")
+    return f"{fingerprint['device']} ({fingerprint['cpu']}), {fingerprint['runtime']}, {threads} thread(s), {precision}"
+
+
+def _device_and_fingerprint(config: SearchConfig):
+    from latency.devices import DeviceError
+
+    device = config.make_device()
+    try:
+        return device, device.fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+
+
+def _config_flags(args: argparse.Namespace) -> dict:
+    """The flags that are SearchConfig fields (None: not given)."""
+    return {name: getattr(args, name) for name in FIELD_NAMES if hasattr(args, name)}
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.search import run_search
     from results.pareto import format_front
 
-    fields = (
-        "study_name",
-        "storage",
-        "runs_dir",
-        "mode",
-        "target_ms",
-        "constraint",
-        "alpha",
-        "beta",
-        "max_latency_ms",
-        "sampler",
-        "space",
-        "width",
-        "trials",
-        "timeout_s",
-        "seed",
-        "seed_references",
-        "dataset",
-        "data_dir",
-        "train_images",
-        "val_images",
-        "epochs",
-        "batch_size",
-        "latency_threads",
-        "trials_per_worker",
-    )
-    config = load_config(toml_path=args.config, overrides={name: getattr(args, name) for name in fields})
+    config = load_config(toml_path=args.config, overrides=_config_flags(args))
     started = time.perf_counter()
 
     def on_start(study, fingerprint) -> None:
@@ -190,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"mode {config.mode}, sampler {config.sampler}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
             f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs"
         )
-        print(f"latency on: {fingerprint['cpu']}, {fingerprint['runtime']}, {fingerprint['threads']} thread(s)", flush=True)
+        print(f"latency on: {_describe(fingerprint)}", flush=True)
 
     summary = run_search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
@@ -369,6 +430,136 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from nas import calibrate
+    from search_spaces import SpecError, reference, validate
+
+    config = load_config(overrides=_config_flags(args))
+    names = [n.strip() for n in args.references.split(",")] if args.references else calibrate.known_names()
+    for name in names:
+        if name not in calibrate.known_names():
+            raise ConfigError(f"reference {name!r} is unknown; known: {', '.join(calibrate.known_names())}")
+    if not 8 <= args.input_size <= 1024:
+        raise ConfigError(f"input-size={args.input_size} must be in 8..1024")
+    if args.target_ms is not None and args.target_ms <= 0:
+        raise ConfigError(f"target-ms={args.target_ms:g} must be a positive number")
+    device, fingerprint = _device_and_fingerprint(config)
+    layout = calibrate.layout_for(args.input_size)
+    num_classes = 1000 if layout == "imagenet" else 10
+    print(f"calibrating on {_describe(fingerprint)}")
+    size = f"{args.input_size}x{args.input_size}"
+    print(f"{len(names)} references at {size}, {layout} strides, {num_classes} classes\n", flush=True)
+    for name in names:  # fail fast on a size the reference cannot take, before any conversion
+        try:
+            validate(reference(name, layout=layout), args.input_size)
+        except SpecError as error:
+            raise ConfigError(f"reference {name} does not fit input-size={args.input_size}: {error}") from None
+
+    def on_row(row) -> None:
+        figure = f"{row.latency_median_ms:.3f} ms" if not row.error else f"failed: {row.error}"
+        print(f"  {row.name:<17} {figure}", flush=True)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = calibrate.calibrate(
+            device=device, input_hw=args.input_size, num_classes=num_classes, names=names, workdir=workdir, on_row=on_row
+        )
+    print(f"\n{calibrate.format_table(rows)}\n")
+    print(calibrate.target_advice(rows))
+    if args.target_ms is not None:
+        measured = [r.latency_median_ms for r in rows if not r.error]
+        warning = calibrate.target_warning(args.target_ms, measured, source="the references")
+        print(warning or f"--target-ms {args.target_ms:g} lies within reach of the references here")
+    path = calibrate.save(config.runs_dir, fingerprint, args.input_size, rows)
+    print(f"saved: {path} (nas search checks its --target-ms against it)")
+    return 0
+
+
+def cmd_latency_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nas import latency_fit
+
+    if args.samples < 0:
+        raise ConfigError(f"samples={args.samples} must be >= 0")
+    config = load_config(overrides=_config_flags(args))
+    _, fingerprint = _device_and_fingerprint(config)
+    print(f"latency model for {_describe(fingerprint)}", flush=True)
+    if args.samples:
+        print(f"measuring {args.samples} random architectures of {config.space} (width {config.width:g})", flush=True)
+
+        def on_sample(k, spec, outcome) -> None:
+            figure = f"{outcome.latency['latency_median_ms']:.3f} ms" if outcome.status == "ok" else f"failed: {outcome.reason}"
+            seconds = sum((outcome.timings or {}).get(p, 0.0) for p in ("build_seconds", "convert_seconds", "measure_seconds"))
+            print(f"  [{k:>3}/{args.samples}] {spec.arch_id}  {figure}  {seconds:.1f} s", flush=True)
+
+        latency_fit.measure_samples(config, fingerprint, args.samples, seed=config.seed, on_sample=on_sample)
+    report = latency_fit.fit(config, fingerprint["id"])
+    path = latency_fit.save_model(config, report.model)
+    if args.report:
+        print("\n" + latency_fit.format_report(report))
+        print(f"\n{'arch_id':<13} {'measured ms':>11} {'held-out ms':>11} {'error':>7}")
+        for spec, measured, predicted in sorted(
+            zip(report.specs, report.measured_ms, report.held_out_ms, strict=True), key=lambda item: item[1]
+        ):
+            print(f"{spec.arch_id:<13} {measured:>11.3f} {predicted:>11.3f} {100 * (predicted / measured - 1):>+6.1f}%")
+    else:
+        errors = np.abs(report.relative_errors)
+        print(
+            f"fitted on {len(report.specs)} architectures; held-out: {100 * report.within_10_percent:.0f} % within +-10 %, "
+            f"median |error| {100 * np.median(errors):.1f} %  (--report for details)"
+        )
+    print(f"saved: {path}")
+    return 0
+
+
+def cmd_proxy_check(args: argparse.Namespace) -> int:
+    import math
+
+    from nas import proxy_check
+    from trainers.cifar import DataError, check_cifar
+
+    config = load_config(overrides=_config_flags(args))
+    if args.archs < 0 or (args.archs == 0 and args.no_references):
+        raise ConfigError(f"archs={args.archs}: nothing to check")
+    proxy = proxy_check.Budget(config.train_images, config.epochs)
+    available = 50_000 - config.val_images
+    long_images = args.long_images or min(10 * proxy.train_images, available)
+    long_epochs = args.long_epochs or math.ceil(10 * proxy.image_passes / long_images)
+    for name, value in (("long-images", long_images), ("long-epochs", long_epochs)):
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1")
+    long = proxy_check.Budget(long_images, long_epochs)
+    path = proxy_check.result_path(config)
+    if args.show:
+        records = proxy_check.load_records(path)
+        if not any(proxy.label in r.results for r in records.values()):
+            raise ConfigError(f"no saved proxy check at {path}")
+        print(f"{path}\n\n{proxy_check.format_check(records, proxy, long)}")
+        return 0
+    try:
+        check_cifar(config.dataset, data_dir=config.data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    print(
+        f"proxy {proxy.label} vs long {long.label} (images x epochs, {long.image_passes / proxy.image_passes:.1f}x the "
+        f"image-passes); {args.archs} random {config.space} architectures" + ("" if args.no_references else " + the references"),
+        flush=True,
+    )
+    print(f"results: {path} (re-run the same command to resume)", flush=True)
+
+    def on_result(record, budget, result) -> None:
+        figure = f"accuracy {result['accuracy']:.4f}" if "accuracy" in result else f"failed: {result['error']}"
+        print(f"  {record.name:<16} {budget.label:>10}  {figure}  {result['seconds']:.0f} s", flush=True)
+
+    path, records = proxy_check.run_check(
+        config, count=args.archs, proxy=proxy, long=long, with_references=not args.no_references, on_result=on_result
+    )
+    print(f"\n{proxy_check.format_check(records, proxy, long)}")
+    return 0
+
+
 COMMANDS = {
     "search": cmd_search,
     "front": cmd_front,
@@ -376,6 +567,9 @@ COMMANDS = {
     "retrain": cmd_retrain,
     "export": cmd_export,
     "dashboard": cmd_dashboard,
+    "calibrate": cmd_calibrate,
+    "latency-fit": cmd_latency_fit,
+    "proxy-check": cmd_proxy_check,
 }
 
 

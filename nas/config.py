@@ -12,12 +12,16 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
+from latency.devices import DEFAULT_PATTERN, make_device
+from latency.measure import LatencyProtocol
 from nas.reward import CONSTRAINTS
 
 MODES = ("pareto", "reward")
 SAMPLERS = ("tpe", "nsga2", "random")
 SPACES = ("mnasnet", "mnasnet-mobilevit")
 DATASETS = ("cifar10", "cifar100")
+LATENCY_PRECISIONS = ("fp32", "int8")
+LATENCY_ROUNDS = 5
 
 
 class ConfigError(ValueError):
@@ -52,8 +56,21 @@ class SearchConfig:
     val_images: int = 2_000
     epochs: int = 1
     batch_size: int = 64
-    # latency measurement
+    early_stop: str = "off"  # on: stop trials dominated at equal training progress (nas.early_stop)
+    # latency measurement (see latency.devices)
+    device: str = "host"  # host | adb[:SERIAL] | cmd:COMMAND
     latency_threads: int = 1
+    latency_precision: str = "fp32"  # measure the float model, or the int8 one that ships
+    latency_warmup: int = 30
+    latency_runs: int = 200  # timed runs, in 5 rounds
+    latency_max_cv: float = 0.05  # re-measure (up to 3 attempts) when the rounds spread more
+    latency_pin_core: int | None = None
+    device_timeout_s: float = 120.0
+    adb_path: str = "adb"
+    benchmark_binary: str = "/data/local/tmp/benchmark_model"
+    delegate: str = "xnnpack"
+    latency_regex: str = DEFAULT_PATTERN
+    latency_screen: bool = True  # skip candidates the latency model is sure exceed the hard limit
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +85,14 @@ class SearchConfig:
             _positive("max_latency_ms", self.max_latency_ms)
         if self.timeout_s is not None:
             _positive("timeout_s", self.timeout_s)
+        _choice("latency_precision", self.latency_precision, LATENCY_PRECISIONS)
+        _choice("early_stop", self.early_stop, ("off", "on"))
+        _positive("latency_max_cv", self.latency_max_cv)
+        _positive("device_timeout_s", self.device_timeout_s)
+        if not isinstance(self.latency_warmup, int) or isinstance(self.latency_warmup, bool) or self.latency_warmup < 0:
+            raise ConfigError(f"latency-warmup={self.latency_warmup!r} must be an integer >= 0")
+        if not isinstance(self.latency_runs, int) or self.latency_runs < LATENCY_ROUNDS:
+            raise ConfigError(f"latency-runs={self.latency_runs!r} must be an integer >= {LATENCY_ROUNDS} (5 rounds)")
         for name in ("trials", "trials_per_worker", "train_images", "val_images", "epochs", "batch_size", "latency_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -78,6 +103,7 @@ class SearchConfig:
                 raise ConfigError(f"{name}={value!r} must be <= 0 (MnasNet's soft constraint uses -0.07)")
         if self.batch_size > self.train_images:
             raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
+        self.make_device()  # validates device, pinning, delegate and regex
         if self.study_name is None:
             object.__setattr__(self, "study_name", f"{self.space}-{self.dataset}")
         if not self.study_name or any(c in self.study_name for c in "/\\") or self.study_name.startswith("."):
@@ -106,6 +132,32 @@ class SearchConfig:
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{os.path.join(self.run_dir, 'study.db')}"
 
+    def latency_protocol(self) -> LatencyProtocol:
+        return LatencyProtocol(
+            threads=self.latency_threads,
+            warmup_runs=self.latency_warmup,
+            rounds=LATENCY_ROUNDS,
+            runs_per_round=self.latency_runs // LATENCY_ROUNDS,
+            max_cv=self.latency_max_cv,
+        )
+
+    def make_device(self):
+        """The measuring device (a plain-value dataclass that can cross into the worker)."""
+        try:
+            return make_device(
+                self.device,
+                protocol=self.latency_protocol(),
+                precision=self.latency_precision,
+                pin_core=self.latency_pin_core,
+                adb=self.adb_path,
+                binary=self.benchmark_binary,
+                delegate=self.delegate,
+                pattern=self.latency_regex,
+                timeout_s=self.device_timeout_s,
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
     def reward_settings(self) -> dict:
         return {"target_ms": self.target_ms, "alpha": self.reward_alpha, "beta": self.reward_beta}
 
@@ -123,6 +175,8 @@ class SearchConfig:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "latency_threads": self.latency_threads,
+            "device": self.device,
+            "latency_precision": self.latency_precision,
         }
         return identity | (self.reward_settings() if self.mode == "reward" else {})
 

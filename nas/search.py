@@ -22,7 +22,8 @@ import optuna
 import sqlalchemy.exc
 
 from latency.cache import LatencyCache, cache_key
-from latency.fingerprint import host_fingerprint
+from latency.devices import DeviceError
+from nas import early_stop
 from nas.config import ConfigError, SearchConfig
 from nas.reward import mnasnet_reward
 from nas.worker import TrialJob, TrialRunner
@@ -144,7 +145,8 @@ def open_study(config: SearchConfig, fingerprint: dict, storage: optuna.storages
         study.set_user_attr("nas_settings", wanted)
     else:
         for key in config.study_identity():
-            if stored.get(key) != wanted[key]:
+            # A key missing from an older study's record held the default then.
+            if stored.get(key, getattr(SearchConfig, key, None)) != wanted[key]:
                 raise ConfigError(
                     f"study {config.study_name!r} was run with {key}={stored.get(key)!r}, not {wanted[key]!r}: "
                     "its trials would not be comparable; use another --study-name"
@@ -175,6 +177,49 @@ def seed_references(study: optuna.Study, space) -> int:
     return count
 
 
+class LatencyScreen:
+    """Skips candidates that the latency model is all but certain to measure above the hard
+    limit, before any conversion. Active only with a hard limit and at least MIN_SAMPLES
+    architectures measured on this device; refitted as measurements accumulate. It never
+    supplies a latency: screened candidates are pruned trials, every other trial is measured."""
+
+    REFIT_EVERY = 10
+
+    def __init__(self, config: SearchConfig, cache: LatencyCache, fingerprint_id: str):
+        self.limit_ms = config.latency_limit_ms if config.latency_screen else None
+        self.cache = cache
+        self.fingerprint_id = fingerprint_id
+        self.model = None
+        self._fitted_on = 0
+
+    def _refresh(self) -> None:
+        from latency.model import MIN_SAMPLES, fit_with_error
+
+        measured = self.cache.measured(INPUT_SHAPE, self.fingerprint_id)
+        if len(measured) < max(MIN_SAMPLES, self._fitted_on + (self.REFIT_EVERY if self.model else 0)):
+            return
+        specs = [ArchSpec.from_string(arch) for arch, _ in measured]
+        latencies = [ms for _, ms in measured]
+        self.model, _ = fit_with_error(specs, latencies, input_hw=INPUT_SHAPE[0], fingerprint_id=self.fingerprint_id)
+        self._fitted_on = len(measured)
+        log.info("latency model refitted on %d architectures (screening factor %.3f)", len(measured), self.model.min_ratio)
+
+    def reject(self, spec: ArchSpec, trial: optuna.Trial) -> str | None:
+        if self.limit_ms is None:
+            return None
+        self._refresh()
+        if self.model is None:
+            return None
+        predicted, bound = self.model.predict(spec), self.model.lower_bound(spec)
+        trial.set_user_attr("latency_predicted_ms", round(predicted, 4))
+        if bound <= self.limit_ms:
+            return None
+        return (
+            f"screened: predicted {predicted:.3f} ms (at least {bound:.3f} ms) is over the limit {self.limit_ms:g} ms; "
+            "not converted, measured or trained"
+        )
+
+
 class Objective:
     def __init__(self, config: SearchConfig, study: optuna.Study, runner: TrialRunner, fingerprint: dict):
         self.config = config
@@ -183,6 +228,7 @@ class Objective:
         self.fingerprint = fingerprint
         self.space = get_space(config.space, width=config.width)
         self.cache = LatencyCache(os.path.join(config.runs_dir, "latency_cache.json"))
+        self.screen = LatencyScreen(config, self.cache, fingerprint["id"])
 
     def _previous(self, arch_id: str):
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -207,6 +253,12 @@ class Objective:
 
         key = cache_key(spec.arch_id, INPUT_SHAPE, self.fingerprint["id"])
         cached = self.cache.get(key)
+        if cached is None:
+            reason = self.screen.reject(spec, trial)
+            if reason:
+                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr("trial_seconds", round(time.perf_counter() - start, 3))
+                raise optuna.TrialPruned(reason)
         run_dir = self.config.run_dir
         outcome = self.runner.run(
             TrialJob.from_config(
@@ -214,6 +266,7 @@ class Objective:
                 arch=spec.to_string(),
                 tflite_path=os.path.join(run_dir, "models", f"{spec.arch_id}.tflite"),
                 cached_latency=cached,
+                early_stop_peers=early_stop.peers(self.study) if self.config.early_stop == "on" else None,
             )
         )
         for name, value in (outcome.timings or {}).items():
@@ -226,11 +279,13 @@ class Objective:
                 trial.set_user_attr(name, value)
             trial.set_user_attr("latency_cached", cached is not None)
             if cached is None:
-                self.cache.put(key, outcome.latency)
+                self.cache.put(key, outcome.latency, arch=spec.to_string())
         if outcome.status == "failed":
             trial.set_user_attr("fail_reason", outcome.reason)
             raise TrialFailed(outcome.reason)
-        if outcome.status == "over_latency":
+        if outcome.curve:
+            trial.set_user_attr("curve", outcome.curve)
+        if outcome.status in ("over_latency", "early_stopped"):
             trial.set_user_attr("fail_reason", outcome.reason)
             raise optuna.TrialPruned(outcome.reason)
 
@@ -264,7 +319,10 @@ def run_search(
         raise ConfigError(f"cannot create the run directory {config.run_dir!r}: {error.strerror}") from None
     if not os.access(config.run_dir, os.W_OK):
         raise ConfigError(f"the run directory {config.run_dir!r} is not writable")
-    fingerprint = host_fingerprint(threads=config.latency_threads)
+    try:
+        fingerprint = config.make_device().fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
     with contextlib.ExitStack() as stack:
         return _run_search(config, stack, fingerprint=fingerprint, on_trial=on_trial, on_start=on_start)
 
@@ -292,6 +350,24 @@ def retry_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage)
     return len(interrupted)
 
 
+def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> bool:
+    """Warn when --target-ms is far from what this device runs, judged by its calibration or else
+    by the latencies the study measured. False when there is nothing to judge by yet."""
+    from nas import calibrate
+
+    rows = calibrate.load(config.runs_dir, fingerprint["id"], INPUT_SHAPE[0])
+    latencies = [r.latency_median_ms for r in rows or () if r.latency_median_ms]
+    source = "the reference architectures (nas calibrate)"
+    if not latencies:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        latencies = [t.user_attrs["latency_median_ms"] for t in trials if "latency_median_ms" in t.user_attrs]
+        source = "the architectures measured so far"
+    warning = calibrate.target_warning(config.target_ms, latencies, source=source)
+    if warning:
+        log.warning(warning)
+    return bool(latencies)
+
+
 def _run_search(config, stack, *, fingerprint, on_trial, on_start) -> SearchSummary:
     path = sqlite_path(config.storage_url)
     storage = open_storage(config.storage_url, heartbeat=True)
@@ -304,13 +380,16 @@ def _run_search(config, stack, *, fingerprint, on_trial, on_start) -> SearchSumm
         seed_references(study, get_space(config.space, width=config.width))
     if on_start:
         on_start(study, fingerprint)
+    target_checked = _warn_about_target(config, fingerprint, study)
     csv_path = os.path.join(config.run_dir, "trials.csv")
     done = 0
     start = time.perf_counter()
 
     def after_trial(study: optuna.Study, trial) -> None:
-        nonlocal done
+        nonlocal done, target_checked
         done += 1
+        if not target_checked:
+            target_checked = _warn_about_target(config, fingerprint, study)
         write_csv_atomic([trial_row(t) for t in study.get_trials(deepcopy=False)], csv_path)
         if on_trial:
             on_trial(trial, done, config.trials)

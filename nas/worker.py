@@ -35,10 +35,12 @@ class TrialJob:
     epochs: int
     batch_size: int
     seed: int
-    latency_threads: int
+    device: object  # a latency.devices device: plain values, picklable
     tflite_path: str
     cached_latency: dict | None = None  # a LatencyResult as attrs: skip conversion + measurement
     latency_limit_ms: float | None = None  # measured above this: do not train
+    measure_latency: bool = True  # False: train only (nas proxy-check)
+    early_stop_peers: tuple | None = None  # None: early stopping off; else nas.early_stop.peers(study)
 
     @classmethod
     def from_config(cls, config, *, arch: str, tflite_path: str, **overrides) -> TrialJob:
@@ -51,7 +53,7 @@ class TrialJob:
             "epochs": config.epochs,
             "batch_size": config.batch_size,
             "seed": config.seed,
-            "latency_threads": config.latency_threads,
+            "device": config.make_device(),
             "latency_limit_ms": config.latency_limit_ms,
         }
         return cls(arch=arch, tflite_path=tflite_path, **(fields | overrides))
@@ -59,12 +61,14 @@ class TrialJob:
 
 @dataclass
 class TrialOutcome:
-    status: str  # "ok" | "over_latency" | "failed"
+    status: str  # "ok" | "over_latency" | "early_stopped" | "failed"
     reason: str = ""
     params_count: int = 0
+    multiply_adds: int = 0
     accuracy: float | None = None
     latency: dict | None = None
     timings: dict | None = None
+    curve: list | None = None  # [[fraction of training, held-out accuracy], ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +112,86 @@ def _quiet() -> None:
     tf.get_logger().setLevel(logging.ERROR)
 
 
+def _convert_and_measure(model, path: str, device, timings: dict, *, check_inputs=None, representative=None):
+    """Convert at the device's precision, then measure on the device; timings filled in."""
+    from latency.convert import to_tflite
+
+    start = time.perf_counter()
+    input_shape = tuple(model.input_shape[1:])
+    if device.precision == "int8" and representative is None:
+        representative = _random_images(input_shape)  # calibration only sets scales; latency does not depend on them
+    to_tflite(
+        model, path, input_shape=input_shape, check_inputs=check_inputs, precision=device.precision, representative=representative
+    )
+    timings["convert_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    result = device.measure(path)
+    timings["measure_seconds"] = time.perf_counter() - start
+    return result
+
+
+def _random_images(input_shape, count: int = 32):
+    import numpy as np
+
+    return np.random.default_rng(0).uniform(0, 255, size=(count, *input_shape)).astype("float32")
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """Latency only (no data, no training): calibration and latency-model samples."""
+
+    arch: str
+    input_hw: int
+    num_classes: int
+    device: object
+    tflite_path: str
+
+
+def measure_job(job: MeasureJob) -> TrialOutcome:
+    """Runs in the worker: build, convert, measure, count multiply-adds."""
+    timings: dict = {}
+    try:
+        _quiet()
+        import keras
+
+        from latency.devices import DeviceError
+        from latency.macs import tflite_macs
+        from search_spaces import ArchSpec
+        from search_spaces.keras_blocks import build
+
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        start = time.perf_counter()
+        model = build(ArchSpec.from_string(job.arch), input_shape=(job.input_hw, job.input_hw, 3), num_classes=job.num_classes)
+        timings["build_seconds"] = time.perf_counter() - start
+        outcome = TrialOutcome(status="ok", params_count=int(model.count_params()), timings=timings)
+        try:
+            outcome.latency = _convert_and_measure(model, job.tflite_path, job.device, timings).as_attrs()
+        except DeviceError as error:
+            return TrialOutcome(status="failed", reason=f"device error: {error}"[:500], timings=timings)
+        outcome.multiply_adds = tflite_macs(job.tflite_path)
+        return outcome
+    except Exception as error:
+        return _failed(error, timings)
+    finally:
+        _clear_keras()
+
+
+def _failed(error: Exception, timings: dict) -> TrialOutcome:
+    log.debug("job failed:\n%s", traceback.format_exc())
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return TrialOutcome(status="failed", reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
+
+
+def _clear_keras() -> None:
+    try:
+        import keras
+
+        keras.backend.clear_session()
+    except Exception:
+        pass
+
+
 def evaluate_job(job: TrialJob) -> TrialOutcome:
     """Runs in the worker. Expected failures come back as an outcome with a reason."""
     timings: dict = {}
@@ -115,8 +199,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         _quiet()
         import keras
 
-        from latency.convert import to_tflite
-        from latency.measure import LatencyProtocol, measure_tflite
+        from latency.devices import DeviceError
         from search_spaces import ArchSpec
         from search_spaces.keras_blocks import build
         from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, train_proxy
@@ -142,45 +225,51 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         if job.cached_latency is not None:
             outcome.latency = dict(job.cached_latency)
             timings["convert_seconds"] = timings["measure_seconds"] = 0.0
-        else:
-            start = time.perf_counter()
-            check = dataset.x_train[val_idx[:4]].astype("float32")
-            to_tflite(model, job.tflite_path, input_shape=dataset.x_train.shape[1:], check_inputs=check)
-            timings["convert_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            result = measure_tflite(job.tflite_path, LatencyProtocol(threads=job.latency_threads))
-            timings["measure_seconds"] = time.perf_counter() - start
-            outcome.latency = result.as_attrs()
-        if job.latency_limit_ms is not None and outcome.latency["latency_median_ms"] > job.latency_limit_ms:
+        elif job.measure_latency:
+            try:
+                outcome.latency = _convert_and_measure(
+                    model,
+                    job.tflite_path,
+                    job.device,
+                    timings,
+                    check_inputs=dataset.x_train[val_idx[:4]].astype("float32"),
+                    # int8 calibration draws on training images; the weights are untrained, but
+                    # the graph (what latency depends on) is the one that ships
+                    representative=dataset.x_train[train_idx[:64]],
+                ).as_attrs()
+            except DeviceError as error:
+                return TrialOutcome(status="failed", reason=f"device error: {error}"[:500], timings=timings)
+        latency_ms = outcome.latency["latency_median_ms"] if outcome.latency else None
+        if latency_ms is not None and job.latency_limit_ms is not None and latency_ms > job.latency_limit_ms:
             outcome.status = "over_latency"
-            outcome.reason = (
-                f"latency {outcome.latency['latency_median_ms']:.3f} ms is over the limit {job.latency_limit_ms:g} ms"
-            )
+            outcome.reason = f"latency {latency_ms:.3f} ms is over the limit {job.latency_limit_ms:g} ms"
             return outcome
 
         x_train, y_train = dataset.x_train[train_idx[: budget.train_images]], dataset.y_train[train_idx[: budget.train_images]]
         x_val, y_val = dataset.x_train[val_idx], dataset.y_train[val_idx]
-        proxy = train_proxy(model, x_train, y_train, x_val, y_val, budget=budget, num_classes=dataset.num_classes)
+        rule = None
+        if job.early_stop_peers is not None and latency_ms is not None:
+            from nas.early_stop import dominance_rule
+
+            rule = dominance_rule(job.early_stop_peers, latency_ms)
+        proxy = train_proxy(model, x_train, y_train, x_val, y_val, budget=budget, num_classes=dataset.num_classes, stop_rule=rule)
         outcome.accuracy = proxy.accuracy
+        outcome.curve = [list(point) for point in proxy.curve]
+        if proxy.stopped:
+            outcome.status, outcome.reason = "early_stopped", proxy.stopped
         timings |= {
             "train_seconds": proxy.train_seconds,
             "first_epoch_seconds": proxy.first_epoch_seconds,
             "first_step_seconds": proxy.first_step_seconds,
             "eval_seconds": proxy.eval_seconds,
             "train_images_per_second": proxy.images_per_second,
+            "train_steps": proxy.steps,
         }
         return outcome
     except Exception as error:  # the trial fails, the search goes on
-        log.debug("trial failed:\n%s", traceback.format_exc())
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return TrialOutcome(status="failed", reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
+        return _failed(error, timings)
     finally:
-        try:
-            import keras
-
-            keras.backend.clear_session()
-        except Exception:
-            pass
+        _clear_keras()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,9 +293,10 @@ class TrialRunner:
             )
         return self._pool
 
-    def run(self, job: TrialJob) -> TrialOutcome:
+    def run(self, job: TrialJob | MeasureJob) -> TrialOutcome:
+        task = measure_job if isinstance(job, MeasureJob) else evaluate_job
         try:
-            return self._executor().submit(evaluate_job, job).result()
+            return self._executor().submit(task, job).result()
         except BrokenProcessPool:
             self.close(kill=True)
             return TrialOutcome(status="failed", reason="the worker process died (out of memory or a crash in TensorFlow/LiteRT)")

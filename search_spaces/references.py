@@ -14,6 +14,8 @@ run on 32x32, 16x16 and 8x8 at 256x256: strides 8 to 32 become 4 to 8 here).
 
 from __future__ import annotations
 
+import dataclasses
+
 from search_spaces.spec import ArchSpec
 
 REFERENCES: dict[str, str] = {
@@ -50,7 +52,29 @@ REFERENCES: dict[str, str] = {
 }
 
 
-def reference(name: str) -> ArchSpec:
+#: blocks whose stride-2 the CIFAR adaptation removed; the "imagenet" layout restores them
+CIFAR_UNSTRIDED_BLOCKS: dict[str, tuple[int, ...]] = {
+    "mnasnet-a1": (2, 6),
+    "mnasnet-b1": (2, 6),
+    "mnasnet-small": (2, 6),
+    "mobilenetv2-1.0": (2, 6),
+    "mobilenetv2-0.5": (2, 6),
+    "mobilevit-xxs": (3, 5),
+}
+LAYOUTS = ("cifar", "imagenet")
+
+
+def reference(name: str, *, layout: str = "cifar") -> ArchSpec:
+    """A reference as adapted to 32x32 input ("cifar"), or with the papers' own strides
+    ("imagenet": 32x downsampling, for 224x224 input, where the papers' latencies were measured)."""
     if name not in REFERENCES:
         raise KeyError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
-    return ArchSpec.from_string(REFERENCES[name])
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}")
+    spec = ArchSpec.from_string(REFERENCES[name])
+    if layout == "imagenet":
+        blocks = list(spec.blocks)
+        for index in CIFAR_UNSTRIDED_BLOCKS[name]:
+            blocks[index] = dataclasses.replace(blocks[index], stride=2)
+        spec = ArchSpec(tuple(blocks))
+    return spec

@@ -40,6 +40,25 @@ BAD = [
     (["report", "--study", "never-ran"], "study 'never-ran' does not exist"),
     (["dashboard", "--study", "never-ran", "--port", "0"], "port=0 must be in 1..65535"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["search", "--device", "tpu"], "device='tpu' is not one of host, adb[:SERIAL], cmd:COMMAND"),
+    (["search", "--device", "cmd:measure.sh"], "has no {model} placeholder"),
+    (["search", "--device", "cmd:m {model}", "--latency-regex", "("], "latency regex '(' is not a valid regular expression"),
+    (["search", "--latency-precision", "int4"], "latency_precision='int4' is not one of fp32, int8"),
+    (["search", "--latency-runs", "3"], "latency-runs=3 must be an integer >= 5"),
+    (["search", "--latency-warmup", "-1"], "latency-warmup=-1"),
+    (["search", "--latency-max-cv", "0"], "latency-max-cv=0.0"),
+    (["search", "--latency-pin-core", "4096"], "latency-pin-core=4096 is not one of"),
+    (["search", "--device", "adb", "--delegate", "tpu"], "delegate='tpu' is not one of"),
+    (
+        ["search", "--device", "adb", "--adb", "/nonexistent/adb"],
+        "device 'adb' cannot be used: adb: '/nonexistent/adb' not found",
+    ),
+    (["calibrate", "--references", "resnet50"], "reference 'resnet50' is unknown"),
+    (["calibrate", "--input-size", "4"], "input-size=4 must be in 8..1024"),
+    (["calibrate", "--input-size", "224", "--references", "mobilevit-xxs"], "patch=2 must divide"),
+    (["calibrate", "--device", "cmd:true"], "has no {model} placeholder"),
+    (["latency-fit", "--samples", "-3"], "samples=-3 must be >= 0"),
+    (["latency-fit", "--runs-dir", "{empty}"], "0 measured architectures are too few"),
 ]
 
 

@@ -63,6 +63,8 @@ def test_search_produces_a_study_a_front_and_a_csv(first_search):
         assert attrs["params_count"] > 10_000
         assert attrs["reward"] == pytest.approx(accuracy * (latency_ms / 0.5) ** -0.07)
         assert attrs["arch"].endswith("head_c1280") and len(attrs["arch_id"]) == 12
+        # the learning curve at 25 % and 50 % of training (16 steps: steps 4 and 8)
+        assert [f for f, _ in attrs["curve"]] == [0.25, 0.5] and all(0 <= a <= 1 for _, a in attrs["curve"])
     with open(runs / "mnasnet-cifar10" / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["number"]) for r in rows] == [0, 1, 2]

@@ -1,0 +1,131 @@
+"""`nas latency-fit`: measure random architectures of the space on the device, fit the latency
+model on every measurement the latency cache holds for that device (searches' and these), and
+report its error on held-out architectures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from latency.cache import LatencyCache, cache_key
+from latency.model import FEATURE_LABELS, LatencyModel, fit_with_error
+from nas.config import ConfigError, SearchConfig
+from search_spaces import ArchSpec, get_space
+
+INPUT_HW = 32
+INPUT_SHAPE = (INPUT_HW, INPUT_HW, 3)
+
+
+def cache_of(config: SearchConfig) -> LatencyCache:
+    return LatencyCache(os.path.join(config.runs_dir, "latency_cache.json"))
+
+
+def model_path(config: SearchConfig, fingerprint_id: str) -> str:
+    return os.path.join(config.runs_dir, f"latency_model-{fingerprint_id}.json")
+
+
+def random_architectures(config: SearchConfig, count: int, *, seed: int) -> list[ArchSpec]:
+    """`count` distinct architectures drawn uniformly from the search space."""
+    import optuna
+
+    space = get_space(config.space, width=config.width)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs: dict[str, ArchSpec] = {}
+    for _ in range(count * 20):
+        spec = space.sample(study.ask())
+        specs.setdefault(spec.arch_id, spec)
+        if len(specs) == count:
+            break
+    return list(specs.values())
+
+
+def measure_samples(
+    config: SearchConfig,
+    fingerprint: dict,
+    count: int,
+    *,
+    seed: int = 0,
+    on_sample: Callable[[int, ArchSpec, object], None] | None = None,
+) -> int:
+    """Measure `count` random architectures not yet in the cache; returns how many were new."""
+    from nas.worker import MeasureJob, TrialRunner
+
+    cache = cache_of(config)
+    device = config.make_device()
+    new = 0
+    with TrialRunner(trials_per_worker=config.trials_per_worker) as runner:
+        for k, spec in enumerate(random_architectures(config, count, seed=seed), start=1):
+            key = cache_key(spec.arch_id, INPUT_SHAPE, fingerprint["id"])
+            if cache.get(key) is not None:
+                continue
+            path = os.path.join(config.runs_dir, "latency_samples", f"{spec.arch_id}.tflite")
+            outcome = runner.run(MeasureJob(spec.to_string(), INPUT_HW, 10, device, path))
+            if outcome.status == "ok":
+                cache.put(key, outcome.latency, arch=spec.to_string())
+                new += 1
+            if os.path.exists(path):
+                os.remove(path)  # samples are for the model, not for deployment
+            if on_sample:
+                on_sample(k, spec, outcome)
+    return new
+
+
+@dataclass
+class FitReport:
+    model: LatencyModel
+    specs: list[ArchSpec]
+    measured_ms: np.ndarray
+    held_out_ms: np.ndarray
+
+    @property
+    def relative_errors(self) -> np.ndarray:
+        return self.held_out_ms / self.measured_ms - 1.0
+
+    @property
+    def within_10_percent(self) -> float:
+        return float(np.mean(np.abs(self.relative_errors) <= 0.10))
+
+
+def fit(config: SearchConfig, fingerprint_id: str) -> FitReport:
+    """Fit on everything cached for this device; the held-out predictions come from k-fold
+    cross-validation. ConfigError when there is too little data."""
+    measured = cache_of(config).measured(INPUT_SHAPE, fingerprint_id)
+    specs, latencies = [ArchSpec.from_string(a) for a, _ in measured], np.array([ms for _, ms in measured])
+    try:
+        model, held_out = fit_with_error(specs, latencies, input_hw=INPUT_HW, fingerprint_id=fingerprint_id)
+    except ValueError as error:
+        raise ConfigError(f"{error}; measure more with `nas latency-fit --samples N`") from None
+    return FitReport(model, specs, latencies, held_out)
+
+
+def save_model(config: SearchConfig, model: LatencyModel) -> str:
+    from results.pareto import write_text_atomic
+
+    path = model_path(config, model.fingerprint_id)
+    write_text_atomic(path, model.to_json())
+    return path
+
+
+def format_report(report: FitReport) -> str:
+    from results.ranking import agreement
+
+    errors = report.relative_errors
+    rank = agreement(report.measured_ms, report.held_out_ms)
+    model = report.model
+    coefficients = ", ".join(f"{name} {c:.4g}" for name, c in zip(FEATURE_LABELS, model.coefficients, strict=True))
+    return "\n".join(
+        [
+            f"latency model on {len(report.specs)} measured architectures "
+            f"({report.measured_ms.min():.3f}-{report.measured_ms.max():.3f} ms)",
+            f"held-out error (k-fold): {100 * report.within_10_percent:.0f} % within +-10 %, median |error| "
+            f"{100 * np.median(np.abs(errors)):.1f} %, worst {100 * errors[np.argmax(np.abs(errors))]:+.1f} %",
+            f"rank agreement with measurement: {rank.describe()}",
+            f"coefficients (ms per unit): {coefficients}; correction {model.correction_ms:.4f} ms per inference",
+            f"screening bound: a candidate is skipped when prediction x {min(1.0, model.min_ratio):.3f} x 0.95 exceeds the "
+            "hard limit",
+        ]
+    )

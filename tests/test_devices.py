@@ -1,0 +1,182 @@
+"""Device hooks driven end to end by a fake `adb` and a fake measuring command (tests/fakes/):
+success, timeout, garbage output, non-zero exit, an unknown serial; and the host's re-measure
+path. The model file is a real TFLite model only where the host interpreter needs one."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from latency.devices import (
+    AdbDevice,
+    CommandDevice,
+    DeviceError,
+    HostDevice,
+    make_device,
+    parse_benchmark_model,
+)
+from latency.measure import LatencyProtocol
+
+FAKES = os.path.join(os.path.dirname(__file__), "fakes")
+FAST = LatencyProtocol(warmup_runs=1, rounds=3, runs_per_round=5)
+
+
+@pytest.fixture
+def phone(tmp_path, monkeypatch):
+    directory = tmp_path / "phone"
+    directory.mkdir()
+    monkeypatch.setenv("FAKE_ADB_DIR", str(directory))
+    monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"not really a model; the fake phone only copies it")
+    return {"model": str(model), "log": tmp_path / "adb.log", "dir": directory}
+
+
+def adb_device(**kw) -> AdbDevice:
+    return AdbDevice(protocol=FAST, adb=os.path.join(FAKES, "adb"), **kw)
+
+
+def test_adb_success_reports_the_timed_runs_and_cleans_up(phone):
+    device = adb_device(serial="PHONE1", delegate="gpu")
+    result = device.measure(phone["model"])
+    # the second count= line is the timed one: median 75200 us, std 800 us, 3 rounds of 50 runs
+    assert result.median_ms == pytest.approx(75.2)
+    assert result.p90_ms == pytest.approx(75.2 + 1.2816 * 0.8)
+    assert result.runs == 150 and result.cv == 0.0
+    calls = phone["log"].read_text().splitlines()
+    assert calls[0].startswith("-s PHONE1 push ")
+    benchmark = [c for c in calls if "benchmark_model" in c]
+    assert len(benchmark) == 3 and "--use_gpu=true" in benchmark[0] and "--num_threads=1" in benchmark[0]
+    assert "--warmup_runs=1" in benchmark[0] and "--num_runs=5" in benchmark[0]
+    assert calls[-1].startswith("-s PHONE1 shell rm -f /data/local/tmp/nas_m.tflite")
+
+
+def test_adb_fingerprint_names_the_phone(phone):
+    info = adb_device(serial="PHONE1").fingerprint()
+    assert info["model"] == "Pixel 1" and info["cpu"] == "msm8996" and info["device"] == "adb:PHONE1"
+    assert info["id"] != adb_device(serial="PHONE1", delegate="none").fingerprint()["id"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "serial", "message"),
+    [
+        ("garbage", None, "benchmark_model printed no timing line"),
+        ("fail", None, "exit code 1: ERROR: Failed to apply GPU delegate."),
+        ("offline", None, "no devices/emulators found"),
+        ("ok", "OTHER", "device 'OTHER' not found"),
+    ],
+)
+def test_adb_failures_carry_the_devices_message(phone, monkeypatch, mode, serial, message):
+    monkeypatch.setenv("FAKE_ADB_MODE", mode)
+    with pytest.raises(DeviceError, match=message):
+        adb_device(serial=serial).measure(phone["model"])
+
+
+def test_adb_timeout(phone, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_MODE", "hang")
+    with pytest.raises(DeviceError, match="timed out after 1 s"):
+        adb_device(timeout_s=1).measure(phone["model"])
+
+
+def test_adb_missing_binary(phone):
+    with pytest.raises(DeviceError, match="not found"):
+        AdbDevice(adb="/nonexistent/adb", protocol=FAST).measure(phone["model"])
+
+
+def test_parse_benchmark_model_without_percentiles():
+    out = "count=50 first=1 curr=1 min=1 max=1 avg=2.95034e+06 std=109798\nInference timings in us: ..."
+    parsed = parse_benchmark_model(out)
+    assert parsed == {
+        "count": 50,
+        "mean_ms": pytest.approx(2950.34),
+        "std_ms": pytest.approx(109.798),
+        "median_ms": pytest.approx(2950.34),
+    }
+
+
+def command(mode: str, **kw) -> CommandDevice:
+    return CommandDevice(template=f"{sys.executable} {os.path.join(FAKES, 'latency_cmd')} {mode} {{model}}", protocol=FAST, **kw)
+
+
+def test_command_success(phone):
+    result = command("ok").measure(phone["model"])
+    samples = [2.10, 2.05, 2.20, 2.12] * 3
+    assert result.median_ms == pytest.approx(float(np.median(samples)))
+    assert result.p90_ms == pytest.approx(float(np.percentile(samples, 90)))
+    assert result.runs == 12 and result.cv == 0.0 and result.run_cv > 0
+
+
+def test_command_custom_regex(phone):
+    result = command("ok", pattern=r"latency: ([0-9.]+)").measure(phone["model"])
+    assert result.median_ms == pytest.approx(2.11)
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("garbage", "printed no latency matching"), ("fail", "exit code 3: board not responding")],
+)
+def test_command_failures(phone, mode, message):
+    with pytest.raises(DeviceError, match=message):
+        command(mode).measure(phone["model"])
+
+
+def test_command_timeout(phone):
+    with pytest.raises(DeviceError, match="timed out after 1 s"):
+        command("hang", timeout_s=1).measure(phone["model"])
+
+
+@pytest.mark.parametrize(
+    ("text", "kw", "message"),
+    [
+        ("phone", {}, "device='phone' is not one of host, adb"),
+        ("cmd:measure.sh", {}, "has no {model} placeholder"),
+        ("cmd:x {model}", {"pattern": "(unclosed"}, "not a valid regular expression"),
+        ("cmd:x {model}", {"pattern": "ms"}, "needs a group"),
+        ("adb", {"delegate": "tpu"}, "delegate='tpu' is not one of"),
+        ("host", {"pin_core": 999}, "latency-pin-core=999 is not one of"),
+        ("adb", {"pin_core": 0}, "pins the host's measurement"),
+    ],
+)
+def test_make_device_rejects_bad_settings(text, kw, message):
+    with pytest.raises(ValueError, match=message):
+        make_device(text, **kw)
+
+
+def test_make_device_parses_each_kind():
+    assert isinstance(make_device("host"), HostDevice)
+    assert make_device("adb").serial is None and make_device("adb:PHONE1").serial == "PHONE1"
+    assert make_device("cmd:run {model} --fast").template == "run {model} --fast"
+
+
+def test_host_fingerprint_changes_only_for_non_default_settings():
+    plain = HostDevice().fingerprint()
+    assert "precision" not in plain
+    assert HostDevice(precision="int8").fingerprint()["id"] != plain["id"]
+    assert HostDevice(pin_core=0).fingerprint()["id"] != plain["id"]
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory):
+    import keras
+
+    from latency.convert import to_tflite
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))))
+    return to_tflite(model, str(tmp_path_factory.mktemp("m") / "tiny.tflite"), input_shape=(8, 8, 3))
+
+
+def test_host_remeasures_when_the_spread_is_too_high(tiny_tflite):
+    """max_cv below any achievable spread: every attempt is made, and the steadiest is kept."""
+    result = HostDevice(
+        protocol=LatencyProtocol(warmup_runs=2, rounds=3, runs_per_round=10, max_cv=1e-9, max_attempts=3)
+    ).measure(tiny_tflite)
+    assert result.attempts == 3 and result.median_ms > 0
+
+
+def test_host_pinned_measurement_restores_affinity(tiny_tflite):
+    before = os.sched_getaffinity(0)
+    core = sorted(before)[0]
+    result = HostDevice(protocol=FAST, pin_core=core).measure(tiny_tflite)
+    assert result.median_ms > 0 and os.sched_getaffinity(0) == before

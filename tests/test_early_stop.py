@@ -1,0 +1,75 @@
+"""Multi-objective early stopping and `nas proxy-check`, on real CIFAR-10 (a small subset)."""
+
+import json
+import subprocess
+import sys
+
+from nas.early_stop import MARGIN, dominance_rule
+
+PEERS = ((0, 0.30, ((0.25, 0.40), (0.5, 0.50))), (1, 0.60, ((0.25, 0.60), (0.5, 0.70))), (2, 0.20, ((0.25, 0.20), (0.5, 0.25))))
+
+
+def test_a_trial_stops_only_when_a_faster_peer_was_clearly_better_at_the_same_point():
+    rule = dominance_rule(PEERS, latency_ms=0.5)
+    assert rule(0.25, 0.30) and "trial 0" in rule(0.25, 0.30)  # trial 0 is faster and 0.10 better
+    assert rule(0.25, 0.40 - MARGIN / 2) is None  # better by less than the margin
+    assert dominance_rule(PEERS, latency_ms=0.25)(0.25, 0.30) is None  # only trial 2 is faster, and it is worse
+    assert rule(0.75, 0.0) is None  # no peer has a point there
+    assert dominance_rule(PEERS[:2], latency_ms=0.5)(0.25, 0.0) is None  # too few peers yet
+
+
+def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_path):
+    from nas.worker import TrialJob, evaluate_job
+
+    latency = {"latency_median_ms": 0.4, "latency_p90_ms": 0.5, "latency_cv": 0.01}
+    perfect = tuple((n, 0.01, ((0.25, 1.0), (0.5, 1.0))) for n in range(3))  # faster and always right
+    common = dict(
+        arch="conv_r1_k3_s2_c16-mbconv_r1_k3_s1_e3_c16-mbconv_r1_k3_s2_e3_c24-head_c256",
+        dataset="cifar10",
+        data_dir=str(cifar_dir),
+        train_images=1024,
+        val_images=500,
+        epochs=1,
+        batch_size=64,
+        seed=0,
+        device=None,
+        tflite_path=str(tmp_path / "m.tflite"),
+        cached_latency=latency,
+    )
+    stopped = evaluate_job(TrialJob(**common, early_stop_peers=perfect))
+    assert stopped.status == "early_stopped", stopped.reason
+    assert "early-stopped at 25% of training" in stopped.reason
+    assert len(stopped.curve) == 1 and stopped.accuracy == stopped.curve[0][1]
+    full = evaluate_job(TrialJob(**common, early_stop_peers=()))
+    assert full.status == "ok" and [f for f, _ in full.curve] == [0.25, 0.5]
+    assert (stopped.timings["train_steps"], full.timings["train_steps"]) == (4, 16)  # 1024 / 64 = 16 steps
+
+
+def test_proxy_check_ranks_saves_resumes_and_shows(cifar_dir, tmp_path):
+    args = [
+        sys.executable, "-m", "nas.cli", "proxy-check", "--archs", "3", "--no-references", "--data-dir", str(cifar_dir),
+        "--train-images", "256", "--long-images", "1024", "--long-epochs", "1", "--val-images", "300", "--runs-dir", "runs",
+    ]  # fmt: skip
+    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count(" 256x1  accuracy ") == 3 and first.stdout.count(" 1024x1  accuracy ") == 3
+    assert "proxy 256x1 vs long 1024x1 images x epochs: Kendall tau" in first.stdout
+    (saved,) = (tmp_path / "runs" / "proxy-check").glob("*.json")
+    records = json.loads(saved.read_text())["records"]
+    assert len(records) == 3
+    assert all(0 <= r["results"][budget]["accuracy"] <= 1 for r in records for budget in ("256x1", "1024x1"))
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "accuracy 0." not in again.stdout  # everything was already there
+    shown = subprocess.run([*args, "--show"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "Kendall tau" in shown.stdout and str(saved.name) in shown.stdout
+
+
+def test_proxy_check_show_without_a_result_is_bad_input(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "proxy-check", "--show", "--runs-dir", "runs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "no saved proxy check at" in result.stderr and "Traceback" not in result.stderr

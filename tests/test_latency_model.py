@@ -1,0 +1,153 @@
+"""The latency model and the rank statistics: arithmetic checked on constructed data, then the
+model fitted and judged on latencies really measured on the host (tests/data/), and `nas
+latency-fit` / `nas calibrate` run end to end with the real LiteRT interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latency.cache import LatencyCache, cache_key
+from latency.model import FEATURES, LatencyModel, _nnls_relative, cross_validate, fit_with_error, layers, network_features
+from nas import calibrate
+from results.ranking import agreement, kendall_tau, spearman_rho
+from search_spaces import REFERENCES, ArchSpec, get_space, reference
+
+MEASURED = os.path.join(os.path.dirname(__file__), "data", "host_latencies.json")
+
+
+def test_rank_statistics_on_known_cases():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman_rho([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped pair out of six: (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # d = (0, 1, -1, 0): 1 - 6 * 2 / (4 * 15)
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # tau-b with a tie in b: S = 5 concordant - 0 discordant; untied pairs 6 in a, 5 in b
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 2, 4]) == pytest.approx(5 / np.sqrt(6 * 5))
+
+
+def test_agreement_interval_contains_the_estimate():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=30)
+    b = a + rng.normal(scale=0.5, size=30)
+    result = agreement(a, b, resamples=500)
+    assert result.kendall_interval[0] <= result.kendall_tau <= result.kendall_interval[1]
+    assert result.spearman_interval[0] <= result.spearman_rho <= result.spearman_interval[1]
+    assert 0.3 < result.kendall_tau < 0.9
+    with pytest.raises(ValueError, match="at least 3"):
+        agreement([1, 2], [1, 2])
+
+
+def test_layers_add_up_and_follow_the_strides():
+    spec = reference("mnasnet-a1")
+    per_layer = layers(spec, 32)
+    assert np.allclose(sum(layer.features for layer in per_layer), network_features(spec, 32))
+    assert len(per_layer) == 2 + sum(block.repeats for block in spec.blocks[:-1])
+    assert per_layer[1].key.startswith("conv_r1_k3_s2_c32 in3 @32")
+    assert per_layer[-1].key == "head 320->1280 @4"
+    # twice the resolution, about four times the multiply-adds
+    ratio = network_features(spec, 64)[FEATURES.index("pointwise_mmacs")] / network_features(spec, 32)[1]
+    assert ratio == pytest.approx(4, rel=0.05)
+
+
+def test_nnls_recovers_non_negative_coefficients():
+    """Plumbing: data made from a known non-negative model is fitted back exactly."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 2.0, size=(40, 3))
+    truth = np.array([0.3, 0.0, 1.5, 0.2])  # last: intercept
+    y = x @ truth[:-1] + truth[-1]
+    assert np.allclose(_nnls_relative(x, y), truth, atol=1e-9)
+
+
+def measured_host_data():
+    with open(MEASURED) as f:
+        document = json.load(f)
+    return [ArchSpec.from_string(a) for a in document["arch"]], np.array(document["latency_median_ms"]), document
+
+
+def test_model_on_real_host_measurements():
+    """Held-out (5-fold) error of the model on architectures measured on these machines."""
+    specs, latencies, document = measured_host_data()
+    held_out = cross_validate(specs, latencies, input_hw=32, folds=5)
+    within = np.mean(np.abs(held_out / latencies - 1) <= 0.10)
+    tau = kendall_tau(latencies, held_out)
+    assert within >= 0.6, f"only {within:.0%} within 10 %"
+    assert tau >= 0.6
+    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=document["fingerprint_id"])
+    assert 0 < model.min_ratio <= 1.0
+    assert all(c >= 0 for c in model.coefficients) and model.correction_ms >= 0
+    spec = specs[0]
+    assert sum(cost for _, cost in model.table(spec)) + model.correction_ms == pytest.approx(model.predict(spec))
+    assert model.lower_bound(spec) < model.predict(spec)
+    assert LatencyModel.from_json(model.to_json()) == model
+
+
+def test_cache_feeds_the_model_only_its_own_device(tmp_path):
+    cache = LatencyCache(str(tmp_path / "c.json"))
+    space = get_space("mnasnet")
+    a = space.sample(__import__("optuna").trial.FixedTrial(space.default_params()))
+    cache.put(cache_key(a.arch_id, (32, 32, 3), "devA"), {"latency_median_ms": 0.5}, arch=a.to_string())
+    cache.put(cache_key(a.arch_id, (32, 32, 3), "devB"), {"latency_median_ms": 9.0}, arch=a.to_string())
+    cache.put(cache_key("old", (32, 32, 3), "devA"), {"latency_median_ms": 1.0})  # no arch: written before
+    assert cache.measured((32, 32, 3), "devA") == [(a.to_string(), 0.5)]
+    assert cache.get(cache_key(a.arch_id, (32, 32, 3), "devA")) == {"latency_median_ms": 0.5}
+
+
+def test_target_warning():
+    assert calibrate.target_warning(75, [0.3, 1.2], source="x") is not None
+    assert "far outside the 0.3-1.2 ms" in calibrate.target_warning(75, [0.3, 1.2], source="x")
+    assert calibrate.target_warning(1.0, [0.3, 1.2], source="x") is None
+    assert calibrate.target_warning(0.001, [0.3, 1.2], source="x") is not None
+    assert calibrate.target_warning(75, [], source="x") is None
+
+
+def run_nas(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_calibrate_on_the_host(tmp_path):
+    result = run_nas(
+        "calibrate", "--references", "mobilenetv2-0.5,mobilenetv2-1.0", "--target-ms", "75", "--runs-dir", "runs", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    rows = calibrate.load(str(tmp_path / "runs"), _host_id(), 32)
+    assert [r.name for r in rows] == ["mobilenetv2-0.5", "mobilenetv2-1.0"]
+    small, large = rows
+    assert 0 < small.latency_median_ms < large.latency_median_ms
+    assert small.params_count < large.params_count and small.multiply_adds < large.multiply_adds
+    assert f"--target-ms {large.latency_median_ms:.3g} puts mobilenetv2-1.0 on the target" in out
+    assert "--target-ms 75 is far outside" in out
+    assert "multiply-adds" in out and "saved:" in out
+
+
+def _host_id() -> str:
+    from latency.devices import HostDevice
+
+    return HostDevice().fingerprint()["id"]
+
+
+def test_latency_fit_measures_fits_and_reports(tmp_path):
+    """Real measurements from tests/data seed the cache; two new random samples are measured
+    on this host; the model is fitted on all and its held-out error printed."""
+    specs, latencies, _ = measured_host_data()
+    cache = LatencyCache(str(tmp_path / "runs" / "latency_cache.json"))
+    for spec, ms in zip(specs, latencies, strict=True):
+        cache.put(cache_key(spec.arch_id, (32, 32, 3), _host_id()), {"latency_median_ms": float(ms)}, arch=spec.to_string())
+    result = run_nas("latency-fit", "--samples", "2", "--report", "--runs-dir", "runs", "--seed", "7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(cache.measured((32, 32, 3), _host_id())) == len(specs) + 2
+    assert f"latency model on {len(specs) + 2} measured architectures" in result.stdout
+    assert "within +-10 %" in result.stdout and "Kendall tau" in result.stdout
+    saved = tmp_path / "runs" / f"latency_model-{_host_id()}.json"
+    assert LatencyModel.from_json(saved.read_text()).samples == len(specs) + 2
+
+
+def test_references_have_an_imagenet_layout():
+    for name in REFERENCES:
+        cifar, imagenet = reference(name), reference(name, layout="imagenet")
+        assert sum(b.stride == 2 for b in imagenet.blocks) == sum(b.stride == 2 for b in cifar.blocks) + 2
