@@ -581,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # ERROR: Optuna's per-trial failure warnings repeat what the trial lines already say
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         return COMMANDS[args.command](args)
     except ConfigError as error:
         print(f"nas: error: {error}", file=sys.stderr)

@@ -394,7 +394,8 @@ def _run_search(config, stack, *, fingerprint, on_trial, on_start) -> SearchSumm
         if on_trial:
             on_trial(trial, done, config.trials)
 
-    with TrialRunner(trials_per_worker=config.trials_per_worker) as runner:
+    log_path = os.path.join(config.run_dir, "worker.log")
+    with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         study.optimize(
             Objective(config, study, runner, fingerprint),
             n_trials=config.trials,

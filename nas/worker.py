@@ -276,11 +276,23 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
 # In the parent
 
 
-class TrialRunner:
-    """Runs jobs one at a time in a worker process that is replaced every `trials_per_worker`."""
+def _start_worker(log_path: str | None) -> None:
+    die_with_parent()
+    if log_path:
+        # TensorFlow's and LiteRT's C++ chatter goes to a log, not over the search's progress lines;
+        # a trial's failure still reaches the user as its reason.
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
 
-    def __init__(self, *, trials_per_worker: int = 8):
+
+class TrialRunner:
+    """Runs jobs one at a time in a worker process that is replaced every `trials_per_worker`.
+    With `log_path`, the worker's stderr is appended there."""
+
+    def __init__(self, *, trials_per_worker: int = 8, log_path: str | None = None):
         self.trials_per_worker = trials_per_worker
+        self.log_path = log_path
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -289,7 +301,8 @@ class TrialRunner:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 max_tasks_per_child=self.trials_per_worker,
-                initializer=die_with_parent,
+                initializer=_start_worker,
+                initargs=(self.log_path,),
             )
         return self._pool
 

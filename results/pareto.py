@@ -75,6 +75,8 @@ def hypervolume(rows: list[TrialRow], *, reference: tuple[float, float]) -> floa
     points = sorted(
         (r.latency_ms, r.accuracy) for r in rows if r.measured and r.latency_ms < ref_latency and r.accuracy > ref_accuracy
     )
+    if not points:
+        return 0.0  # nothing measured inside the reference box (yet)
     area, best = 0.0, ref_accuracy
     for (latency, accuracy), following in zip(points, [*points[1:], (ref_latency, 0.0)], strict=True):
         best = max(best, accuracy)

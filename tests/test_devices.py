@@ -180,3 +180,28 @@ def test_host_pinned_measurement_restores_affinity(tiny_tflite):
     core = sorted(before)[0]
     result = HostDevice(protocol=FAST, pin_core=core).measure(tiny_tflite)
     assert result.median_ms > 0 and os.sched_getaffinity(0) == before
+
+
+def test_a_search_measures_through_a_command_and_survives_its_failure(cifar_dir, tmp_path):
+    """`nas search --device cmd:...` end to end: the fake command's latency becomes the trial's
+    objective; when the command fails, the trial fails with its message and the search goes on."""
+    import subprocess
+
+    import optuna
+
+    def search(mode: str, study: str):
+        device = f"cmd:{sys.executable} {os.path.join(FAKES, 'latency_cmd')} {mode} {{model}}"
+        args = ["search", "--study-name", study, "--device", device, "--trials", "1", "--data-dir", str(cifar_dir)]
+        args += ["--runs-dir", "runs", "--train-images", "256", "--val-images", "200", "--latency-runs", "5"]
+        return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    ok = search("ok", "viacmd")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "latency on: cmd (user command)" in ok.stdout
+    (trial,) = optuna.load_study(study_name="viacmd", storage=f"sqlite:///{tmp_path}/runs/viacmd/study.db").trials
+    assert trial.values[1] == pytest.approx(float(np.median([2.10, 2.05, 2.20, 2.12] * 5)))
+    failing = search("fail", "failingcmd")
+    assert failing.returncode == 0, failing.stderr[-2000:]
+    assert "device error: device command: exit code 3: board not responding" in failing.stdout
+    (trial,) = optuna.load_study(study_name="failingcmd", storage=f"sqlite:///{tmp_path}/runs/failingcmd/study.db").trials
+    assert trial.state == optuna.trial.TrialState.FAIL

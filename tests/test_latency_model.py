@@ -151,3 +151,43 @@ def test_references_have_an_imagenet_layout():
     for name in REFERENCES:
         cifar, imagenet = reference(name), reference(name, layout="imagenet")
         assert sum(b.stride == 2 for b in imagenet.blocks) == sum(b.stride == 2 for b in cifar.blocks) + 2
+
+
+class _Trial:
+    def __init__(self):
+        self.user_attrs = {}
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+
+
+def test_the_search_screens_only_what_is_surely_over_a_hard_limit(tmp_path):
+    """With the real host measurements in the cache and a hard limit between the fastest and the
+    slowest of them: the slowest measured architecture is screened out, the fastest is not, and
+    nothing is screened without a hard limit."""
+    from nas.config import SearchConfig
+    from nas.search import LatencyScreen
+
+    specs, latencies, document = measured_host_data()
+    cache = LatencyCache(str(tmp_path / "cache.json"))
+    for spec, ms in zip(specs, latencies, strict=True):
+        cache.put(
+            cache_key(spec.arch_id, (32, 32, 3), document["fingerprint_id"]),
+            {"latency_median_ms": float(ms)},
+            arch=spec.to_string(),
+        )
+    slowest, fastest = specs[int(np.argmax(latencies))], specs[int(np.argmin(latencies))]
+    limit = float(np.min(latencies)) * 1.5
+    screen = LatencyScreen(SearchConfig(max_latency_ms=limit), cache, document["fingerprint_id"])
+    trial = _Trial()
+    reason = screen.reject(slowest, trial)
+    assert reason and reason.startswith("screened: predicted") and "not converted, measured or trained" in reason
+    assert trial.user_attrs["latency_predicted_ms"] > limit
+    assert screen.reject(fastest, _Trial()) is None
+    assert LatencyScreen(SearchConfig(), cache, document["fingerprint_id"]).reject(slowest, _Trial()) is None
+    assert (
+        LatencyScreen(SearchConfig(max_latency_ms=limit, latency_screen=False), cache, document["fingerprint_id"]).reject(
+            slowest, _Trial()
+        )
+        is None
+    )

@@ -2,7 +2,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from results.pareto import format_front, pareto_info, write_csv_atomic
+from results.pareto import format_front, hypervolume, pareto_info, write_csv_atomic
 
 
 def _study(points, settings=None):
@@ -61,6 +61,8 @@ def test_hypervolume_by_hand_and_its_history():
     numbers, volumes = zip(*info.hypervolume_history, strict=True)
     assert numbers == (0, 1, 2, 3)
     assert volumes == pytest.approx((0.36, 0.485, 0.495, 0.495))
+    # nothing inside the reference box (or nothing at all) covers no area
+    assert hypervolume(info.rows, reference=(0.0, 0.4)) == 0.0 and hypervolume([], reference=(0.0, 1.0)) == 0.0
 
 
 def test_choice_frequencies_compare_the_front_with_all_trials():
