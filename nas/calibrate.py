@@ -48,13 +48,14 @@ def calibrate(
     num_classes: int,
     names: list[str],
     workdir: str,
+    log_path: str | None = None,
     on_row: Callable[[CalibrationRow], None] | None = None,
 ) -> list[CalibrationRow]:
     from nas.worker import MeasureJob, TrialRunner
 
     layout = layout_for(input_hw)
     rows = []
-    with TrialRunner(trials_per_worker=8) as runner:
+    with TrialRunner(trials_per_worker=8, log_path=log_path) as runner:
         for name in names:
             spec = reference(name, layout=layout)
             outcome = runner.run(

@@ -463,7 +463,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as workdir:
         rows = calibrate.calibrate(
-            device=device, input_hw=args.input_size, num_classes=num_classes, names=names, workdir=workdir, on_row=on_row
+            device=device,
+            input_hw=args.input_size,
+            num_classes=num_classes,
+            names=names,
+            workdir=workdir,
+            log_path=os.path.join(config.runs_dir, "worker.log"),
+            on_row=on_row,
         )
     print(f"\n{calibrate.format_table(rows)}\n")
     print(calibrate.target_advice(rows))

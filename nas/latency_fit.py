@@ -57,7 +57,8 @@ def measure_samples(
     cache = cache_of(config)
     device = config.make_device()
     new = 0
-    with TrialRunner(trials_per_worker=config.trials_per_worker) as runner:
+    log_path = os.path.join(config.runs_dir, "worker.log")
+    with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         for k, spec in enumerate(random_architectures(config, count, seed=seed), start=1):
             key = cache_key(spec.arch_id, INPUT_SHAPE, fingerprint["id"])
             if cache.get(key) is not None:

@@ -99,7 +99,8 @@ def run_check(
         "batch_size": config.batch_size,
         "seed": config.seed,
     }
-    with TrialRunner(trials_per_worker=config.trials_per_worker) as runner:
+    log_path = os.path.join(config.runs_dir, "worker.log")
+    with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         for name, arch in candidates(config, count, with_references=with_references):
             record = records.setdefault(arch, CheckRecord(name=name, arch=arch))
             for budget in (proxy, long):

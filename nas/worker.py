@@ -107,9 +107,11 @@ def _quiet() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", module="keras")
+    import absl.logging
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
+    absl.logging.set_verbosity(absl.logging.ERROR)  # the converter's advice on trackable_obj, every trial
 
 
 def _convert_and_measure(model, path: str, device, timings: dict, *, check_inputs=None, representative=None):
@@ -281,7 +283,11 @@ def _start_worker(log_path: str | None) -> None:
     if log_path:
         # TensorFlow's and LiteRT's C++ chatter goes to a log, not over the search's progress lines;
         # a trial's failure still reaches the user as its reason.
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            return  # an unwritable log is no reason to lose the trial: keep stderr
         os.dup2(fd, 2)
         os.close(fd)
 
