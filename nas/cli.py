@@ -144,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export retrained models: .keras, TFLite fp32/fp16/int8, model card")
     _add_selection_flags(export)
     export.add_argument("--formats", nargs="+", choices=("fp32", "fp16", "int8"), help="TFLite formats (default: all three)")
-    export.add_argument(
-        "--latency-threads", type=int, default=None, help="LiteRT threads for re-measuring (default: the study's)"
-    )
+    _add_latency_flags(export)  # re-measure where the study measured: give it the search's --device flags
 
     calibrate = commands.add_parser(
         "calibrate", help="measure the reference architectures on the device; suggest a target latency"
@@ -398,9 +396,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     for item in chosen:
         if not os.path.exists(os.path.join(item.workdir, "result.json")):
             raise ConfigError(f"{item.workdir} holds no finished retraining of {item.spec.arch_id}: run nas retrain first")
+    device, _ = _device_and_fingerprint(load_config(overrides=_config_flags(args)))
     for item in chosen:
-        threads = args.latency_threads or 1
-        card = export_retrained(item.workdir, dataset=dataset, latency_threads=threads, formats=tuple(args.formats or FORMATS))
+        card = export_retrained(item.workdir, dataset=dataset, device=device, formats=tuple(args.formats or FORMATS))
         print(f"{item.spec.arch_id}: {card['params_count']:,} params, {card['multiply_adds']:,} multiply-adds")
         for name, entry in card["formats"].items():
             if "error" in entry:

@@ -31,13 +31,13 @@ def tflite_accuracy(path: str, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(run_tflite(path, images), axis=1) == labels))
 
 
-def export_retrained(workdir: str, *, dataset, latency_threads: int = 1, formats: tuple[str, ...] = FORMATS) -> dict:
+def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, ...] = FORMATS) -> dict:
     """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card."""
     import keras
 
     import trainers.schedules  # noqa: F401  (the saved optimizer refers to its learning-rate schedule)
-    from latency import LatencyProtocol, host_fingerprint, measure_tflite
     from latency.convert import to_tflite
+    from latency.devices import DeviceError, HostDevice
     from latency.macs import tflite_macs
     from search_spaces import ArchSpec
     from trainers.cifar import train_val_split
@@ -55,7 +55,7 @@ def export_retrained(workdir: str, *, dataset, latency_threads: int = 1, formats
     input_shape = dataset.x_train.shape[1:]
     train_idx, _ = train_val_split(dataset, val_size=recipe["val_images"], seed=recipe["seed"])
     representative = dataset.x_train[np.random.default_rng(0).choice(train_idx, REPRESENTATIVE_IMAGES, replace=False)]
-    protocol = LatencyProtocol(threads=latency_threads)
+    device = device or HostDevice()  # where the study measured, if it was told (nas export --device ...)
 
     keras_accuracy = float(
         np.mean(np.argmax(model.predict(dataset.x_test.astype(np.float32), batch_size=256, verbose=0), 1) == dataset.y_test)
@@ -82,16 +82,21 @@ def export_retrained(workdir: str, *, dataset, latency_threads: int = 1, formats
         except Exception as error:  # one format failing must not hide the others
             entries[precision] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
             continue
-        latency = measure_tflite(path, protocol)
         entries[precision] = {
             "file": os.path.basename(path),
             "test_accuracy": tflite_accuracy(path, dataset.x_test, dataset.y_test),
-            "latency_median_ms": latency.median_ms,
-            "latency_p90_ms": latency.p90_ms,
-            "latency_cv": latency.cv,
             "size_bytes": os.path.getsize(path),
-            "export_seconds": time.perf_counter() - start,
         }
+        try:
+            latency = device.measure(path)
+            entries[precision] |= {
+                "latency_median_ms": latency.median_ms,
+                "latency_p90_ms": latency.p90_ms,
+                "latency_cv": latency.cv,
+            }
+        except DeviceError as error:  # the file is good; only its timing is missing
+            entries[precision]["latency_error"] = str(error)
+        entries[precision]["export_seconds"] = time.perf_counter() - start
     fp32_path = os.path.join(workdir, "model_fp32.tflite")
     card = {
         "arch": spec.to_string(),
@@ -101,8 +106,8 @@ def export_retrained(workdir: str, *, dataset, latency_threads: int = 1, formats
         "input": {"shape": list(input_shape), "dtype": "float32 pixels in [0, 255] (int8 model: uint8)", "dataset": dataset.name},
         "classes": list(dataset.class_names),
         "formats": entries,
-        "latency_fingerprint": host_fingerprint(threads=latency_threads),
-        "latency_protocol": asdict(protocol),
+        "latency_fingerprint": device.fingerprint(),
+        "latency_protocol": asdict(device.protocol),
         "training": {
             "recipe": recipe,
             "epochs_run": result["epochs_run"],
@@ -135,7 +140,7 @@ def render_card(card: dict) -> str:
         f"- parameters: {card['params_count']:,}; multiply-adds per image: {_fmt(card['multiply_adds'], ',')}",
         f"- input: {card['input']['shape']} {card['input']['dtype']}; classes: {', '.join(card['classes'])}",
         "",
-        "## Formats (test split, evaluated once; latency with the LiteRT protocol below)",
+        "## Formats (test split, evaluated once; latency on the device below)",
         "",
         "| format | file | test accuracy | latency p50 ms | latency p90 ms | size KB |",
         "|---|---|---|---|---|---|",
@@ -150,8 +155,9 @@ def render_card(card: dict) -> str:
         )
     lines += [
         "",
-        f"Latency measured on: {fingerprint['cpu']}, {fingerprint['runtime']}, {fingerprint['threads']} thread(s), "
-        f"{fingerprint['delegate']} (fingerprint {fingerprint['id']}); batch 1, median of "
+        f"Latency measured on: {fingerprint['device']} ({fingerprint['cpu']}), {fingerprint['runtime']}, "
+        f"{fingerprint['threads']} thread(s), delegate {fingerprint.get('delegate', '-')} (fingerprint {fingerprint['id']}); "
+        "batch 1, median of "
         f"{card['latency_protocol']['rounds'] * card['latency_protocol']['runs_per_round']} runs after warm-up.",
         "",
         "## Training",

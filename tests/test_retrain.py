@@ -1,6 +1,7 @@
 """`nas retrain` (resumable full recipe) and `nas export` (every format checked, model card) on real CIFAR-10."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -92,6 +93,33 @@ def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir
     markdown = (root / "killed" / "model_card.md").read_text()
     for heading in ("# Model card", "## Formats", "## Training", "## Search", "| int8 |", "Latency measured on"):
         assert heading in markdown
+
+
+def test_export_re_measures_on_the_search_device(retrained, cifar_dir):
+    """`nas export --device cmd:...` times each file where the study did (a fake command here)."""
+    root, *_ = retrained
+    fake = os.path.join(os.path.dirname(__file__), "fakes", "latency_cmd")
+    device = f"cmd:{sys.executable} {fake} ok {{model}}"
+    out = root / "killed"
+    result = nas(
+        "export",
+        "--arch",
+        ARCH,
+        "--data-dir",
+        str(cifar_dir),
+        "--out",
+        str(out),
+        "--formats",
+        "fp32",
+        "--device",
+        device,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["formats"]["fp32"]["latency_median_ms"] == pytest.approx(2.11)
+    assert card["latency_fingerprint"]["device"] == "cmd"
+    assert "Latency measured on: cmd (user command)" in (out / "model_card.md").read_text()
 
 
 @pytest.mark.parametrize(
