@@ -130,6 +130,8 @@ class FusedStep:
         import keras
         import tensorflow as tf
 
+        from trainers.schedules import WarmupCosine
+
         self.model = model
         self.variables = [v.value for v in model.trainable_variables]
         self.slots = [
@@ -139,19 +141,15 @@ class FusedStep:
         self.decayed = [len(v.shape) > 1 for v in self.variables]  # kernels, not BatchNorm or biases
         self.step = tf.Variable(0.0, trainable=False)
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=budget.label_smoothing)
-        warmup = max(1, int(budget.warmup_fraction * total_steps))
-        decay_steps = max(1, total_steps - warmup)
-
-        def learning_rate(t):
-            cosine = 0.5 * budget.peak_lr * (1.0 + tf.cos(math.pi * tf.minimum(1.0, (t - warmup) / decay_steps)))
-            return tf.where(t <= warmup, budget.peak_lr * t / warmup, cosine)
+        # the same schedule object the Keras optimizer of `make_optimizer` uses
+        schedule = WarmupCosine(peak=budget.peak_lr, warmup=int(budget.warmup_fraction * total_steps), total=total_steps)
 
         def train_step(images, labels):
             with tf.GradientTape() as tape:
                 value = loss(labels, model(images, training=True))
             gradients = tape.gradient(value, self.variables)
             t = self.step + 1.0
-            lr = learning_rate(t)
+            lr = schedule(self.step)
             for k, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
                 if budget.weight_decay and self.decayed[k]:
                     variable.assign_sub(lr * budget.weight_decay * variable)
