@@ -203,8 +203,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
 
         from latency.devices import DeviceError
         from search_spaces import ArchSpec
-        from search_spaces.keras_blocks import build
-        from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, train_proxy
+        from trainers.proxy import ProxyBudget, proxy_model, train_proxy
 
         keras.backend.clear_session()
         keras.utils.set_random_seed(job.seed)  # before building: initial weights depend on it
@@ -218,7 +217,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
             seed=job.seed,
         )
         start = time.perf_counter()
-        model = build(spec, input_shape=dataset.x_train.shape[1:], num_classes=dataset.num_classes, bn_momentum=PROXY_BN_MOMENTUM)
+        model = proxy_model(spec, input_shape=dataset.x_train.shape[1:], num_classes=dataset.num_classes)
         timings["build_seconds"] = time.perf_counter() - start
         outcome = TrialOutcome(status="ok", params_count=int(model.count_params()), timings=timings)
 

@@ -92,3 +92,39 @@ def test_initial_weights_are_seeded_and_distinct_per_layer():
     model = build(ArchSpec.from_string(REFERENCES["mnasnet-small"]))
     a, b = model.get_layer("b4_1_dw").weights[0], model.get_layer("b4_2_dw").weights[0]
     assert a.shape == b.shape and not np.allclose(np.asarray(a), np.asarray(b))  # same shape, own values
+
+
+def test_fused_batchnorm_computes_what_keras_batchnorm_computes():
+    from search_spaces.keras_blocks import FusedBatchNormalization
+
+    x = np.random.default_rng(1).normal(2.0, 3.0, size=(8, 5, 5, 6)).astype(np.float32)
+    layers = [cls(momentum=0.9, epsilon=1e-3) for cls in (keras.layers.BatchNormalization, FusedBatchNormalization)]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 6))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 6))
+    keras_bn, fused_bn = layers
+    np.testing.assert_allclose(fused_bn(x, training=True), keras_bn(x, training=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused_bn.moving_mean, keras_bn.moving_mean, rtol=1e-5)
+    # fused: the batch variance with Bessel's correction, n = 8 * 5 * 5
+    np.testing.assert_allclose(
+        fused_bn.moving_variance, 0.9 + (np.asarray(keras_bn.moving_variance) - 0.9) * 200 / 199, rtol=1e-5
+    )
+    assert not np.allclose(fused_bn.moving_mean, 0.0)  # the update happened
+    fused_bn.moving_variance.assign(keras_bn.moving_variance)  # inference: equal statistics, equal outputs
+    np.testing.assert_allclose(fused_bn(x, training=False), keras_bn(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_batchnorm_model_converts_to_the_same_tflite_graph(images, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = ArchSpec.from_string(REFERENCES["mnasnet-small"])
+    ops = {}
+    for fused in (False, True):
+        keras.utils.set_random_seed(0)
+        path = to_tflite(
+            build(spec, fused_bn=fused), str(tmp_path / f"{fused}.tflite"), input_shape=(32, 32, 3), check_inputs=images
+        )
+        ops[fused] = [op["op_name"] for op in Interpreter(model_path=path)._get_ops_details()]
+    assert ops[True] == ops[False]  # BatchNorm folded into the convolutions either way
+    assert "CONV_2D" in ops[True]

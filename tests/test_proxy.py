@@ -6,16 +6,15 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from search_spaces import REFERENCES, ArchSpec
-from search_spaces.keras_blocks import build
 from trainers.cifar import load_cifar, train_val_split
-from trainers.proxy import PROXY_BN_MOMENTUM, ProxyBudget, train_proxy
+from trainers.proxy import ProxyBudget, proxy_model, train_proxy
 
 
 def test_short_training_is_well_above_chance_on_real_cifar(cifar_dir):
     data = load_cifar(data_dir=str(cifar_dir))
     train_idx, val_idx = train_val_split(data, val_size=1000)
     budget = ProxyBudget(train_images=4000, val_images=1000, epochs=2)
-    model = build(ArchSpec.from_string(REFERENCES["mnasnet-small"]), bn_momentum=PROXY_BN_MOMENTUM)
+    model = proxy_model(ArchSpec.from_string(REFERENCES["mnasnet-small"]))
     result = train_proxy(
         model,
         data.x_train[train_idx[:4000]],

@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 PROXY_BN_MOMENTUM = 0.9
 
 
+def proxy_model(spec, *, input_shape=(32, 32, 3), num_classes: int = 10):
+    """The Keras model a proxy trial trains: BatchNorm momentum `PROXY_BN_MOMENTUM`, fused
+    BatchNorm ops (see `search_spaces.keras_blocks.FusedBatchNormalization`)."""
+    from search_spaces.keras_blocks import build
+
+    return build(spec, input_shape=input_shape, num_classes=num_classes, bn_momentum=PROXY_BN_MOMENTUM, fused_bn=True)
+
+
 @dataclass(frozen=True)
 class ProxyBudget:
     """How much training one trial gets; the defaults are chosen by measurement (see README)."""
@@ -150,6 +158,13 @@ class FusedStep:
             gradients = tape.gradient(value, self.variables)
             t = self.step + 1.0
             lr = schedule(self.step)
+            # Every constant made once per step, not once per variable: a Python float passed
+            # to a raw op becomes a new graph constant at each call.
+            if budget.optimizer == "adam":
+                beta1, beta2, epsilon = tf.constant(0.9), tf.constant(0.999), tf.constant(1e-7)
+                beta1_power, beta2_power = tf.pow(beta1, t), tf.pow(beta2, t)
+            else:
+                momentum = tf.constant(0.9)
             for k, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
                 if budget.weight_decay and self.decayed[k]:
                     variable.assign_sub(lr * budget.weight_decay * variable)
@@ -158,22 +173,29 @@ class FusedStep:
                         var=variable.handle,
                         m=self.slots[0][k].handle,
                         v=self.slots[1][k].handle,
-                        beta1_power=tf.pow(0.9, t),
-                        beta2_power=tf.pow(0.999, t),
+                        beta1_power=beta1_power,
+                        beta2_power=beta2_power,
                         lr=lr,
-                        beta1=0.9,
-                        beta2=0.999,
-                        epsilon=1e-7,
+                        beta1=beta1,
+                        beta2=beta2,
+                        epsilon=epsilon,
                         grad=gradient,
                     )
                 else:
                     tf.raw_ops.ResourceApplyKerasMomentum(
-                        var=variable.handle, accum=self.slots[0][k].handle, lr=lr, grad=gradient, momentum=0.9, use_nesterov=True
+                        var=variable.handle,
+                        accum=self.slots[0][k].handle,
+                        lr=lr,
+                        grad=gradient,
+                        momentum=momentum,
+                        use_nesterov=True,
                     )
             self.step.assign_add(1.0)
             return value
 
-        self.run = tf.function(train_step)
+        # No AutoGraph: the step has no tensor-dependent Python control flow, and converting it
+        # costs ~0.4 s of tracing per trial.
+        self.run = tf.function(train_step, autograph=False)
 
 
 class Predictor:
@@ -184,7 +206,7 @@ class Predictor:
         import tensorflow as tf
 
         self.batch_size = batch_size
-        self.forward = tf.function(lambda images: model(images, training=False))
+        self.forward = tf.function(lambda images: model(images, training=False), autograph=False)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         out = []
