@@ -417,13 +417,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise ConfigError(f"port={args.port} must be in 1..65535")
     config, study = _existing_study(args)
     prepare(study)
-    print(f"optuna-dashboard for study {config.study_name!r}: http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    url = f"http://{args.host}:{args.port}/"
     try:
-        serve(config.storage_url, host=args.host, port=args.port)
+        serve(
+            config.storage_url,
+            host=args.host,
+            port=args.port,
+            on_ready=lambda: print(f"optuna-dashboard for study {config.study_name!r}: {url}  (Ctrl-C stops it)", flush=True),
+        )
     except OSError as error:
         raise ConfigError(f"cannot serve on {args.host}:{args.port}: {error.strerror}") from None
-    except KeyboardInterrupt:
-        pass  # optuna-dashboard usually handles Ctrl-C itself and returns
     print("\ndashboard stopped", flush=True)
     return 0
 

@@ -176,9 +176,21 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _request_until_refused(url: str) -> None:
+    import urllib.request
+
+    for _ in range(10_000):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+        except OSError:
+            return
+
+
 def test_dashboard_serves_the_study_and_stops_on_ctrl_c(first_search):
     import json
     import signal
+    import threading
     import time
     import urllib.request
 
@@ -221,6 +233,10 @@ def test_dashboard_serves_the_study_and_stops_on_ctrl_c(first_search):
         trials = detail["trials"]
         assert len(trials) >= 3
         assert all(any(a["key"] == "arch" for a in t["user_attrs"]) for t in trials)
+        # Ctrl-C while requests are being answered must still stop the server
+        hammer = threading.Thread(target=_request_until_refused, args=(f"http://127.0.0.1:{port}/api/studies",), daemon=True)
+        hammer.start()
+        time.sleep(1.0)
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
