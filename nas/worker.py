@@ -161,7 +161,7 @@ def measure_job(job: MeasureJob) -> TrialOutcome:
         from search_spaces import ArchSpec
         from search_spaces.keras_blocks import build
 
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # the previous job's `_clear_keras` collected
         keras.utils.set_random_seed(0)
         start = time.perf_counter()
         model = build(ArchSpec.from_string(job.arch), input_shape=(job.input_hw, job.input_hw, 3), num_classes=job.num_classes)
@@ -205,7 +205,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         from search_spaces import ArchSpec
         from trainers.proxy import ProxyBudget, proxy_model, train_proxy
 
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # the previous job's `_clear_keras` collected
         keras.utils.set_random_seed(job.seed)  # before building: initial weights depend on it
         spec = ArchSpec.from_string(job.arch)
         dataset, train_idx, val_idx = _data(job)

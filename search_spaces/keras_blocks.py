@@ -30,6 +30,7 @@ def conv_init() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
 
 
+@keras.saving.register_keras_serializable(package="nas")
 class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization over NHWC feature maps as one `FusedBatchNormV3` op (TensorFlow backend).
 
@@ -274,8 +275,9 @@ def build(
 ) -> keras.Model:
     """The Keras model of `spec`: raw pixels in [0, 255] in, class logits out.
 
-    `fused_bn`: `FusedBatchNormalization` (TensorFlow only) for fast short training; models that
-    are saved keep Keras' own layer so that they load without this package."""
+    `fused_bn`: `FusedBatchNormalization` (TensorFlow only) for faster training. Its variables
+    are Keras' own, so `with_keras_batchnorm` gives the same model with Keras' layer: what is
+    delivered loads without this package."""
     validate(spec, input_shape[0])
     ctx = _Ctx(bn_momentum=bn_momentum, fused_bn=fused_bn)
     inputs = keras.Input(shape=input_shape, name="image")
@@ -286,3 +288,11 @@ def build(
         x = _apply_block(x, block, ctx, index=index)
     outputs = _apply_head(x, head, ctx, index=len(body), num_classes=num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name=f"arch_{spec.arch_id}")
+
+
+def with_keras_batchnorm(model: keras.Model, spec: ArchSpec, **build_args) -> keras.Model:
+    """`model` (built from `spec` with `fused_bn=True`) rebuilt with Keras' BatchNormalization
+    and the same weights."""
+    plain = build(spec, **build_args, fused_bn=False)
+    plain.set_weights(model.get_weights())
+    return plain

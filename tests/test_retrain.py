@@ -72,6 +72,23 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(retrained):
     assert a["test_accuracy"] > 0.15  # it learned: at chance (0.1) 1000 test images exceed 0.15 with p < 1e-6
 
 
+def test_the_delivered_model_loads_with_keras_alone(retrained):
+    """Training runs on fused BatchNorm ops; model.keras holds Keras' own layer, so it loads
+    in a process that never imports this package."""
+    root, *_ = retrained
+    code = "import keras, sys; m = keras.models.load_model(sys.argv[1]); print(','.join({type(x).__name__ for x in m.layers}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root / "straight" / "model.keras")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = out.stdout.strip().splitlines()[-1].split(",")
+    assert "BatchNormalization" in names and "FusedBatchNormalization" not in names
+
+
 def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir):
     root, *_ = retrained
     result = nas("export", "--arch", ARCH, "--data-dir", str(cifar_dir), "--out", str(root / "killed"), cwd=root)

@@ -165,7 +165,7 @@ def retrain(
     import tensorflow as tf
 
     import trainers.schedules  # noqa: F401  (registers the schedule a checkpoint's optimizer refers to)
-    from search_spaces.keras_blocks import build
+    from search_spaces.keras_blocks import FusedBatchNormalization, build, with_keras_batchnorm
     from trainers.cifar import train_val_split
     from trainers.proxy import evaluate
 
@@ -188,6 +188,12 @@ def retrain(
             state = json.load(f)
         if {k: state.get(k) for k in identity} != identity:
             raise ValueError(f"{workdir} holds a run of another architecture or recipe; choose another --out")
+    build_args = {
+        "input_shape": dataset.x_train.shape[1:],
+        "num_classes": dataset.num_classes,
+        "bn_momentum": bn_momentum_for(steps_per_epoch * recipe.epochs),
+        "dropout": recipe.dropout,
+    }
     keras.utils.set_random_seed(recipe.seed)
     if state and os.path.exists(os.path.join(workdir, CHECKPOINT)):
         model = keras.models.load_model(os.path.join(workdir, CHECKPOINT))
@@ -196,13 +202,7 @@ def retrain(
         log.info("resuming %s after epoch %d", spec.arch_id, state["epochs_done"])
     else:
         state = {**identity, "epochs_done": 0, "history": [], "best_epoch": 0, "best_val_accuracy": -1.0, "train_seconds": 0.0}
-        model = build(
-            spec,
-            input_shape=dataset.x_train.shape[1:],
-            num_classes=dataset.num_classes,
-            bn_momentum=bn_momentum_for(steps_per_epoch * recipe.epochs),
-            dropout=recipe.dropout,
-        )
+        model = build(spec, **build_args, fused_bn=True)
         model.compile(
             optimizer=make_optimizer(recipe, steps_per_epoch=steps_per_epoch),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
@@ -230,6 +230,8 @@ def retrain(
             on_epoch(epoch, recipe.epochs, record)
 
     model.load_weights(os.path.join(workdir, BEST_WEIGHTS))
+    if any(isinstance(layer, FusedBatchNormalization) for layer in model.layers):
+        model = with_keras_batchnorm(model, spec, **build_args)  # what ships loads with Keras alone
     test_accuracy = evaluate(model, dataset.x_test, dataset.y_test)  # once, at the end
     model_path = os.path.join(workdir, "model.keras")
     model.save(model_path)
