@@ -130,9 +130,10 @@ class FusedStep:
 
     Why not `model.fit`: Keras' optimizers emit ~10 ops per variable through tf.distribute's
     per-variable update path; for a ~300-variable MnasNet, tracing and instantiating that graph
-    took 22-34 s of a 60 s trial (measured, bench/trial_cost.py). Fused updates trace in ~4 s
-    and also run ~1.5x faster per step. Same recipe: Adam or SGD+Nesterov, linear warm-up then
-    cosine decay to zero, label smoothing, decoupled weight decay on kernels only."""
+    took 22-34 s of a 60 s trial (measured, bench/trial_cost.py). Fused updates (and fused
+    BatchNorm, see `proxy_model`) take ~1.7 s for the first step and run 2.8x faster per step.
+    Same recipe: Adam or SGD+Nesterov, linear warm-up then cosine decay to zero, label smoothing,
+    decoupled weight decay on kernels only."""
 
     def __init__(self, model, budget: ProxyBudget, *, total_steps: int):
         import keras
