@@ -47,29 +47,21 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
         if len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.center and self.scale):
             return super().call(inputs, training=training, mask=mask)
-        if training and self.trainable:
-            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs,
-                self.gamma,
-                self.beta,
-                mean=self.moving_mean,
-                variance=self.moving_variance,
-                epsilon=self.epsilon,
-                is_training=True,
-                exponential_avg_factor=1.0 - self.momentum,  # returns the updated moving averages
-            )
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(variance)
-            return outputs
-        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        training = bool(training and self.trainable)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs,
             self.gamma,
             self.beta,
             mean=self.moving_mean,
             variance=self.moving_variance,
             epsilon=self.epsilon,
-            is_training=False,
+            is_training=training,
+            # training: the op returns the updated moving averages
+            exponential_avg_factor=1.0 - self.momentum if training else 1.0,
         )
+        if training:
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
         return outputs
 
 
