@@ -262,6 +262,7 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
             "train_seconds": proxy.train_seconds,
             "first_epoch_seconds": proxy.first_epoch_seconds,
             "first_step_seconds": proxy.first_step_seconds,
+            "curve_seconds": proxy.curve_seconds,
             "eval_seconds": proxy.eval_seconds,
             "train_images_per_second": proxy.images_per_second,
             "train_steps": proxy.steps,
