@@ -22,8 +22,8 @@ def serve(storage_url: str, *, host: str, port: int, on_ready=None) -> None:
 
     Why not `optuna_dashboard.run_server`: its wsgiref handler catches *everything* raised while
     a request is being answered, so a Ctrl-C that lands then is swallowed and the server runs on
-    (seen in 1 of 3 test runs). Here the server runs in a thread and the signal only sets an
-    event; the main thread then shuts the server down between requests."""
+    (the test that interrupts under load failed 2 of 3 runs). Here the server runs in a thread,
+    the signal only sets an event, and the main thread shuts the server down between requests."""
     import signal
     import threading
     from wsgiref.simple_server import make_server
