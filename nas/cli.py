@@ -435,6 +435,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import tempfile
 
     from nas import calibrate
+    from nas.worker import WORKER_LOG
     from search_spaces import SpecError, reference, validate
 
     config = load_config(overrides=_config_flags(args))
@@ -469,7 +470,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             num_classes=num_classes,
             names=names,
             workdir=workdir,
-            log_path=os.path.join(config.runs_dir, "worker.log"),
+            log_path=os.path.join(config.runs_dir, WORKER_LOG),
             on_row=on_row,
         )
     print(f"\n{calibrate.format_table(rows)}\n")

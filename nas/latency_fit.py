@@ -52,12 +52,12 @@ def measure_samples(
     on_sample: Callable[[int, ArchSpec, object], None] | None = None,
 ) -> int:
     """Measure `count` random architectures not yet in the cache; returns how many were new."""
-    from nas.worker import MeasureJob, TrialRunner
+    from nas.worker import WORKER_LOG, MeasureJob, TrialRunner
 
     cache = cache_of(config)
     device = config.make_device()
     new = 0
-    log_path = os.path.join(config.runs_dir, "worker.log")
+    log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         for k, spec in enumerate(random_architectures(config, count, seed=seed), start=1):
             key = cache_key(spec.arch_id, INPUT_SHAPE, fingerprint["id"])

@@ -87,7 +87,7 @@ def run_check(
     on_result: Callable[[CheckRecord, Budget, dict], None] | None = None,
 ) -> tuple[str, dict[str, CheckRecord]]:
     """Train every candidate at both budgets (skipping what the result file already holds)."""
-    from nas.worker import TrialJob, TrialRunner
+    from nas.worker import WORKER_LOG, TrialJob, TrialRunner
 
     path = result_path(config)
     records = load_records(path)
@@ -99,7 +99,7 @@ def run_check(
         "batch_size": config.batch_size,
         "seed": config.seed,
     }
-    log_path = os.path.join(config.runs_dir, "worker.log")
+    log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         for name, arch in candidates(config, count, with_references=with_references):
             record = records.setdefault(arch, CheckRecord(name=name, arch=arch))

@@ -26,7 +26,7 @@ from latency.devices import DeviceError
 from nas import early_stop
 from nas.config import ConfigError, SearchConfig
 from nas.reward import mnasnet_reward
-from nas.worker import TrialJob, TrialRunner
+from nas.worker import WORKER_LOG, TrialJob, TrialRunner
 from results.pareto import ParetoInfo, pareto_info, trial_row, write_csv_atomic
 from search_spaces import REFERENCES, ArchSpec, get_space
 from trainers.cifar import DataError, check_cifar
@@ -394,7 +394,7 @@ def _run_search(config, stack, *, fingerprint, on_trial, on_start) -> SearchSumm
         if on_trial:
             on_trial(trial, done, config.trials)
 
-    log_path = os.path.join(config.run_dir, "worker.log")
+    log_path = os.path.join(config.run_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
         study.optimize(
             Objective(config, study, runner, fingerprint),

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+#: the workers' stderr (TensorFlow's and LiteRT's C++ chatter), in the run's directory
+WORKER_LOG = "worker.log"
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """Everything a worker needs; plain values so it crosses the process boundary."""

@@ -35,7 +35,7 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
     """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card."""
     import keras
 
-    import trainers.schedules  # noqa: F401  (the saved optimizer refers to its learning-rate schedule)
+    import trainers.schedules  # noqa: F401  (models retrained by earlier versions were saved with their optimizer)
     from latency.convert import to_tflite
     from latency.devices import DeviceError, HostDevice
     from latency.macs import tflite_macs

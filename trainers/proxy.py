@@ -67,7 +67,7 @@ class ProxyResult:
     first_step_seconds: float  # tracing/compilation + one step
     eval_seconds: float
     steps: int
-    images_per_second: float  # steady-state training throughput (epochs after the first)
+    images_per_second: float  # steady-state training throughput (every step but the first, curve points left out)
     curve: tuple[tuple[float, float], ...] = ()  # (fraction of training done, held-out accuracy on a subset)
     curve_seconds: float = 0.0  # part of train_seconds spent evaluating the curve's points (with their trace)
     stopped: str = ""  # why training stopped early ("" = it ran to the end)
