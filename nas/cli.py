@@ -65,6 +65,45 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="working folder (default: runs/<study>/retrained/<arch_id>/)")
 
 
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    from trainers.full import Recipe
+
+    d = Recipe()
+    g = p.add_argument_group("retraining recipe")
+    g.add_argument("--epochs", type=int, help=f"epochs (default {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"batch size (default {d.batch_size})")
+    g.add_argument("--optimizer", help=f"sgd (Nesterov), rmsprop or adam (default {d.optimizer})")
+    g.add_argument("--lr", type=_number, help=f"peak learning rate (default {d.lr:g})")
+    g.add_argument(
+        "--warmup-epochs", type=_number, help="linear warm-up before cosine decay (default 2, or a tenth of a shorter run)"
+    )
+    g.add_argument(
+        "--weight-decay", type=_number, help=f"L2 on kernels only, not BatchNorm or biases (default {d.weight_decay:g})"
+    )
+    g.add_argument("--label-smoothing", type=_number, help=f"default {d.label_smoothing:g}")
+    g.add_argument("--cutout", type=int, help=f"side of the cutout square in pixels, 0 = off (default {d.cutout})")
+    g.add_argument("--dropout", type=_number, help=f"before the classifier (default {d.dropout:g})")
+    g.add_argument("--ema-decay", type=_number, help=f"per-step weight averaging, 0 = off (default {d.ema_decay:g})")
+    g.add_argument("--val-images", type=int, help=f"validation images carved from the training set (default {d.val_images})")
+    g.add_argument("--train-images", type=int, help="use only this many training images (default: all the rest)")
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="bit-exact kernels: resuming equals an uninterrupted run (slower)",
+    )
+
+
+def _recipe(args: argparse.Namespace):
+    from trainers.full import RECIPE_FIELDS, Recipe
+
+    try:
+        return Recipe(**{name: getattr(args, name) for name in RECIPE_FIELDS if getattr(args, name, None) is not None})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Multi-objective hardware-aware architecture search (MnasNet space, CIFAR, LiteRT).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -126,20 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain = commands.add_parser("retrain", help="train chosen architectures with the full recipe (resumable)")
     _add_selection_flags(retrain)
-    retrain.add_argument("--epochs", type=int, help="epochs (default 30)")
-    retrain.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    retrain.add_argument("--optimizer", help="sgd (Nesterov, default) or rmsprop")
-    retrain.add_argument("--lr", type=_number, help="peak learning rate (default 0.1)")
-    retrain.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs before cosine decay (default 2)")
-    retrain.add_argument("--weight-decay", type=_number, help="on kernels only, not BatchNorm or biases (default 5e-4)")
-    retrain.add_argument("--label-smoothing", type=_number, help="default 0.1")
-    retrain.add_argument("--cutout", type=int, help="side of the cutout square in pixels (default 0: off)")
-    retrain.add_argument("--dropout", type=_number, help="before the classifier (default 0.2)")
-    retrain.add_argument(
-        "--val-images", type=int, help="validation images carved from the training set, for model selection (default 5000)"
-    )
-    retrain.add_argument("--train-images", type=int, help="use only this many training images (default: all the rest)")
-    retrain.add_argument("--seed", type=int, help="default 0")
+    _add_recipe_flags(retrain)
 
     export = commands.add_parser("export", help="export retrained models: .keras, TFLite fp32/fp16/int8, model card")
     _add_selection_flags(export)
@@ -340,26 +366,9 @@ def _print_epoch(epoch: int, epochs: int, record: dict) -> None:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from nas.retrain import save_provenance
-    from trainers.full import Recipe, retrain
+    from trainers.full import retrain
 
-    names = (
-        "epochs",
-        "batch_size",
-        "optimizer",
-        "lr",
-        "warmup_epochs",
-        "weight_decay",
-        "label_smoothing",
-        "cutout",
-        "dropout",
-        "val_images",
-        "train_images",
-        "seed",
-    )
-    try:
-        recipe = Recipe(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    recipe = _recipe(args)
     chosen = _chosen(args)
     dataset = _dataset(args)
     for k, item in enumerate(chosen, start=1):

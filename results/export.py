@@ -35,23 +35,22 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
     """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card."""
     import keras
 
-    import trainers.schedules  # noqa: F401  (models retrained by earlier versions were saved with their optimizer)
     from latency.convert import to_tflite
     from latency.devices import DeviceError, HostDevice
     from latency.macs import tflite_macs
     from search_spaces import ArchSpec
     from trainers.cifar import train_val_split
+    from trainers.full import MODEL, load_result
 
-    with open(os.path.join(workdir, "result.json")) as f:
-        result = json.load(f)
-    with open(os.path.join(workdir, "state.json")) as f:
-        recipe = json.load(f)["recipe"]
+    result = asdict(load_result(workdir))
+    recipe = result["recipe"]
     provenance = {}
     if os.path.exists(os.path.join(workdir, "provenance.json")):
         with open(os.path.join(workdir, "provenance.json")) as f:
             provenance = json.load(f)
     spec = ArchSpec.from_string(result["arch"])
-    model = keras.models.load_model(result["model_path"])
+    model_path = os.path.join(workdir, MODEL)
+    model = keras.models.load_model(model_path)
     input_shape = dataset.x_train.shape[1:]
     train_idx, _ = train_val_split(dataset, val_size=recipe["val_images"], seed=recipe["seed"])
     representative = dataset.x_train[np.random.default_rng(0).choice(train_idx, REPRESENTATIVE_IMAGES, replace=False)]
@@ -62,9 +61,9 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
     )
     entries = {
         "keras": {
-            "file": os.path.basename(result["model_path"]),
+            "file": MODEL,
             "test_accuracy": keras_accuracy,
-            "size_bytes": os.path.getsize(result["model_path"]),
+            "size_bytes": os.path.getsize(model_path),
         }
     }
     for precision in formats:

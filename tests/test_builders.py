@@ -1,13 +1,12 @@
 """Every reference builds, converts to a builtin-ops TFLite model and computes what Keras computes."""
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from latency.convert import ConversionError, run_tflite, to_tflite, verify  # noqa: E402
-from search_spaces import REFERENCES, ArchSpec  # noqa: E402
-from search_spaces.keras_blocks import build  # noqa: E402
+from latency.convert import ConversionError, run_tflite, to_tflite, verify
+from search_spaces import REFERENCES, ArchSpec
+from search_spaces.keras_blocks import build
 
 # Golden parameter counts (10 classes): a silent change in any builder moves them.
 PARAMS = {

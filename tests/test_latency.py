@@ -2,8 +2,6 @@ import json
 
 import pytest
 
-pytest.importorskip("ai_edge_litert")
-
 from latency import LatencyProtocol, host_fingerprint, measure_tflite
 from latency.cache import LatencyCache, cache_key
 

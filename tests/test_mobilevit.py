@@ -1,14 +1,13 @@
 """MobileViT (arXiv:2110.02178) and external attention (arXiv:2105.02358) as ops of the grammar."""
 
+import keras
 import numpy as np
 import optuna
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from latency.convert import to_tflite  # noqa: E402
-from search_spaces import REFERENCES, ArchSpec, SpecError, get_space, validate  # noqa: E402
-from search_spaces.keras_blocks import build, fold, unfold  # noqa: E402
+from latency.convert import to_tflite
+from search_spaces import REFERENCES, ArchSpec, SpecError, get_space, validate
+from search_spaces.keras_blocks import build, fold, unfold
 
 # -- parameter counts by hand: BatchNorm holds 4 values per channel (gamma, beta, mean, variance)
 

@@ -16,8 +16,6 @@ import optuna
 import psutil
 import pytest
 
-pytest.importorskip("tensorflow")
-
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64", "--target-ms", "0.5"]
 
 

@@ -7,8 +7,6 @@ import sys
 import optuna
 import pytest
 
-pytest.importorskip("tensorflow")
-
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64"]
 
 

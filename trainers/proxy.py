@@ -50,8 +50,8 @@ class ProxyBudget:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer={self.optimizer!r} is not one of adam, sgd")
         for name in ("train_images", "val_images", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -73,44 +73,17 @@ class ProxyResult:
     stopped: str = ""  # why training stopped early ("" = it ran to the end)
 
 
-PAD = 4
+def step_recipe(budget: ProxyBudget, *, total_steps: int):
+    from trainers.fused import StepRecipe
 
-
-def augment_batch(images, *, seed: int):
-    """Flip + reflect-pad-and-crop, vectorised over a batch (one op each instead of a per-image
-    map). `crop_and_resize` with integer boxes of the output size copies pixels exactly."""
-    import tensorflow as tf
-
-    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    flip = tf.random.uniform([batch], seed=seed) < 0.5
-    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-    padded = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]], mode="REFLECT")
-    offsets = tf.cast(tf.random.uniform([batch, 2], maxval=2 * PAD + 1, dtype=tf.int32, seed=seed + 1), tf.float32)
-    span_h, span_w = float(height + 2 * PAD - 1), float(width + 2 * PAD - 1)
-    top, left = offsets[:, 0], offsets[:, 1]
-    boxes = tf.stack([top / span_h, left / span_w, (top + height - 1) / span_h, (left + width - 1) / span_w], axis=1)
-    return tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
-
-
-def augment_pipeline(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size: int, seed: int, training: bool):
-    """uint8 images -> batched float32 images in [0, 255] and one-hot labels; flip + pad-crop."""
-    import tensorflow as tf
-
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if training:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size, drop_remainder=training)
-
-    def prepare(images, labels):
-        images = tf.cast(images, tf.float32)
-        if training:
-            images = augment_batch(images, seed=seed)
-        return images, tf.one_hot(labels, num_classes)
-
-    return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-OPTIMIZERS = ("adam", "sgd")
+    return StepRecipe(
+        optimizer=budget.optimizer,
+        peak_lr=budget.peak_lr,
+        warmup_steps=int(budget.warmup_fraction * total_steps),
+        total_steps=total_steps,
+        weight_decay=budget.weight_decay,
+        label_smoothing=budget.label_smoothing,
+    )
 
 
 def make_optimizer(budget: ProxyBudget, *, total_steps: int):
@@ -121,112 +94,8 @@ def make_optimizer(budget: ProxyBudget, *, total_steps: int):
 
     schedule = WarmupCosine(peak=budget.peak_lr, warmup=int(budget.warmup_fraction * total_steps), total=total_steps)
     if budget.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=budget.weight_decay)
-    return keras.optimizers.AdamW(schedule, weight_decay=budget.weight_decay)
-
-
-class FusedStep:
-    """One compiled training step whose optimizer update is one fused kernel per variable
-    (`ResourceApplyAdam` / `ResourceApplyKerasMomentum`).
-
-    Why not `model.fit`: Keras' optimizers emit ~10 ops per variable through tf.distribute's
-    per-variable update path; for a ~300-variable MnasNet, tracing and instantiating that graph
-    took 22-34 s of a 60 s trial (measured, bench/trial_cost.py). Fused updates (and fused
-    BatchNorm, see `proxy_model`) take ~1.7 s for the first step and run 2.8x faster per step.
-    Same recipe: Adam or SGD+Nesterov, linear warm-up then cosine decay to zero, label smoothing,
-    decoupled weight decay on kernels only."""
-
-    def __init__(self, model, budget: ProxyBudget, *, total_steps: int):
-        import keras
-        import tensorflow as tf
-
-        from trainers.schedules import WarmupCosine
-
-        self.model = model
-        self.variables = [v.value for v in model.trainable_variables]
-        self.slots = [
-            [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
-            for _ in range(2 if budget.optimizer == "adam" else 1)
-        ]
-        self.decayed = [len(v.shape) > 1 for v in self.variables]  # kernels, not BatchNorm or biases
-        self.step = tf.Variable(0.0, trainable=False)
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=budget.label_smoothing)
-        # the same schedule object the Keras optimizer of `make_optimizer` uses
-        schedule = WarmupCosine(peak=budget.peak_lr, warmup=int(budget.warmup_fraction * total_steps), total=total_steps)
-
-        def train_step(images, labels):
-            with tf.GradientTape() as tape:
-                value = loss(labels, model(images, training=True))
-            gradients = tape.gradient(value, self.variables)
-            t = self.step + 1.0
-            lr = schedule(self.step)
-            # Every constant made once per step, not once per variable: a Python float passed
-            # to a raw op becomes a new graph constant at each call.
-            if budget.optimizer == "adam":
-                beta1, beta2, epsilon = tf.constant(0.9), tf.constant(0.999), tf.constant(1e-7)
-                beta1_power, beta2_power = tf.pow(beta1, t), tf.pow(beta2, t)
-            else:
-                momentum = tf.constant(0.9)
-            for k, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
-                if budget.weight_decay and self.decayed[k]:
-                    variable.assign_sub(lr * budget.weight_decay * variable)
-                if budget.optimizer == "adam":
-                    tf.raw_ops.ResourceApplyAdam(
-                        var=variable.handle,
-                        m=self.slots[0][k].handle,
-                        v=self.slots[1][k].handle,
-                        beta1_power=beta1_power,
-                        beta2_power=beta2_power,
-                        lr=lr,
-                        beta1=beta1,
-                        beta2=beta2,
-                        epsilon=epsilon,
-                        grad=gradient,
-                    )
-                else:
-                    tf.raw_ops.ResourceApplyKerasMomentum(
-                        var=variable.handle,
-                        accum=self.slots[0][k].handle,
-                        lr=lr,
-                        grad=gradient,
-                        momentum=momentum,
-                        use_nesterov=True,
-                    )
-            self.step.assign_add(1.0)
-            return value
-
-        # No AutoGraph: the step has no tensor-dependent Python control flow, and converting it
-        # costs ~0.4 s of tracing per trial.
-        self.run = tf.function(train_step, autograph=False)
-
-
-class Predictor:
-    """Logits of a model in fixed-size batches through one traced function (a Keras predict
-    function costs a trace of its own; a short last batch would cost another, so it is padded)."""
-
-    def __init__(self, model, *, batch_size: int = 250):
-        import tensorflow as tf
-
-        self.batch_size = batch_size
-        self.forward = tf.function(lambda images: model(images, training=False), autograph=False)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), self.batch_size):
-            batch = x[i : i + self.batch_size].astype(np.float32)
-            short = self.batch_size - len(batch)
-            if short:
-                batch = np.concatenate([batch, np.zeros((short, *batch.shape[1:]), np.float32)])
-            out.append(np.asarray(self.forward(batch))[: self.batch_size - short])
-        return np.concatenate(out)
-
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean(np.argmax(self.logits(x), axis=1) == y))
-
-
-def evaluate(model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 250) -> float:
-    """Top-1 accuracy as a fraction."""
-    return Predictor(model, batch_size=batch_size).accuracy(x, y)
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    return keras.optimizers.Adam(schedule)
 
 
 #: points of training (fractions of all steps) where the learning curve is sampled
@@ -243,21 +112,24 @@ def train_proxy(model, x_train, y_train, x_val, y_val, *, budget: ProxyBudget, n
     early stopping)."""
     import keras
 
+    from trainers.fused import FusedStep, Predictor, batches
+
     keras.utils.set_random_seed(budget.seed)
     steps_per_epoch = len(x_train) // budget.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{len(x_train)} training images are fewer than one batch of {budget.batch_size}")
     total = steps_per_epoch * budget.epochs
-    data = augment_pipeline(
-        x_train, y_train, num_classes=num_classes, batch_size=budget.batch_size, seed=budget.seed, training=True
-    )
     rungs = {max(1, round(f * total)): f for f in RUNGS if round(f * total) < total}
-    step = FusedStep(model, budget, total_steps=total)
+    step = FusedStep(model, step_recipe(budget, total_steps=total))
     predictor = Predictor(model)
     curve: list[tuple[float, float]] = []
     stopped, steps, first_step_seconds, first_epoch_seconds, curve_seconds = "", 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
-    for _epoch in range(budget.epochs):
+    for epoch in range(budget.epochs):
+        order = np.random.default_rng([budget.seed, epoch]).permutation(len(x_train))
+        data = batches(
+            x_train[order], y_train[order], num_classes=num_classes, batch_size=budget.batch_size, seed=budget.seed, key=epoch
+        )
         for images, labels in data:
             loss = step.run(images, labels)
             steps += 1
