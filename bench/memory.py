@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import psutil
 
 from nas.config import SearchConfig
-from nas.search import run_search
+from nas.searching import run_search
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from search_spaces.files import write_text_atomic  # noqa: E402
 
-DATA_FILE = os.path.join(ROOT, "bench", "data", "recipe_curves.json")
+DATA_FILE = os.environ.get("NAS_RECIPE_CURVES", os.path.join(ROOT, "bench", "data", "recipe_curves.json"))
 
 #: name -> (architecture: a reference name or string, recipe fields that differ from the default)
 MV2_05_STEM1_LATE = (  # MobileNetV2-0.5 with a stride-1 stem; the first body block with 16 channels strides instead
@@ -42,6 +42,8 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
     "mv2-0.5-e30": ("mobilenetv2-0.5", {"epochs": 30, "ema_decay": 0.999}),
     "mv2-0.5-stem1late-e30": (MV2_05_STEM1_LATE, {"epochs": 30, "ema_decay": 0.999}),
     "mv2-0.5-cifar28m-e30": (MV2_05_CIFAR28M, {"epochs": 30, "ema_decay": 0.999}),
+    "mv2-0.5-default": ("mobilenetv2-0.5", {}),  # the default recipe (100 epochs): reused by nas compare
+    "mv2-0.5-stem1late-default": (MV2_05_STEM1_LATE, {}),
 }
 
 
@@ -65,6 +67,7 @@ def save(document: dict) -> None:
 
 
 def run(name: str, *, data_dir: str, runs_dir: str) -> None:
+    from nas.choice import retrain_dir
     from search_spaces import REFERENCES, ArchSpec
     from trainers.cifar import load_cifar
     from trainers.full import Recipe, retrain
@@ -73,11 +76,13 @@ def run(name: str, *, data_dir: str, runs_dir: str) -> None:
     spec = ArchSpec.from_string(REFERENCES.get(arch, arch))
     recipe = Recipe(**overrides)
     dataset = load_cifar("cifar10", data_dir=data_dir)
-    workdir = os.path.join(runs_dir, name)
+    # the canonical folder of this (dataset, recipe, architecture): nas retrain / compare reuse it
+    workdir = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=spec.arch_id)
 
     def on_epoch(epoch: int, epochs: int, record: dict) -> None:
         document = load()
         entry = document.setdefault(name, {"arch": spec.to_string(), "arch_id": spec.arch_id, "recipe": overrides})
+        entry["recipe_id"] = recipe.recipe_id
         entry["reference"] = arch if arch in REFERENCES else None
         entry.setdefault("commits", [])
         if commit() not in entry["commits"]:
@@ -120,7 +125,7 @@ def show() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
-    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs", "recipe-curves"))
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), help="run only these experiments")
     parser.add_argument("--show", action="store_true", help="print what is recorded and exit")
     args = parser.parse_args()

@@ -8,14 +8,27 @@ leave it half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
-import tempfile
+
+from latency.fingerprint import fingerprint_id
+from search_spaces.files import write_text_atomic
 
 
-def cache_key(arch_id: str, input_shape: tuple[int, ...], fingerprint_id: str) -> str:
-    return f"{arch_id}|{'x'.join(str(d) for d in input_shape)}|{fingerprint_id}"
+def cache_key(arch_id: str, input_shape: tuple[int, ...], *, num_classes: int, fingerprint: dict, protocol=None) -> str:
+    """Everything a latency depends on: the architecture, its input shape and class count, the
+    device's fingerprint (device, CPU, runtime and converter versions, threads, delegate,
+    precision) and the measurement protocol (warm-up, runs, rounds, spread limit)."""
+    settings = "-" if protocol is None else fingerprint_id(dataclasses.asdict(protocol))
+    shape = "x".join(str(d) for d in input_shape)
+    return f"{arch_id}|{shape}|c{num_classes}|{fingerprint['id']}|{settings}"
+
+
+def key_suffix(key: str) -> str:
+    """The part of a key after the architecture: equal for measurements made under equal settings."""
+    return key.split("|", 1)[1]
 
 
 class LatencyCache:
@@ -34,14 +47,14 @@ class LatencyCache:
         entry = self._read().get(key)
         return None if entry is None else {k: v for k, v in entry.items() if k != "arch"}
 
-    def measured(self, input_shape: tuple[int, ...], fingerprint_id: str) -> list[tuple[str, float]]:
-        """(arch string, median ms) of every entry measured on this device at this input shape:
-        the latency model's training data. Entries written before the arch was stored are skipped."""
-        suffix = f"|{'x'.join(str(d) for d in input_shape)}|{fingerprint_id}"
+    def measured(self, like_key: str) -> list[tuple[str, float]]:
+        """(arch string, median ms) of every entry measured under the same settings as `like_key`
+        (any architecture): the latency model's training data."""
+        suffix = key_suffix(like_key)
         return [
             (entry["arch"], float(entry["latency_median_ms"]))
             for key, entry in sorted(self._read().items())
-            if key.endswith(suffix) and "arch" in entry and "latency_median_ms" in entry
+            if key_suffix(key) == suffix and "arch" in entry and "latency_median_ms" in entry
         ]
 
     def put(self, key: str, latency: dict, *, arch: str | None = None) -> None:
@@ -53,7 +66,4 @@ class LatencyCache:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self._read()
             entries[key] = latency
-            fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(entries, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(entries, indent=1, sort_keys=True))

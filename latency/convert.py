@@ -12,8 +12,10 @@ against the Keras model on real inputs all the same.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -110,7 +112,20 @@ def _convert(model, input_shape: tuple[int, ...], options: dict) -> bytes:
                 setattr(converter.target_spec, key, item)
         else:
             setattr(converter, name, value)
-    return converter.convert()
+    with _stdout_to_stderr():  # the quantizer prints its settings on the C++ stdout
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_builtin_ops(path: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latency.fingerprint import fingerprint_id, host_fingerprint
+from latency.fingerprint import converter, fingerprint_id, host_fingerprint
 from latency.measure import LatencyProtocol, LatencyResult, measure_tflite
 
 DELEGATES = ("none", "xnnpack", "gpu", "nnapi")
@@ -74,12 +74,7 @@ class HostDevice:
     name = "host"
 
     def fingerprint(self) -> dict:
-        info = host_fingerprint(threads=self.protocol.threads)
-        # Only non-default settings join the fingerprint, so existing studies and caches keep theirs.
-        if self.precision != "fp32" or self.pin_core is not None:
-            info |= {"precision": self.precision, "pinned": self.pin_core is not None}
-            info["id"] = fingerprint_id(info)
-        return info
+        return host_fingerprint(threads=self.protocol.threads, precision=self.precision, pinned=self.pin_core is not None)
 
     def measure(self, path: str) -> LatencyResult:
         if self.pin_core is None:
@@ -126,6 +121,7 @@ class AdbDevice:
             "model": properties["ro.product.model"],
             "build": properties["ro.build.fingerprint"],
             "runtime": f"benchmark_model {self.binary}",
+            "converter": converter(),
             "threads": self.protocol.threads,
             "delegate": self.delegate,
             "precision": self.precision,
@@ -220,7 +216,12 @@ class CommandDevice:
 
     def fingerprint(self) -> dict:
         info = {"device": "cmd", "cpu": "user command", "command": self.template, "pattern": self.pattern}
-        info |= {"runtime": "user command", "threads": self.protocol.threads, "precision": self.precision}
+        info |= {
+            "runtime": "user command",
+            "converter": converter(),
+            "threads": self.protocol.threads,
+            "precision": self.precision,
+        }
         info["id"] = fingerprint_id(info)
         return info
 

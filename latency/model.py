@@ -106,8 +106,9 @@ def _transformer(block: BlockSpec, hw: int) -> np.ndarray:
     return 2 * norm + attention + mlp + _elementwise(hw, d, ops=2)
 
 
-def layers(spec: ArchSpec, input_hw: int) -> list[Layer]:
-    """Every layer of `spec` at `input_hw` x `input_hw` input, as the builder lays them out."""
+def layers(spec: ArchSpec, input_hw: int, *, num_classes: int) -> list[Layer]:
+    """Every layer of `spec` at `input_hw` x `input_hw` input with a `num_classes` classifier, as the
+    builder lays them out."""
     out: list[Layer] = []
     hw, channels = input_hw, 3
     *body, head = spec.blocks
@@ -136,13 +137,13 @@ def layers(spec: ArchSpec, input_hw: int) -> list[Layer]:
             out.append(Layer(index, key, cost))
             hw, channels = hw_out, cout
     head_cost = _conv(hw, 1, channels, head.out_ch) + _elementwise(1, head.out_ch)  # pooling
-    head_cost = head_cost + _vector(matmul_mmacs=head.out_ch * 10 / 1e6, kilo_elements=0.01, ops=1)
+    head_cost = head_cost + _vector(matmul_mmacs=head.out_ch * num_classes / 1e6, kilo_elements=num_classes / 1e3, ops=1)
     out.append(Layer(len(body), f"head {channels}->{head.out_ch} @{hw}", head_cost))
     return out
 
 
-def network_features(spec: ArchSpec, input_hw: int) -> np.ndarray:
-    return np.sum([layer.features for layer in layers(spec, input_hw)], axis=0)
+def network_features(spec: ArchSpec, input_hw: int, *, num_classes: int) -> np.ndarray:
+    return np.sum([layer.features for layer in layers(spec, input_hw, num_classes=num_classes)], axis=0)
 
 
 def _nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -174,24 +175,28 @@ class LatencyModel:
     fingerprint_id: str
     samples: int
     min_ratio: float = 1.0  # smallest measured/predicted seen in cross-validation (1.0: unknown)
+    num_classes: int = 10
 
     @classmethod
-    def fit(cls, specs: list[ArchSpec], latencies_ms, *, input_hw: int, fingerprint_id: str) -> LatencyModel:
+    def fit(cls, specs: list[ArchSpec], latencies_ms, *, input_hw: int, fingerprint_id: str, num_classes: int) -> LatencyModel:
         y = np.asarray(latencies_ms, dtype=np.float64)
         if len(specs) < MIN_FIT:
             raise ValueError(f"{len(specs)} measured architectures are too few to fit a latency model (need {MIN_FIT})")
         if np.any(y <= 0):
             raise ValueError("latencies must be positive")
-        coef = _nnls_relative(np.array([network_features(s, input_hw) for s in specs]), y)
-        return cls(tuple(float(c) for c in coef[:-1]), float(coef[-1]), input_hw, fingerprint_id, len(specs))
+        coef = _nnls_relative(np.array([network_features(s, input_hw, num_classes=num_classes) for s in specs]), y)
+        return cls(
+            tuple(float(c) for c in coef[:-1]), float(coef[-1]), input_hw, fingerprint_id, len(specs), num_classes=num_classes
+        )
 
     def predict(self, spec: ArchSpec) -> float:
-        return float(network_features(spec, self.input_hw) @ np.array(self.coefficients) + self.correction_ms)
+        features = network_features(spec, self.input_hw, num_classes=self.num_classes)
+        return float(features @ np.array(self.coefficients) + self.correction_ms)
 
     def table(self, spec: ArchSpec) -> list[tuple[str, float]]:
         """The lookup-table entries of `spec`'s layers and their costs in ms (the correction apart)."""
         coef = np.array(self.coefficients)
-        return [(layer.key, float(layer.features @ coef)) for layer in layers(spec, self.input_hw)]
+        return [(layer.key, float(layer.features @ coef)) for layer in layers(spec, self.input_hw, num_classes=self.num_classes)]
 
     def lower_bound(self, spec: ArchSpec) -> float:
         """A latency the measurement is all but certain to exceed: the prediction scaled by the
@@ -211,7 +216,9 @@ class LatencyModel:
         return cls(**document)
 
 
-def cross_validate(specs: list[ArchSpec], latencies_ms, *, input_hw: int, folds: int = 5, seed: int = 0) -> np.ndarray:
+def cross_validate(
+    specs: list[ArchSpec], latencies_ms, *, input_hw: int, num_classes: int, folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """Held-out predictions: each architecture predicted by a model fitted without its fold."""
     y = np.asarray(latencies_ms, dtype=np.float64)
     order = np.random.default_rng(seed).permutation(len(specs))
@@ -219,18 +226,22 @@ def cross_validate(specs: list[ArchSpec], latencies_ms, *, input_hw: int, folds:
     for fold in range(folds):
         held = order[fold::folds]
         kept = np.setdiff1d(order, held)
-        model = LatencyModel.fit([specs[i] for i in kept], y[kept], input_hw=input_hw, fingerprint_id="cv")
+        model = LatencyModel.fit(
+            [specs[i] for i in kept], y[kept], input_hw=input_hw, fingerprint_id="cv", num_classes=num_classes
+        )
         predictions[held] = [model.predict(specs[i]) for i in held]
     return predictions
 
 
-def fit_with_error(specs: list[ArchSpec], latencies_ms, *, input_hw: int, fingerprint_id: str) -> tuple[LatencyModel, np.ndarray]:
+def fit_with_error(
+    specs: list[ArchSpec], latencies_ms, *, input_hw: int, fingerprint_id: str, num_classes: int
+) -> tuple[LatencyModel, np.ndarray]:
     """The model fitted on everything, carrying the smallest held-out measured/predicted ratio, and the
     held-out predictions that bound it."""
     if len(specs) < MIN_SAMPLES:
         raise ValueError(f"{len(specs)} measured architectures are too few to fit and check a latency model (need {MIN_SAMPLES})")
     folds = max(2, min(5, len(specs) // 4))  # every fold's fit keeps at least MIN_FIT
-    held_out = cross_validate(specs, latencies_ms, input_hw=input_hw, folds=folds)
-    model = LatencyModel.fit(specs, latencies_ms, input_hw=input_hw, fingerprint_id=fingerprint_id)
+    held_out = cross_validate(specs, latencies_ms, input_hw=input_hw, num_classes=num_classes, folds=folds)
+    model = LatencyModel.fit(specs, latencies_ms, input_hw=input_hw, fingerprint_id=fingerprint_id, num_classes=num_classes)
     ratio = float(np.min(np.asarray(latencies_ms) / held_out))
     return LatencyModel(**(model.__dict__ | {"min_ratio": ratio})), held_out

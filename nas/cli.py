@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 
-from nas.config import FIELD_NAMES, ConfigError, SearchConfig, load_config
+from nas.config import FIELD_NAMES, ConfigError, SearchConfig, field_default, load_config
 
 EXIT_BAD_INPUT = 2
 
@@ -56,13 +57,32 @@ def _add_latency_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     _add_study_flags(p)
-    p.add_argument("--trial", type=int, help="a trial number of --study")
+    p.add_argument("--trial", type=int, action="append", help="a trial number of --study (repeat for several)")
     p.add_argument("--front", action="store_true", help="every member of --study's Pareto front (best reward first)")
     p.add_argument("--top", type=int, help="with --front: only the K best by reward")
-    p.add_argument("--arch", help="an architecture string or a reference name (mnasnet-a1, mobilevit-xxs, ...)")
-    p.add_argument("--dataset", help="cifar10 (default) or cifar100")
+    p.add_argument(
+        "--arch", action="append", help="an architecture string or a reference name (mnasnet-a1, ...; repeat for several)"
+    )
+    p.add_argument("--dataset", help="cifar10 or cifar100 (default: the study's; cifar10 for --arch alone)")
     p.add_argument("--data-dir", help="folder holding the official CIFAR folders")
-    p.add_argument("--out", help="working folder (default: runs/<study>/retrained/<arch_id>/)")
+    p.add_argument("--out", help="working folder of one model (default: runs/retrained/<dataset>/<recipe_id>/<arch_id>/)")
+
+
+def _selection(args: argparse.Namespace):
+    from nas.api import Selection
+
+    return Selection(
+        study=args.study_name,
+        storage=args.storage,
+        runs_dir=args.runs_dir or SearchConfig.runs_dir,
+        trials=tuple(args.trial or ()),
+        front=args.front,
+        top=args.top,
+        archs=tuple(args.arch or ()),
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        out=getattr(args, "out", None),
+    )
 
 
 def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
@@ -123,18 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--max-latency-ms", type=_number, help="time but do not train models slower than this (hard default: 2 x T)"
     )
-    search.add_argument("--sampler", help="tpe (default), nsga2 or random")
     search.add_argument(
-        "--space", help="mnasnet (default) or mnasnet-mobilevit (adds MobileViT blocks where the map is 8x8 or smaller)"
+        "--strategy",
+        "--sampler",
+        dest="strategy",
+        help="tpe, nsga2, random or latency-aware (train only candidates that can move the front; "
+        f"default {field_default('strategy')})",
+    )
+    search.add_argument(
+        "--space",
+        help="mnasnet (default), mnasnet-mobilevit (adds MobileViT blocks where the map is 8x8 or smaller) or nb201 "
+        "(NAS-Bench-201's cells from published tables, with --device table:FILE:COLUMN)",
     )
     search.add_argument("--width", type=_number, help="width multiplier of the skeleton (default 0.5)")
+    search.add_argument(
+        "--stem-stride",
+        type=int,
+        help="1 (default): the stem sees 32x32 and block 2 downsamples; 2: MobileNetV2's stride-2 stem (cheaper, less accurate)",
+    )
     search.add_argument("--trials", type=int, help="trials to add to the study (default 20)")
     search.add_argument("--timeout", dest="timeout_s", type=_number, help="stop starting trials after this many seconds")
     search.add_argument("--seed", type=int, help="sampler and training seed (default 0)")
     search.add_argument(
         "--seed-references", action="store_true", default=None, help="evaluate the reference architectures' projections first"
     )
-    search.add_argument("--dataset", help="cifar10 (default) or cifar100")
+    search.add_argument("--dataset", help="cifar10 (default), cifar100, or imagenet16 (nb201 only)")
     search.add_argument(
         "--data-dir", help="folder holding cifar-10-batches-bin/ or -py/ (default: $NAS_DATA_DIR, ./data, ~/.keras/datasets)"
     )
@@ -154,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_latency_flags(search)
     search.add_argument("--trials-per-worker", type=int, help="replace the worker process after this many trials (default 8)")
+    search.add_argument(
+        "--trial-timeout",
+        dest="trial_timeout_s",
+        type=_number,
+        help="stop a measurement or training that takes longer than this many seconds "
+        f"(default {field_default('trial_timeout_s'):g})",
+    )
     search.add_argument("-v", "--verbose", action="store_true", help="log details")
 
     front = commands.add_parser("front", help="print the Pareto front of an existing study")
@@ -170,7 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export retrained models: .keras, TFLite fp32/fp16/int8, model card")
     _add_selection_flags(export)
     export.add_argument("--formats", nargs="+", choices=("fp32", "fp16", "int8"), help="TFLite formats (default: all three)")
+    _add_recipe_flags(export)  # the recipe names the retrained model to export
     _add_latency_flags(export)  # re-measure where the study measured: give it the search's --device flags
+
+    compare = commands.add_parser(
+        "compare",
+        help="retrain found models and the references under one recipe; fp32/int8 accuracy and latency side by side",
+    )
+    _add_selection_flags(compare)
+    compare.add_argument(
+        "--references", help="comma-separated reference names (default: mobilenetv2-0.5,mnasnet-small,mnasnet-a1; '' for none)"
+    )
+    _add_recipe_flags(compare)
+    _add_latency_flags(compare)
 
     calibrate = commands.add_parser(
         "calibrate", help="measure the reference architectures on the device; suggest a target latency"
@@ -189,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency_fit.add_argument("--samples", type=int, default=0, help="first measure this many random architectures of the space")
     latency_fit.add_argument("--space", help="mnasnet (default) or mnasnet-mobilevit")
     latency_fit.add_argument("--width", type=_number, help="width multiplier (default 0.5)")
+    latency_fit.add_argument("--stem-stride", type=int, help="1 (default) or 2")
     latency_fit.add_argument("--seed", type=int, help="sampling seed (default 0)")
     latency_fit.add_argument("--report", action="store_true", help="print held-out error, rank agreement and every architecture")
     latency_fit.add_argument("--runs-dir", help="where the latency cache and model live (default: runs)")
@@ -203,10 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--epochs", type=int, help="proxy: epochs (default 1)")
     check.add_argument("--long-images", type=int, help="long budget: training images (default: 10x the proxy's, at most 45000)")
     check.add_argument("--long-epochs", type=int, help="long budget: epochs (default: enough for 10x the proxy's image-passes)")
+    check.add_argument(
+        "--final-epochs",
+        type=int,
+        help="long budget: the retraining recipe with this many epochs on the full training split (>= 15 recommended)",
+    )
+    check.add_argument("--study", dest="study_name", help="check members of this study spread over its front (not random ones)")
+    check.add_argument("--storage", help="the study's storage (default: sqlite:///runs/<study>/study.db)")
+    check.add_argument("--out", help="result file (default: runs/proxy-check/<settings>.json)")
     check.add_argument("--show", action="store_true", help="print the saved result of this check without training")
     for flag in ("--space", "--dataset", "--data-dir", "--runs-dir"):
         check.add_argument(flag)
     check.add_argument("--width", type=_number)
+    check.add_argument("--stem-stride", type=int)
     check.add_argument("--val-images", type=int)
     check.add_argument("--batch-size", type=int)
     check.add_argument("--seed", type=int)
@@ -219,24 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_trial(trial, done: int, total: int, *, started: float) -> None:
-    attrs = trial.user_attrs
+    from results.record import TrialRecord
+
+    record = TrialRecord.from_trial(trial)
     elapsed = time.perf_counter() - started
     eta = elapsed / done * (total - done)
-    acc = attrs.get("accuracy")
-    lat = attrs.get("latency_median_ms")
-    reward = attrs.get("reward")
-    state = trial.state.name.lower()
+    acc, lat, reward = record.accuracy, record.latency_median_ms, record.reward
     figures = (
         f"acc {acc:.3f}  lat {lat:.3f} ms  reward {reward:.4f}"
         if acc is not None and lat is not None and reward is not None
-        else f"{state}: {attrs.get('fail_reason', '')}"
+        else f"{trial.state.name.lower()}: {record.fail_reason}"
     )
-    arch_id = attrs.get("arch_id", "?")
-    tags = " (reused)" if "reused_from" in attrs else ""
-    tags += f" (seed: {attrs['seeded_from']})" if attrs.get("seeded_from") else ""
+    tags = " (reused)" if record.reused_from is not None else ""
+    tags += f" (seed: {record.seeded_from})" if record.seeded_from else ""
+    tags += f" (retry of {record.retry_of})" if record.retry_of is not None else ""
     print(
-        f"[{done:>3}/{total}] trial {trial.number:>3}  {arch_id}  {figures}  "
-        f"{attrs.get('trial_seconds', 0):.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min",
+        f"[{done:>3}/{total}] trial {trial.number:>3}  {record.arch_id or '?'}  {figures}  "
+        f"{record.trial_seconds or 0:.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min",
         flush=True,
     )
 
@@ -262,7 +323,7 @@ def _config_flags(args: argparse.Namespace) -> dict:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.search import run_search
+    from nas.api import search
     from results.pareto import format_front
 
     config = load_config(toml_path=args.config, overrides=_config_flags(args))
@@ -272,33 +333,42 @@ def cmd_search(args: argparse.Namespace) -> int:
         finished = len(study.get_trials(deepcopy=False))
         print(f"study {config.study_name!r} in {config.storage_url}: {finished} earlier trials; adding {config.trials}")
         print(
-            f"mode {config.mode}, sampler {config.sampler}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
+            f"mode {config.mode}, strategy {config.strategy}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
             f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs"
         )
         print(f"latency on: {_describe(fingerprint)}", flush=True)
 
-    summary = run_search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
+    summary = search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
     print(f"\n{summary.new_trials} trials in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
     print(f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}")
     print(f"\nall trials: {summary.csv_path}")
-    print(
-        f"look at it:  nas report --study {config.study_name}   (HTML)   |   nas dashboard --study {config.study_name}   (live)"
-    )
-    print(f"print again: nas front --study {config.study_name}")
-    print(f"deploy:      nas retrain --study {config.study_name} --front --top 3")
-    print(f"             nas export --study {config.study_name} --front --top 3")
+    study = _study_words(config)
+    print(f"look at it:  nas report {study}   (HTML)   |   nas dashboard {study}   (live)")
+    print(f"print again: nas front {study}")
+    if not config.is_tabular:  # a table's cells have nothing to retrain
+        data = f" --data-dir {shlex.quote(config.data_dir)}" if config.data_dir else ""
+        print(f"deploy:      nas retrain {study} --front --top 3{data}")
+        print(f"             nas export {study} --front --top 3{data}")
+        print(f"prove it:    nas compare {study} --front --top 3{data}   (retrained against the references)")
     return 0
+
+
+def _study_words(config: SearchConfig) -> str:
+    """The flags that find this study again."""
+    words = ["--study", config.study_name]
+    if config.storage:
+        words += ["--storage", config.storage]
+    if config.runs_dir != SearchConfig.runs_dir:
+        words += ["--runs-dir", config.runs_dir]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _existing_study(args: argparse.Namespace):
     """(config, study) for the commands that read a study; a missing one is bad input."""
-    from nas.search import load_existing_study
+    from nas.api import open_study
 
-    config = SearchConfig(study_name=args.study_name, storage=args.storage, runs_dir=args.runs_dir or SearchConfig.runs_dir)
-    if config.storage is None and not os.path.exists(os.path.join(config.run_dir, "study.db")):
-        raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, 'study.db')}")
-    return config, load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
+    return open_study(args.study_name, storage=args.storage, runs_dir=args.runs_dir or SearchConfig.runs_dir)
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -310,49 +380,12 @@ def cmd_front(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from results.pareto import pareto_info
-    from results.report import write_report
+    from nas.api import report
 
-    config, study = _existing_study(args)
-    out_dir = args.out or config.run_dir
-    try:
-        paths = write_report(pareto_info(study), out_dir)
-    except OSError as error:
-        raise ConfigError(f"cannot write the report to {out_dir!r}: {error.strerror}") from None
+    paths = report(args.study_name, storage=args.storage, runs_dir=args.runs_dir or SearchConfig.runs_dir, out=args.out)
     print(f"report: {paths['report.html']}")
     print(f"front:  {paths['front.csv']}, {paths['front.json']}")
     return 0
-
-
-def _chosen(args: argparse.Namespace):
-    from nas.retrain import choose
-
-    if args.top is not None and args.top < 1:
-        raise ConfigError(f"top={args.top} must be at least 1")
-    if args.arch is not None:
-        if args.trial is not None or args.front:
-            raise ConfigError("--arch cannot be combined with --trial or --front")
-        return choose(arch=args.arch, runs_dir=args.runs_dir or SearchConfig.runs_dir, out=args.out)
-    _, study = _existing_study(args)
-    return choose(
-        study=study,
-        trial=args.trial,
-        front=args.front,
-        top=args.top,
-        runs_dir=args.runs_dir or SearchConfig.runs_dir,
-        out=args.out,
-    )
-
-
-def _dataset(args: argparse.Namespace):
-    from trainers.cifar import DataError, check_cifar, load_cifar
-
-    name = args.dataset or "cifar10"
-    try:
-        check_cifar(name, data_dir=args.data_dir)
-        return load_cifar(name, data_dir=args.data_dir)
-    except DataError as error:
-        raise ConfigError(str(error)) from None
 
 
 def _print_epoch(epoch: int, epochs: int, record: dict) -> None:
@@ -364,51 +397,61 @@ def _print_epoch(epoch: int, epochs: int, record: dict) -> None:
     )
 
 
+def _print_model(k: int, total: int, item) -> None:
+    print(f"[{k}/{total}] {item.name}: {item.spec.arch_id} in {item.workdir}")
+    print(f"  {item.spec.to_string()}", flush=True)
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from nas.retrain import save_provenance
-    from trainers.full import retrain
+    from nas.api import retrain
 
     recipe = _recipe(args)
-    chosen = _chosen(args)
-    dataset = _dataset(args)
-    for k, item in enumerate(chosen, start=1):
-        save_provenance(item)
-        print(f"[{k}/{len(chosen)}] retraining {item.spec.arch_id} for {recipe.epochs} epochs in {item.workdir}")
-        print(f"  {item.spec.to_string()}", flush=True)
-        try:
-            result = retrain(item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=_print_epoch)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+    print(f"recipe {recipe.recipe_id}: {recipe.describe()}", flush=True)
+    for _item, result in retrain(_selection(args), recipe, on_model=_print_model, on_epoch=_print_epoch):
         print(
             f"  best validation accuracy {result.val_accuracy:.4f} (epoch {result.best_epoch}); test accuracy "
             f"{result.test_accuracy:.4f}; {result.train_seconds / 60:.1f} min",
             flush=True,
         )
-    print(f"\nexport: nas export {' '.join(_selection_words(args))}")
+    print(f"\nexport: nas export {' '.join(_selection_words(args) + _recipe_words(args))}")
     return 0
 
 
 def _selection_words(args: argparse.Namespace) -> list[str]:
+    """The flags that choose the same models again (for the next-step commands)."""
     words = []
-    for flag in ("study_name", "runs_dir", "trial", "top", "arch", "data_dir", "out"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            words += [f"--{flag.replace('_name', '').replace('_', '-')}", str(value)]
-    return words + (["--front"] if args.front else [])
+    for flag, name in (("study_name", "--study"), ("storage", "--storage"), ("runs_dir", "--runs-dir"), ("top", "--top")):
+        if getattr(args, flag, None) is not None:
+            words += [name, str(getattr(args, flag))]
+    for number in getattr(args, "trial", None) or ():
+        words += ["--trial", str(number)]
+    for arch in getattr(args, "arch", None) or ():
+        words += ["--arch", shlex.quote(arch)]
+    for flag, name in (("dataset", "--dataset"), ("data_dir", "--data-dir"), ("out", "--out")):
+        if getattr(args, flag, None) is not None:
+            words += [name, shlex.quote(str(getattr(args, flag)))]
+    return words + (["--front"] if getattr(args, "front", False) else [])
+
+
+def _recipe_words(args: argparse.Namespace) -> list[str]:
+    from trainers.full import RECIPE_FIELDS
+
+    words = []
+    for name in RECIPE_FIELDS:
+        value = getattr(args, name, None)
+        if value is True:
+            words.append(f"--{name.replace('_', '-')}")
+        elif value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return words
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from results.export import FORMATS, export_retrained
+    from nas.api import export
 
-    chosen = _chosen(args)
-    dataset = _dataset(args)
-    for item in chosen:
-        if not os.path.exists(os.path.join(item.workdir, "result.json")):
-            raise ConfigError(f"{item.workdir} holds no finished retraining of {item.spec.arch_id}: run nas retrain first")
-    device, _ = _device_and_fingerprint(load_config(overrides=_config_flags(args)))
-    for item in chosen:
-        card = export_retrained(item.workdir, dataset=dataset, device=device, formats=tuple(args.formats or FORMATS))
-        print(f"{item.spec.arch_id}: {card['params_count']:,} params, {card['multiply_adds']:,} multiply-adds")
+    device_config = load_config(overrides=_config_flags(args))
+    for item, card in export(_selection(args), _recipe(args), device_config=device_config, formats=args.formats):
+        print(f"{card['arch_id']}: {card['params_count']:,} params, {card['multiply_adds']:,} multiply-adds")
         for name, entry in card["formats"].items():
             if "error" in entry:
                 print(f"  {name:6} failed: {entry['error']}")
@@ -416,6 +459,25 @@ def cmd_export(args: argparse.Namespace) -> int:
                 latency = f"{entry['latency_median_ms']:.3f} ms" if "latency_median_ms" in entry else "-"
                 print(f"  {name:6} test accuracy {entry['test_accuracy']:.4f}  latency {latency:>9}  {entry['file']}")
         print(f"  model card: {os.path.join(item.workdir, 'model_card.md')}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nas.api import compare
+    from results.compare import format_table
+
+    recipe = _recipe(args)
+    references = None if args.references is None else tuple(n for n in args.references.split(",") if n)
+    print(f"recipe {recipe.recipe_id}: {recipe.describe()}", flush=True)
+    records, path = compare(
+        _selection(args),
+        recipe,
+        references=references,
+        device_config=load_config(overrides=_config_flags(args)),
+        on_model=_print_model,
+        on_epoch=_print_epoch,
+    )
+    print(f"\n{format_table(records)}\n\nrecords: {path}")
     return 0
 
 
@@ -441,54 +503,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from nas import calibrate
-    from nas.worker import WORKER_LOG
-    from search_spaces import SpecError, reference, validate
+    from nas import calibration as calibrate
+    from nas.api import calibrate as run_calibration
 
     config = load_config(overrides=_config_flags(args))
-    names = [n.strip() for n in args.references.split(",")] if args.references else calibrate.known_names()
-    for name in names:
-        if name not in calibrate.known_names():
-            raise ConfigError(f"reference {name!r} is unknown; known: {', '.join(calibrate.known_names())}")
-    if not 8 <= args.input_size <= 1024:
-        raise ConfigError(f"input-size={args.input_size} must be in 8..1024")
     if args.target_ms is not None and args.target_ms <= 0:
         raise ConfigError(f"target-ms={args.target_ms:g} must be a positive number")
-    device, fingerprint = _device_and_fingerprint(config)
-    layout = calibrate.layout_for(args.input_size)
-    num_classes = 1000 if layout == "imagenet" else 10
-    print(f"calibrating on {_describe(fingerprint)}")
-    size = f"{args.input_size}x{args.input_size}"
-    print(f"{len(names)} references at {size}, {layout} strides, {num_classes} classes\n", flush=True)
-    for name in names:  # fail fast on a size the reference cannot take, before any conversion
-        try:
-            validate(reference(name, layout=layout), args.input_size)
-        except SpecError as error:
-            raise ConfigError(f"reference {name} does not fit input-size={args.input_size}: {error}") from None
+    names = [n.strip() for n in args.references.split(",")] if args.references else None
 
     def on_row(row) -> None:
         figure = f"{row.latency_median_ms:.3f} ms" if not row.error else f"failed: {row.error}"
         print(f"  {row.name:<17} {figure}", flush=True)
 
-    with tempfile.TemporaryDirectory() as workdir:
-        rows = calibrate.calibrate(
-            device=device,
-            input_hw=args.input_size,
-            num_classes=num_classes,
-            names=names,
-            workdir=workdir,
-            log_path=os.path.join(config.runs_dir, WORKER_LOG),
-            on_row=on_row,
-        )
+    print(f"calibrating at {args.input_size}x{args.input_size} on {config.device}", flush=True)
+    rows, fingerprint, path = run_calibration(config, input_size=args.input_size, names=names, on_row=on_row)
+    print(f"measured on {_describe(fingerprint)}")
     print(f"\n{calibrate.format_table(rows)}\n")
     print(calibrate.target_advice(rows))
     if args.target_ms is not None:
         measured = [r.latency_median_ms for r in rows if not r.error]
         warning = calibrate.target_warning(args.target_ms, measured, source="the references")
         print(warning or f"--target-ms {args.target_ms:g} lies within reach of the references here")
-    path = calibrate.save(config.runs_dir, fingerprint, args.input_size, rows)
     print(f"saved: {path} (nas search checks its --target-ms against it)")
     return 0
 
@@ -506,13 +541,15 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
     if args.samples:
         print(f"measuring {args.samples} random architectures of {config.space} (width {config.width:g})", flush=True)
 
-        def on_sample(k, spec, outcome) -> None:
-            figure = f"{outcome.latency['latency_median_ms']:.3f} ms" if outcome.status == "ok" else f"failed: {outcome.reason}"
-            seconds = sum((outcome.timings or {}).get(p, 0.0) for p in ("build_seconds", "convert_seconds", "measure_seconds"))
-            print(f"  [{k:>3}/{args.samples}] {spec.arch_id}  {figure}  {seconds:.1f} s", flush=True)
+        def on_sample(k, spec, answer) -> None:
+            if isinstance(answer, str):
+                print(f"  [{k:>3}/{args.samples}] {spec.arch_id}  failed: {answer}", flush=True)
+                return
+            seconds = sum(answer.timings.get(p, 0.0) for p in ("build_seconds", "convert_seconds", "measure_seconds"))
+            print(f"  [{k:>3}/{args.samples}] {spec.arch_id}  {answer.median_ms:.3f} ms  {seconds:.1f} s", flush=True)
 
         latency_fit.measure_samples(config, fingerprint, args.samples, seed=config.seed, on_sample=on_sample)
-    report = latency_fit.fit(config, fingerprint["id"])
+    report = latency_fit.fit(config, fingerprint)
     path = latency_fit.save_model(config, report.model)
     if args.report:
         print("\n" + latency_fit.format_report(report))
@@ -540,15 +577,32 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     config = load_config(overrides=_config_flags(args))
     if args.archs < 0 or (args.archs == 0 and args.no_references):
         raise ConfigError(f"archs={args.archs}: nothing to check")
+    study = None
+    if args.study_name:  # the study's own space, data and proxy budget, unless a flag says otherwise
+        import dataclasses
+
+        from results.record import SETTINGS_ATTR
+
+        _, study = _existing_study(args)
+        stored = study.user_attrs.get(SETTINGS_ATTR, {})
+        given = {k for k, v in _config_flags(args).items() if v is not None}
+        inherited = {k: stored[k] for k in config.study_identity() if k in stored and k not in given and k != "mode"}
+        config = dataclasses.replace(config, **inherited)
     proxy = proxy_check.Budget(config.train_images, config.epochs)
     available = 50_000 - config.val_images
-    long_images = args.long_images or min(10 * proxy.train_images, available)
-    long_epochs = args.long_epochs or math.ceil(10 * proxy.image_passes / long_images)
+    long_images = args.long_images if args.long_images is not None else min(10 * proxy.train_images, available)
+    long_epochs = args.long_epochs if args.long_epochs is not None else math.ceil(10 * proxy.image_passes / max(1, long_images))
     for name, value in (("long-images", long_images), ("long-epochs", long_epochs)):
         if value < 1:
             raise ConfigError(f"{name}={value} must be at least 1")
     long = proxy_check.Budget(long_images, long_epochs)
-    path = proxy_check.result_path(config)
+    if args.final_epochs is not None:
+        from trainers.full import Recipe
+
+        if args.final_epochs < 1:
+            raise ConfigError(f"final-epochs={args.final_epochs} must be at least 1")
+        long = proxy_check.FinalBudget(Recipe(epochs=args.final_epochs))
+    path = args.out or proxy_check.result_path(config)
     if args.show:
         records = proxy_check.load_records(path)
         if not any(proxy.label in r.results for r in records.values()):
@@ -559,9 +613,14 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         check_cifar(config.dataset, data_dir=config.data_dir)
     except DataError as error:
         raise ConfigError(str(error)) from None
+    if isinstance(long, proxy_check.FinalBudget):
+        against = f"the retraining recipe ({long.recipe.describe()}; final validation accuracy)"
+    else:
+        against = f"{long.label} images x epochs ({long.image_passes / proxy.image_passes:.1f}x the image-passes)"
+    which = f"{args.archs} members of study {args.study_name!r} spread over its front" if study else f"{args.archs} random"
     print(
-        f"proxy {proxy.label} vs long {long.label} (images x epochs, {long.image_passes / proxy.image_passes:.1f}x the "
-        f"image-passes); {args.archs} random {config.space} architectures" + ("" if args.no_references else " + the references"),
+        f"proxy {proxy.label} vs {against}; {which} {config.space} architectures"
+        + ("" if args.no_references else " + the references"),
         flush=True,
     )
     print(f"results: {path} (re-run the same command to resume)", flush=True)
@@ -571,11 +630,22 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         print(f"  {record.name:<16} {budget.label:>10}  {figure}  {result['seconds']:.0f} s", flush=True)
 
     path, records = proxy_check.run_check(
-        config, count=args.archs, proxy=proxy, long=long, with_references=not args.no_references, on_result=on_result
+        config,
+        count=args.archs,
+        proxy=proxy,
+        long=long,
+        with_references=not args.no_references,
+        study=study,
+        path=path,
+        on_result=on_result,
+        on_epoch=_print_epoch if args.final_epochs else None,
     )
     print(f"\n{proxy_check.format_check(records, proxy, long)}")
     return 0
 
+
+#: commands that import TensorFlow in their own process (the others do it in workers, which log already)
+IN_PROCESS_TENSORFLOW = ("retrain", "export", "compare", "proxy-check")
 
 COMMANDS = {
     "search": cmd_search,
@@ -583,6 +653,7 @@ COMMANDS = {
     "report": cmd_report,
     "retrain": cmd_retrain,
     "export": cmd_export,
+    "compare": cmd_compare,
     "dashboard": cmd_dashboard,
     "calibrate": cmd_calibrate,
     "latency-fit": cmd_latency_fit,
@@ -590,8 +661,32 @@ COMMANDS = {
 }
 
 
+#: where TensorFlow's, oneDNN's and LiteRT's native start-up lines go instead of the terminal
+NATIVE_LOG = "nas.log"
+
+
+def _native_output_to_log(runs_dir: str) -> None:
+    """Point file descriptor 2 (where C++ libraries write) at runs/nas.log, keeping Python's
+    sys.stderr, and so this command's own messages, on the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        os.makedirs(runs_dir, exist_ok=True)
+        log_fd = os.open(os.path.join(runs_dir, NATIVE_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return  # an unwritable log is no reason to fail the command: the chatter stays visible
+    terminal = os.dup(2)
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    for name in ("absl", "tensorflow", "keras"):  # their Python warnings are the same chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in IN_PROCESS_TENSORFLOW and getattr(args, "runs_dir", None) != "/dev/null":
+        _native_output_to_log(getattr(args, "runs_dir", None) or SearchConfig.runs_dir)
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -10,16 +10,19 @@ import dataclasses
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from latency.devices import DEFAULT_PATTERN, make_device
 from latency.measure import LatencyProtocol
-from nas.reward import CONSTRAINTS
+from results.reward import CONSTRAINTS
+from search_spaces import SPACES, TABULAR_SPACES
 
 MODES = ("pareto", "reward")
-SAMPLERS = ("tpe", "nsga2", "random")
-SPACES = ("mnasnet", "mnasnet-mobilevit")
-DATASETS = ("cifar10", "cifar100")
+STRATEGIES = ("tpe", "nsga2", "random", "latency-aware")
+DATASETS = ("cifar10", "cifar100", "imagenet16")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
+#: TOML keys (and old flags) accepted under another name
+ALIASES = {"sampler": "strategy"}
 LATENCY_PRECISIONS = ("fp32", "int8")
 LATENCY_ROUNDS = 5
 
@@ -35,13 +38,14 @@ class SearchConfig:
     mode: str = "pareto"
     space: str = "mnasnet"
     width: float = 0.5
+    stem_stride: int = 1  # 1: the stem sees 32 x 32 and block 2 downsamples; 2: MobileNetV2's stride-2 stem
     target_ms: float = 1.0
     constraint: str = "soft"
     alpha: float | None = None  # None: the constraint preset's value
     beta: float | None = None
     max_latency_ms: float | None = None  # above this, a model is timed but not trained (hard: 2 x target)
     # how it runs
-    sampler: str = "tpe"
+    strategy: str = "tpe"
     trials: int = 20
     timeout_s: float | None = None
     seed: int = 0
@@ -49,6 +53,7 @@ class SearchConfig:
     storage: str | None = None  # default: SQLite under runs/<study>/
     runs_dir: str = "runs"
     trials_per_worker: int = 8  # each worker process is replaced after this many trials (TF leaks memory)
+    trial_timeout_s: float = 1800.0  # a worker job (measurement or training) that takes longer is stopped
     # data and the proxy budget
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -58,7 +63,7 @@ class SearchConfig:
     batch_size: int = 64
     early_stop: str = "off"  # on: stop trials dominated at equal training progress (nas.early_stop)
     # latency measurement (see latency.devices)
-    device: str = "host"  # host | adb[:SERIAL] | cmd:COMMAND
+    device: str = "host"  # host | adb[:SERIAL] | cmd:COMMAND | table:FILE:COLUMN (--space nb201)
     latency_threads: int = 1
     latency_precision: str = "fp32"  # measure the float model, or the int8 one that ships
     latency_warmup: int = 30
@@ -71,16 +76,19 @@ class SearchConfig:
     delegate: str = "xnnpack"
     latency_regex: str = DEFAULT_PATTERN
     latency_screen: bool = True  # skip candidates the latency model is sure exceed the hard limit
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
-        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("strategy", self.strategy, STRATEGIES)
         _choice("space", self.space, SPACES)
         _choice("dataset", self.dataset, DATASETS)
         _choice("constraint", self.constraint, tuple(CONSTRAINTS))
         _positive("target_ms", self.target_ms)
+        if self.stem_stride not in (1, 2):
+            raise ConfigError(f"stem-stride={self.stem_stride!r} must be 1 or 2")
         _positive("width", self.width)
+        if not 0.1 <= self.width <= 2.0:
+            raise ConfigError(f"width={self.width:g} must lie in [0.1, 2.0] (a multiplier of the skeleton's channels)")
         if self.max_latency_ms is not None:
             _positive("max_latency_ms", self.max_latency_ms)
         if self.timeout_s is not None:
@@ -89,6 +97,15 @@ class SearchConfig:
         _choice("early_stop", self.early_stop, ("off", "on"))
         _positive("latency_max_cv", self.latency_max_cv)
         _positive("device_timeout_s", self.device_timeout_s)
+        _positive("trial_timeout_s", self.trial_timeout_s)
+        if self.space in TABULAR_SPACES and not self.is_tabular:
+            raise ConfigError(
+                f"space={self.space!r} takes its latencies from a table: --device table:FILE:COLUMN, not {self.device!r}"
+            )
+        if self.is_tabular and self.space not in TABULAR_SPACES:
+            raise ConfigError(f"device={self.device!r} is a table of NAS-Bench-201 cells: use it with --space nb201")
+        if self.dataset == "imagenet16" and self.space not in TABULAR_SPACES:
+            raise ConfigError("dataset='imagenet16' exists only as NAS-Bench-201's table (--space nb201)")
         if not isinstance(self.latency_warmup, int) or isinstance(self.latency_warmup, bool) or self.latency_warmup < 0:
             raise ConfigError(f"latency-warmup={self.latency_warmup!r} must be an integer >= 0")
         if not isinstance(self.latency_runs, int) or self.latency_runs < LATENCY_ROUNDS:
@@ -103,7 +120,8 @@ class SearchConfig:
                 raise ConfigError(f"{name}={value!r} must be <= 0 (MnasNet's soft constraint uses -0.07)")
         if self.batch_size > self.train_images:
             raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
-        self.make_device()  # validates device, pinning, delegate and regex
+        if not self.is_tabular:
+            self.make_device()  # validates device, pinning, delegate and regex
         if self.study_name is None:
             object.__setattr__(self, "study_name", f"{self.space}-{self.dataset}")
         if not self.study_name or any(c in self.study_name for c in "/\\") or self.study_name.startswith("."):
@@ -125,12 +143,30 @@ class SearchConfig:
         return 2.0 * self.target_ms if self.constraint == "hard" else None
 
     @property
+    def is_tabular(self) -> bool:
+        """Accuracy and latency come from published tables: nothing is trained or measured."""
+        return self.device.startswith("table:")
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES[self.dataset]
+
+    @property
+    def latency_cache_path(self) -> str:
+        return os.path.join(self.runs_dir, "latency_cache.json")
+
+    @property
     def run_dir(self) -> str:
         return os.path.join(self.runs_dir, self.study_name)
 
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{os.path.join(self.run_dir, 'study.db')}"
+
+    def make_space(self):
+        from search_spaces import get_space
+
+        return get_space(self.space, width=self.width, stem_stride=self.stem_stride)
 
     def latency_protocol(self) -> LatencyProtocol:
         return LatencyProtocol(
@@ -169,6 +205,7 @@ class SearchConfig:
             "mode": self.mode,
             "space": self.space,
             "width": self.width,
+            "stem_stride": self.stem_stride,
             "dataset": self.dataset,
             "train_images": self.train_images,
             "val_images": self.val_images,
@@ -191,7 +228,12 @@ def _positive(name: str, value) -> None:
         raise ConfigError(f"{name.replace('_', '-')}={value!r} must be a positive number")
 
 
-FIELD_NAMES = {f.name for f in dataclasses.fields(SearchConfig)} - {"extra"}
+FIELD_NAMES = {f.name for f in dataclasses.fields(SearchConfig)}
+
+
+def field_default(name: str):
+    """A SearchConfig field's default (the CLI's help quotes it instead of copying it)."""
+    return next(f.default for f in dataclasses.fields(SearchConfig) if f.name == name)
 
 
 def load_config(*, toml_path: str | None = None, overrides: dict | None = None) -> SearchConfig:
@@ -207,6 +249,7 @@ def load_config(*, toml_path: str | None = None, overrides: dict | None = None) 
             raise ConfigError(f"config file {toml_path!r} is not valid TOML: {error}") from None
         for key, value in document.items():
             name = key.replace("-", "_")
+            name = ALIASES.get(name, name)
             if name not in FIELD_NAMES:
                 raise ConfigError(f"config file {toml_path!r} has unknown key {key!r}")
             values[name] = value

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latency.cache import LatencyCache, cache_key
+from latency.cache import LatencyCache
 from latency.model import FEATURE_LABELS, LatencyModel, fit_with_error
 from nas.config import ConfigError, SearchConfig
-from search_spaces import ArchSpec, get_space
+from search_spaces import INPUT_SHAPE, ArchSpec
+from search_spaces.files import write_text_atomic
 
-INPUT_HW = 32
-INPUT_SHAPE = (INPUT_HW, INPUT_HW, 3)
+INPUT_HW = INPUT_SHAPE[0]
 
 
 def cache_of(config: SearchConfig) -> LatencyCache:
-    return LatencyCache(os.path.join(config.runs_dir, "latency_cache.json"))
+    return LatencyCache(config.latency_cache_path)
 
 
 def model_path(config: SearchConfig, fingerprint_id: str) -> str:
@@ -32,7 +32,7 @@ def random_architectures(config: SearchConfig, count: int, *, seed: int) -> list
     """`count` distinct architectures drawn uniformly from the search space."""
     import optuna
 
-    space = get_space(config.space, width=config.width)
+    space = config.make_space()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     specs: dict[str, ArchSpec] = {}
     for _ in range(count * 20):
@@ -51,27 +51,26 @@ def measure_samples(
     seed: int = 0,
     on_sample: Callable[[int, ArchSpec, object], None] | None = None,
 ) -> int:
-    """Measure `count` random architectures not yet in the cache; returns how many were new."""
-    from nas.worker import WORKER_LOG, MeasureJob, TrialRunner
+    """Measure `count` random architectures not yet in the cache, through the search's own
+    evaluator (same worker, key and cache); returns how many were new. `on_sample` receives a
+    `LatencyAnswer` or the failure's message."""
+    from nas.evaluators import EvaluationFailed, RealEvaluator
+    from nas.worker import WORKER_LOG, TrialRunner
 
-    cache = cache_of(config)
-    device = config.make_device()
     new = 0
     log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
+        evaluator = RealEvaluator(config, runner, fingerprint, keep_models=False)  # samples are for the model only
         for k, spec in enumerate(random_architectures(config, count, seed=seed), start=1):
-            key = cache_key(spec.arch_id, INPUT_SHAPE, fingerprint["id"])
-            if cache.get(key) is not None:
+            if evaluator.cached_latency(spec) is not None:
                 continue
-            path = os.path.join(config.runs_dir, "latency_samples", f"{spec.arch_id}.tflite")
-            outcome = runner.run(MeasureJob(spec.to_string(), INPUT_HW, 10, device, path))
-            if outcome.status == "ok":
-                cache.put(key, outcome.latency, arch=spec.to_string())
+            try:
+                answer = evaluator.latency(spec)
                 new += 1
-            if os.path.exists(path):
-                os.remove(path)  # samples are for the model, not for deployment
+            except EvaluationFailed as error:
+                answer = str(error)
             if on_sample:
-                on_sample(k, spec, outcome)
+                on_sample(k, spec, answer)
     return new
 
 
@@ -91,21 +90,23 @@ class FitReport:
         return float(np.mean(np.abs(self.relative_errors) <= 0.10))
 
 
-def fit(config: SearchConfig, fingerprint_id: str) -> FitReport:
-    """Fit on everything cached for this device; the held-out predictions come from k-fold
-    cross-validation. ConfigError when there is too little data."""
-    measured = cache_of(config).measured(INPUT_SHAPE, fingerprint_id)
+def fit(config: SearchConfig, fingerprint: dict) -> FitReport:
+    """Fit on everything cached for this device and protocol; the held-out predictions come from
+    k-fold cross-validation. ConfigError when there is too little data."""
+    from nas.evaluators import latency_cache_key
+
+    measured = cache_of(config).measured(latency_cache_key(config, fingerprint, ""))
     specs, latencies = [ArchSpec.from_string(a) for a, _ in measured], np.array([ms for _, ms in measured])
     try:
-        model, held_out = fit_with_error(specs, latencies, input_hw=INPUT_HW, fingerprint_id=fingerprint_id)
+        model, held_out = fit_with_error(
+            specs, latencies, input_hw=INPUT_HW, fingerprint_id=fingerprint["id"], num_classes=config.num_classes
+        )
     except ValueError as error:
         raise ConfigError(f"{error}; measure more with `nas latency-fit --samples N`") from None
     return FitReport(model, specs, latencies, held_out)
 
 
 def save_model(config: SearchConfig, model: LatencyModel) -> str:
-    from results.pareto import write_text_atomic
-
     path = model_path(config, model.fingerprint_id)
     write_text_atomic(path, model.to_json())
     return path

@@ -1,9 +1,13 @@
 """`nas proxy-check`: does the proxy budget rank architectures the way a longer budget does?
 
-K architectures drawn at random from the space, plus the reference architectures, are each
-short-trained at the proxy budget and at a longer one (default 10x the image-passes) with the
-same data, split and seed; the two rankings of held-out accuracy are compared with Kendall's tau
-and Spearman's rho and their bootstrap intervals. Every result is appended to a JSON file as
+K architectures, plus the reference architectures, are each short-trained at the proxy budget and
+at a longer one with the same data split and seed; the two rankings of held-out accuracy are
+compared with Kendall's tau and Spearman's rho and their bootstrap intervals. The longer budget
+is either another proxy (default 10x the image-passes) or, with `--final-epochs N`, the
+retraining recipe itself on the full training split: then the comparison is with the *final*
+validation accuracy (the test split stays out), and the retrained models are the same ones
+`nas retrain` and `nas compare` reuse. The K architectures are random points of the space, or
+with `--study`, members of the study spread evenly over its front's latency range. Every result is appended to a JSON file as
 it arrives, so an interrupted check resumes, a finished one can be re-read, and checks of other
 proxy budgets against the same long budget reuse its results.
 """
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from nas.config import ConfigError, SearchConfig
-from search_spaces import REFERENCES, get_space, reference
+from search_spaces import REFERENCES, reference
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,17 @@ class Budget:
         return self.train_images * self.epochs
 
 
+@dataclass(frozen=True)
+class FinalBudget:
+    """The retraining recipe as the long budget (full training split)."""
+
+    recipe: object  # trainers.full.Recipe
+
+    @property
+    def label(self) -> str:
+        return f"final-e{self.recipe.epochs}-{self.recipe.recipe_id}"
+
+
 @dataclass
 class CheckRecord:
     name: str  # a reference name or "sample-K"
@@ -41,14 +56,46 @@ class CheckRecord:
     results: dict = field(default_factory=dict)  # budget label -> {"accuracy", "seconds", ...}
 
 
-def candidates(config: SearchConfig, count: int, *, with_references: bool) -> list[tuple[str, str]]:
-    """(name, arch string): `count` random architectures of the space, then the references."""
+def candidates(config: SearchConfig, count: int, *, with_references: bool, study=None) -> list[tuple[str, str]]:
+    """(name, arch string): `count` random architectures of the space, or of `study` spread over
+    its front's latency range; then the references."""
     from nas.latency_fit import random_architectures
 
-    chosen = [(f"sample-{k}", spec.to_string()) for k, spec in enumerate(random_architectures(config, count, seed=config.seed))]
+    if study is not None:
+        chosen = spread_over_front(study, count)
+    else:
+        specs = random_architectures(config, count, seed=config.seed)
+        chosen = [(f"sample-{k}", spec.to_string()) for k, spec in enumerate(specs)]
     if with_references:
-        space = get_space(config.space, width=config.width)
+        space = config.make_space()
         chosen += [(name, reference(name).to_string()) for name in REFERENCES if space.mobilevit or "mobilevit" not in name]
+    return chosen
+
+
+def spread_over_front(study, count: int) -> list[tuple[str, str]]:
+    """`count` finished trials of `study` whose latencies spread evenly over its front's range:
+    for each of `count` evenly spaced latencies, the front member nearest to it, then (once the
+    front is used up) the nearest other trial; each architecture once."""
+    import numpy as np
+
+    from results.pareto import pareto_info
+
+    info = pareto_info(study)
+    measured = [r for r in info.rows if r.measured]
+    if not info.front:
+        raise ConfigError(f"study {study.study_name!r} has no finished trial to check")
+    low, high = info.front[0].latency_ms, info.front[-1].latency_ms
+    on_front = {r.number for r in info.front}
+    chosen, seen = [], set()
+    for target in np.linspace(low, high, count):
+        pool = [r for r in measured if r.arch_id not in seen]
+        if not pool:
+            break
+        # the front first: among its unused members, the nearest; else any trial
+        front_pool = [r for r in pool if r.number in on_front]
+        row = min(front_pool or pool, key=lambda r: abs(r.latency_ms - target))
+        seen.add(row.arch_id)
+        chosen.append((f"trial-{row.number}", row.arch))
     return chosen
 
 
@@ -70,11 +117,37 @@ def load_records(path: str) -> dict[str, CheckRecord]:
     return {r["arch"]: CheckRecord(**r) for r in document.get("records", [])}
 
 
-def save_records(path: str, records: dict[str, CheckRecord], settings: dict) -> None:
-    from results.pareto import write_text_atomic
+def save_records(path: str, records: dict[str, CheckRecord], settings: dict, *, summary: dict | None = None) -> None:
+    from search_spaces.files import write_text_atomic
 
     document = {"settings": settings, "records": [asdict(r) for r in records.values()]}
-    write_text_atomic(path, json.dumps(document, indent=1))
+    if summary is not None:
+        agreement = summary["agreement"]
+        document["summary"] = {"n": summary["n"], "seconds": summary["seconds"]}
+        if agreement is not None:
+            document["summary"] |= asdict(agreement)
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n")
+
+
+_DATASETS: dict = {}
+
+
+def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, on_epoch=None) -> dict:
+    """The final validation accuracy of `arch` under the retraining recipe (in this process,
+    resumable per epoch, in the folder `nas retrain` / `nas compare` use)."""
+    from nas.choice import retrain_dir
+    from search_spaces import ArchSpec
+    from trainers.cifar import load_cifar
+    from trainers.full import load_result, retrain
+
+    spec = ArchSpec.from_string(arch)
+    workdir = retrain_dir(config.runs_dir, dataset=config.dataset, recipe=budget.recipe, arch_id=spec.arch_id)
+    result = load_result(workdir)
+    if result is None:
+        if config.dataset not in _DATASETS:
+            _DATASETS[config.dataset] = load_cifar(config.dataset, data_dir=config.data_dir)
+        result = retrain(spec, _DATASETS[config.dataset], recipe=budget.recipe, workdir=workdir, on_epoch=on_epoch)
+    return {"accuracy": result.val_accuracy, "seconds": round(result.train_seconds, 2), "epochs": result.epochs_run}
 
 
 def run_check(
@@ -82,14 +155,17 @@ def run_check(
     *,
     count: int,
     proxy: Budget,
-    long: Budget,
+    long: Budget | FinalBudget,
     with_references: bool = True,
+    study=None,
+    path: str | None = None,
     on_result: Callable[[CheckRecord, Budget, dict], None] | None = None,
+    on_epoch: Callable | None = None,
 ) -> tuple[str, dict[str, CheckRecord]]:
     """Train every candidate at both budgets (skipping what the result file already holds)."""
-    from nas.worker import WORKER_LOG, TrialJob, TrialRunner
+    from nas.worker import WORKER_LOG, Status, TrialJob, TrialRunner
 
-    path = result_path(config)
+    path = path or result_path(config)
     records = load_records(path)
     settings = {
         "space": config.space,
@@ -101,34 +177,33 @@ def run_check(
     }
     log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
-        for name, arch in candidates(config, count, with_references=with_references):
+        for name, arch in candidates(config, count, with_references=with_references, study=study):
             record = records.setdefault(arch, CheckRecord(name=name, arch=arch))
             for budget in (proxy, long):
                 if budget.label in record.results:
                     continue
                 start = time.perf_counter()
-                job = TrialJob.from_config(
-                    config,
-                    arch=arch,
-                    tflite_path="",
-                    train_images=budget.train_images,
-                    epochs=budget.epochs,
-                    measure_latency=False,
-                )
-                outcome = runner.run(job)
+                if isinstance(budget, FinalBudget):
+                    record.results[budget.label] = _final(config, arch, budget, on_epoch=on_epoch)
+                    save_records(path, records, settings, summary=summarize(records, proxy, long))
+                    if on_result:
+                        on_result(record, budget, record.results[budget.label])
+                    continue
+                job = TrialJob.from_config(config, arch=arch, train_images=budget.train_images, epochs=budget.epochs)
+                outcome = runner.run(job, timeout_s=config.trial_timeout_s)
                 result = {"seconds": round(time.perf_counter() - start, 2)}
-                if outcome.status == "ok":
+                if outcome.status is Status.OK:
                     result |= {"accuracy": outcome.accuracy, "train_seconds": round(outcome.timings["train_seconds"], 2)}
                 else:
                     result["error"] = outcome.reason
                 record.results[budget.label] = result
-                save_records(path, records, settings)
+                save_records(path, records, settings, summary=summarize(records, proxy, long))
                 if on_result:
                     on_result(record, budget, result)
     return path, records
 
 
-def summarize(records: dict[str, CheckRecord], proxy: Budget, long: Budget) -> dict:
+def summarize(records: dict[str, CheckRecord], proxy: Budget, long) -> dict:
     """Rank agreement over the candidates that finished at both budgets, and the time spent."""
     from results.ranking import agreement
 
@@ -146,7 +221,7 @@ def summarize(records: dict[str, CheckRecord], proxy: Budget, long: Budget) -> d
     return summary
 
 
-def format_check(records: dict[str, CheckRecord], proxy: Budget, long: Budget) -> str:
+def format_check(records: dict[str, CheckRecord], proxy: Budget, long) -> str:
     records = {k: r for k, r in records.items() if proxy.label in r.results or long.label in r.results}
     from search_spaces import ArchSpec
 

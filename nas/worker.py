@@ -9,14 +9,18 @@ not the search. The parent never imports TensorFlow.
 
 from __future__ import annotations
 
+import enum
 import logging
 import multiprocessing
 import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from latency.measure import LatencyResult
 
 log = logging.getLogger(__name__)
 # Set before TensorFlow is imported in the worker: keeps its C++ start-up chatter out of the output.
@@ -29,7 +33,8 @@ WORKER_LOG = "worker.log"
 
 @dataclass(frozen=True)
 class TrialJob:
-    """Everything a worker needs; plain values so it crosses the process boundary."""
+    """A proxy training (no latency: the parent measured it first); plain values, so it crosses
+    the process boundary."""
 
     arch: str
     dataset: str
@@ -39,16 +44,12 @@ class TrialJob:
     epochs: int
     batch_size: int
     seed: int
-    device: object  # a latency.devices device: plain values, picklable
-    tflite_path: str
-    cached_latency: dict | None = None  # a LatencyResult as attrs: skip conversion + measurement
-    latency_limit_ms: float | None = None  # measured above this: do not train
-    measure_latency: bool = True  # False: train only (nas proxy-check)
+    latency_ms: float | None = None  # the measured latency, for the early-stopping rule
     early_stop_peers: tuple | None = None  # None: early stopping off; else nas.early_stop.peers(study)
 
     @classmethod
-    def from_config(cls, config, *, arch: str, tflite_path: str, **overrides) -> TrialJob:
-        """The job a `SearchConfig` asks for: one mapping for the search and the benchmarks."""
+    def from_config(cls, config, *, arch: str, **overrides) -> TrialJob:
+        """The job a `SearchConfig` asks for: one mapping for the search, proxy-check and the benchmarks."""
         fields = {
             "dataset": config.dataset,
             "data_dir": config.data_dir,
@@ -57,22 +58,40 @@ class TrialJob:
             "epochs": config.epochs,
             "batch_size": config.batch_size,
             "seed": config.seed,
-            "device": config.make_device(),
-            "latency_limit_ms": config.latency_limit_ms,
         }
-        return cls(arch=arch, tflite_path=tflite_path, **(fields | overrides))
+        return cls(arch=arch, **(fields | overrides))
 
 
-@dataclass
-class TrialOutcome:
-    status: str  # "ok" | "over_latency" | "early_stopped" | "failed"
+@dataclass(frozen=True)
+class MeasureJob:
+    """Latency only (no data, no training): build, convert (checked against Keras), measure on the
+    device, count multiply-adds."""
+
+    arch: str
+    input_hw: int
+    num_classes: int
+    device: object  # a latency.devices device: plain values, picklable
+    tflite_path: str
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    EARLY_STOPPED = "early_stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job returns: its status (with the reason when not OK) and what it measured."""
+
+    status: Status
     reason: str = ""
-    params_count: int = 0
-    multiply_adds: int = 0
+    params_count: int | None = None
+    multiply_adds: int | None = None
     accuracy: float | None = None
-    latency: dict | None = None
-    timings: dict | None = None
-    curve: list | None = None  # [[fraction of training, held-out accuracy], ...]
+    latency: LatencyResult | None = None
+    timings: dict = field(default_factory=dict)
+    curve: tuple = ()  # ((fraction of training, held-out accuracy), ...)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,48 +137,15 @@ def _quiet() -> None:
     absl.logging.set_verbosity(absl.logging.ERROR)  # the converter's advice on trackable_obj, every trial
 
 
-def _convert_and_measure(model, path: str, device, timings: dict, *, check_inputs=None, representative=None):
-    """Convert at the device's precision, then measure on the device; timings filled in."""
-    from latency.convert import to_tflite
-
-    start = time.perf_counter()
-    input_shape = tuple(model.input_shape[1:])
-    if device.precision == "int8" and representative is None:
-        representative = _random_images(input_shape)  # calibration only sets scales; latency does not depend on them
-    to_tflite(
-        model, path, input_shape=input_shape, check_inputs=check_inputs, precision=device.precision, representative=representative
-    )
-    timings["convert_seconds"] = time.perf_counter() - start
-    start = time.perf_counter()
-    result = device.measure(path)
-    timings["measure_seconds"] = time.perf_counter() - start
-    return result
-
-
-def _random_images(input_shape, count: int = 32):
-    import numpy as np
-
-    return np.random.default_rng(0).uniform(0, 255, size=(count, *input_shape)).astype("float32")
-
-
-@dataclass(frozen=True)
-class MeasureJob:
-    """Latency only (no data, no training): calibration and latency-model samples."""
-
-    arch: str
-    input_hw: int
-    num_classes: int
-    device: object
-    tflite_path: str
-
-
-def measure_job(job: MeasureJob) -> TrialOutcome:
+def measure_job(job: MeasureJob) -> Outcome:
     """Runs in the worker: build, convert, measure, count multiply-adds."""
     timings: dict = {}
     try:
         _quiet()
         import keras
+        import numpy as np
 
+        from latency.convert import to_tflite
         from latency.devices import DeviceError
         from latency.macs import tflite_macs
         from search_spaces import ArchSpec
@@ -168,25 +154,44 @@ def measure_job(job: MeasureJob) -> TrialOutcome:
         keras.backend.clear_session(free_memory=False)  # the previous job's `_clear_keras` collected
         keras.utils.set_random_seed(0)
         start = time.perf_counter()
-        model = build(ArchSpec.from_string(job.arch), input_shape=(job.input_hw, job.input_hw, 3), num_classes=job.num_classes)
+        input_shape = (job.input_hw, job.input_hw, 3)
+        model = build(ArchSpec.from_string(job.arch), input_shape=input_shape, num_classes=job.num_classes)
         timings["build_seconds"] = time.perf_counter() - start
-        outcome = TrialOutcome(status="ok", params_count=int(model.count_params()), timings=timings)
+        start = time.perf_counter()
+        # int8 calibration only sets scales; latency does not depend on them, nor on the weights
+        images = np.random.default_rng(0).uniform(0, 255, size=(32, *input_shape)).astype("float32")
+        to_tflite(
+            model,
+            job.tflite_path,
+            input_shape=input_shape,
+            check_inputs=images[:4],
+            precision=job.device.precision,
+            representative=images if job.device.precision == "int8" else None,
+        )
+        timings["convert_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
         try:
-            outcome.latency = _convert_and_measure(model, job.tflite_path, job.device, timings).as_attrs()
+            latency = job.device.measure(job.tflite_path)
         except DeviceError as error:
-            return TrialOutcome(status="failed", reason=f"device error: {error}"[:500], timings=timings)
-        outcome.multiply_adds = tflite_macs(job.tflite_path)
-        return outcome
+            return Outcome(Status.FAILED, reason=f"device error: {error}"[:500], timings=timings)
+        timings["measure_seconds"] = time.perf_counter() - start
+        return Outcome(
+            Status.OK,
+            params_count=int(model.count_params()),
+            multiply_adds=tflite_macs(job.tflite_path),
+            latency=latency,
+            timings=timings,
+        )
     except Exception as error:
         return _failed(error, timings)
     finally:
         _clear_keras()
 
 
-def _failed(error: Exception, timings: dict) -> TrialOutcome:
+def _failed(error: Exception, timings: dict) -> Outcome:
     log.debug("job failed:\n%s", traceback.format_exc())
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return TrialOutcome(status="failed", reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
+    return Outcome(Status.FAILED, reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
 
 
 def _clear_keras() -> None:
@@ -198,14 +203,13 @@ def _clear_keras() -> None:
         pass
 
 
-def evaluate_job(job: TrialJob) -> TrialOutcome:
-    """Runs in the worker. Expected failures come back as an outcome with a reason."""
+def train_job(job: TrialJob) -> Outcome:
+    """Runs in the worker: build and proxy-train. Expected failures come back with a reason."""
     timings: dict = {}
     try:
         _quiet()
         import keras
 
-        from latency.devices import DeviceError
         from search_spaces import ArchSpec
         from trainers.proxy import ProxyBudget, proxy_model, train_proxy
 
@@ -223,45 +227,14 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
         start = time.perf_counter()
         model = proxy_model(spec, input_shape=dataset.x_train.shape[1:], num_classes=dataset.num_classes)
         timings["build_seconds"] = time.perf_counter() - start
-        outcome = TrialOutcome(status="ok", params_count=int(model.count_params()), timings=timings)
-
-        # Latency first: it does not depend on the weights, and a model far over the limit
-        # is not worth training.
-        if job.cached_latency is not None:
-            outcome.latency = dict(job.cached_latency)
-            timings["convert_seconds"] = timings["measure_seconds"] = 0.0
-        elif job.measure_latency:
-            try:
-                outcome.latency = _convert_and_measure(
-                    model,
-                    job.tflite_path,
-                    job.device,
-                    timings,
-                    check_inputs=dataset.x_train[val_idx[:4]].astype("float32"),
-                    # int8 calibration draws on training images; the weights are untrained, but
-                    # the graph (what latency depends on) is the one that ships
-                    representative=dataset.x_train[train_idx[:64]],
-                ).as_attrs()
-            except DeviceError as error:
-                return TrialOutcome(status="failed", reason=f"device error: {error}"[:500], timings=timings)
-        latency_ms = outcome.latency["latency_median_ms"] if outcome.latency else None
-        if latency_ms is not None and job.latency_limit_ms is not None and latency_ms > job.latency_limit_ms:
-            outcome.status = "over_latency"
-            outcome.reason = f"latency {latency_ms:.3f} ms is over the limit {job.latency_limit_ms:g} ms"
-            return outcome
-
         x_train, y_train = dataset.x_train[train_idx[: budget.train_images]], dataset.y_train[train_idx[: budget.train_images]]
         x_val, y_val = dataset.x_train[val_idx], dataset.y_train[val_idx]
         rule = None
-        if job.early_stop_peers is not None and latency_ms is not None:
+        if job.early_stop_peers is not None and job.latency_ms is not None:
             from nas.early_stop import dominance_rule
 
-            rule = dominance_rule(job.early_stop_peers, latency_ms)
+            rule = dominance_rule(job.early_stop_peers, job.latency_ms)
         proxy = train_proxy(model, x_train, y_train, x_val, y_val, budget=budget, num_classes=dataset.num_classes, stop_rule=rule)
-        outcome.accuracy = proxy.accuracy
-        outcome.curve = [list(point) for point in proxy.curve]
-        if proxy.stopped:
-            outcome.status, outcome.reason = "early_stopped", proxy.stopped
         timings |= {
             "train_seconds": proxy.train_seconds,
             "first_epoch_seconds": proxy.first_epoch_seconds,
@@ -271,7 +244,14 @@ def evaluate_job(job: TrialJob) -> TrialOutcome:
             "train_images_per_second": proxy.images_per_second,
             "train_steps": proxy.steps,
         }
-        return outcome
+        return Outcome(
+            Status.EARLY_STOPPED if proxy.stopped else Status.OK,
+            reason=proxy.stopped,
+            params_count=int(model.count_params()),
+            accuracy=proxy.accuracy,
+            timings=timings,
+            curve=tuple(proxy.curve),
+        )
     except Exception as error:  # the trial fails, the search goes on
         return _failed(error, timings)
     finally:
@@ -316,13 +296,17 @@ class TrialRunner:
             )
         return self._pool
 
-    def run(self, job: TrialJob | MeasureJob) -> TrialOutcome:
-        task = measure_job if isinstance(job, MeasureJob) else evaluate_job
+    def run(self, job: TrialJob | MeasureJob, *, timeout_s: float | None = None) -> Outcome:
+        """The job's outcome; a worker that dies or exceeds `timeout_s` is replaced and the job fails."""
+        task = measure_job if isinstance(job, MeasureJob) else train_job
         try:
-            return self._executor().submit(task, job).result()
+            return self._executor().submit(task, job).result(timeout=timeout_s)
+        except FutureTimeout:
+            self.close(kill=True)
+            return Outcome(Status.FAILED, reason=f"timed out after {timeout_s:g} s: the worker was stopped")
         except BrokenProcessPool:
             self.close(kill=True)
-            return TrialOutcome(status="failed", reason="the worker process died (out of memory or a crash in TensorFlow/LiteRT)")
+            return Outcome(Status.FAILED, reason="the worker process died (out of memory or a crash in TensorFlow/LiteRT)")
 
     def close(self, *, kill: bool = False) -> None:
         if self._pool is None:

@@ -31,8 +31,9 @@ def tflite_accuracy(path: str, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(run_tflite(path, images), axis=1) == labels))
 
 
-def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, ...] = FORMATS) -> dict:
-    """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card."""
+def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, ...] = FORMATS, measure: bool = True) -> dict:
+    """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card. With
+    `measure=False` the files are not timed (`nas compare` times all models side by side)."""
     import keras
 
     from latency.convert import to_tflite
@@ -44,10 +45,13 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
 
     result = asdict(load_result(workdir))
     recipe = result["recipe"]
-    provenance = {}
+    sources = []
     if os.path.exists(os.path.join(workdir, "provenance.json")):
         with open(os.path.join(workdir, "provenance.json")) as f:
-            provenance = json.load(f)
+            sources = json.load(f)
+        sources = sources if isinstance(sources, list) else [sources]
+    # the search it came from, if any (a model chosen from a study and as a string keeps both)
+    provenance = next((p for p in sources if "study" in p), sources[0] if sources else {})
     spec = ArchSpec.from_string(result["arch"])
     model_path = os.path.join(workdir, MODEL)
     model = keras.models.load_model(model_path)
@@ -86,6 +90,9 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
             "test_accuracy": tflite_accuracy(path, dataset.x_test, dataset.y_test),
             "size_bytes": os.path.getsize(path),
         }
+        if not measure:
+            entries[precision]["export_seconds"] = time.perf_counter() - start
+            continue
         try:
             latency = device.measure(path)
             entries[precision] |= {

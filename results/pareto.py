@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
+
+from results.record import SETTINGS_ATTR, TrialRecord
+from search_spaces.files import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TrialRow:
     seeded_from: str
     reason: str
     params: dict = field(default_factory=dict, compare=False, repr=False)
+    reused_from: int | None = None  # an identical earlier trial: the same point, never listed twice on a front
 
     @property
     def measured(self) -> bool:
@@ -37,22 +39,23 @@ class TrialRow:
 
 
 def trial_row(trial) -> TrialRow:
-    attrs = trial.user_attrs
+    record = TrialRecord.from_trial(trial)
     return TrialRow(
         number=trial.number,
         state=trial.state.name,
-        arch=attrs.get("arch", ""),
-        arch_id=attrs.get("arch_id", ""),
-        accuracy=attrs.get("accuracy"),
-        latency_ms=attrs.get("latency_median_ms"),
-        latency_p90_ms=attrs.get("latency_p90_ms"),
-        latency_cv=attrs.get("latency_cv"),
-        params_count=attrs.get("params_count"),
-        reward=attrs.get("reward"),
-        trial_seconds=attrs.get("trial_seconds"),
-        seeded_from=attrs.get("seeded_from", ""),
-        reason=attrs.get("fail_reason", ""),
+        arch=record.arch,
+        arch_id=record.arch_id,
+        accuracy=record.accuracy,
+        latency_ms=record.latency_median_ms,
+        latency_p90_ms=record.latency_p90_ms,
+        latency_cv=record.latency_cv,
+        params_count=record.params_count,
+        reward=record.reward,
+        trial_seconds=record.trial_seconds,
+        seeded_from=record.seeded_from,
+        reason=record.fail_reason,
         params=dict(trial.params),
+        reused_from=record.reused_from,
     )
 
 
@@ -62,19 +65,28 @@ def dominates(a: TrialRow, b: TrialRow) -> bool:
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
-    """Non-dominated measured trials, sorted by latency; identical points are all kept."""
-    measured = [r for r in rows if r.measured]
+    """Non-dominated measured trials, sorted by latency; each architecture once (its earliest trial),
+    while distinct architectures that tie are all kept."""
+    measured, seen = [], set()
+    for row in sorted((r for r in rows if r.measured), key=lambda r: r.number):
+        if row.arch_id not in seen or not row.arch_id:
+            seen.add(row.arch_id)
+            measured.append(row)
     front = [r for r in measured if not any(dominates(o, r) for o in measured)]
     return sorted(front, key=lambda r: (r.latency_ms, -r.accuracy, r.number))
 
 
 def hypervolume(rows: list[TrialRow], *, reference: tuple[float, float]) -> float:
     """Area dominated by the measured rows (accuracy up, latency down) and bounded by
-    `reference` = (accuracy, latency_ms): an exact sweep in latency order."""
+    `reference` = (accuracy, latency_ms)."""
+    return hypervolume_of([(r.latency_ms, r.accuracy) for r in rows if r.measured], reference=reference)
+
+
+def hypervolume_of(points: list[tuple[float, float]], *, reference: tuple[float, float]) -> float:
+    """Area dominated by (latency, accuracy) points inside `reference` = (accuracy, latency):
+    an exact sweep in latency order."""
     ref_accuracy, ref_latency = reference
-    points = sorted(
-        (r.latency_ms, r.accuracy) for r in rows if r.measured and r.latency_ms < ref_latency and r.accuracy > ref_accuracy
-    )
+    points = sorted((lat, acc) for lat, acc in points if lat < ref_latency and acc > ref_accuracy)
     if not points:
         return 0.0  # nothing measured inside the reference box (yet)
     area, best = 0.0, ref_accuracy
@@ -143,7 +155,7 @@ def with_reward(row: TrialRow, settings: dict) -> TrialRow:
     """The row's MnasNet reward under the study's current target and exponents."""
     if not row.measured or not {"target_ms", "alpha", "beta"} <= set(settings):
         return row
-    from nas.reward import mnasnet_reward
+    from results.reward import mnasnet_reward
 
     reward = mnasnet_reward(
         row.accuracy, row.latency_ms, target_ms=settings["target_ms"], alpha=settings["alpha"], beta=settings["beta"]
@@ -152,7 +164,7 @@ def with_reward(row: TrialRow, settings: dict) -> TrialRow:
 
 
 def pareto_info(study) -> ParetoInfo:
-    settings = study.user_attrs.get("nas_settings", {})
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
     rows = [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
@@ -199,6 +211,16 @@ def format_front(info: ParetoInfo, *, max_arch: int = 70) -> str:
     return "\n".join(lines)
 
 
+def front_rows(info: ParetoInfo) -> list[dict]:
+    """The front as plain records (a DataFrame's rows), by latency."""
+    return [{k: v for k, v in asdict(row).items() if k != "params"} for row in info.front]
+
+
+def write_trials_csv(study, path: str) -> None:
+    """trials.csv: every trial, its reward under the study's current target and exponents."""
+    write_csv_atomic(list(pareto_info(study).rows), path)
+
+
 def write_csv_atomic(rows: list[TrialRow], path: str) -> None:
     """Every trial with its figures; replaced atomically so a reader never sees half a file."""
     buffer = io.StringIO()
@@ -210,16 +232,4 @@ def write_csv_atomic(rows: list[TrialRow], path: str) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write beside the target and rename: a reader or a kill never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
-    os.replace(tmp, path)
+__all__ = ["write_text_atomic"]  # re-exported: one atomic-write helper for every file (search_spaces.files)

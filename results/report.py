@@ -158,6 +158,51 @@ def hypervolume_figure(info: ParetoInfo):
     return fig
 
 
+def comparison_figures(records: list) -> list:
+    """Retrained models against the references, per precision: test accuracy vs measured latency,
+    the front of the retrained models as a line, every point labelled."""
+    import plotly.graph_objects as go
+
+    from results.compare import PRECISIONS, front
+
+    figures = []
+    for precision in PRECISIONS:
+        fig = go.Figure()
+        line = front(records, precision)
+        fig.add_trace(
+            go.Scatter(
+                x=[r.point(precision)[0] for r in line],
+                y=[r.point(precision)[1] for r in line],
+                mode="lines",
+                line={"shape": "hv", "color": "#888"},
+                name="front of the retrained models",
+            )
+        )
+        for kind, color, symbol in (("found", FRONT_COLOR, "circle"), ("reference", "#1f77b4", "diamond")):
+            shown = [r for r in records if r.kind == kind and None not in r.point(precision)]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.point(precision)[0] for r in shown],
+                    y=[r.point(precision)[1] for r in shown],
+                    mode="markers+text",
+                    text=[r.model for r in shown],
+                    textposition="top center",
+                    marker={"color": color, "size": 11, "symbol": symbol},
+                    hovertext=[f"{r.arch_id}<br>{r.params_count:,} params<br>{r.arch}" for r in shown],
+                    name="found" if kind == "found" else "references",
+                )
+            )
+        epochs = sorted({r.epochs for r in records})
+        fig.update_layout(
+            title=f"Retrained under one recipe ({', '.join(map(str, epochs))} epochs): {precision} test accuracy vs latency",
+            xaxis_title=f"{precision} latency (ms, timed side by side)",
+            yaxis_title="test accuracy",
+            height=460,
+        )
+        figures.append(fig)
+    return figures
+
+
 def histogram_figures(info: ParetoInfo):
     import plotly.graph_objects as go
 
@@ -250,11 +295,25 @@ pre { background: #f6f8fa; padding: 1em; overflow-x: auto; }
 """
 
 
-def render_html(info: ParetoInfo) -> str:
+def _divs(figures) -> str:
+    return "\n".join(f.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}) for f in figures)
+
+
+def render_html(info: ParetoInfo, comparison: list | None = None) -> str:
     import plotly.offline
 
+    from results.compare import format_table
+
     figures = [front_figure(info), hypervolume_figure(info), *histogram_figures(info), *choice_figures(info)]
-    divs = "\n".join(f.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}) for f in figures)
+    divs = _divs(figures)
+    retrained = ""
+    if comparison:
+        retrained = (
+            "<h2>Retrained: found models against the references</h2>"
+            '<p class="meta">From <code>nas compare</code>: every model retrained with the same recipe, scored on the '
+            "test split with LiteRT, timed side by side.</p>"
+            f"{_divs(comparison_figures(comparison))}<pre>{html.escape(format_table(comparison))}</pre>"
+        )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(info.counts.items()))
     best = info.best_reward
     best_text = f"best reward {best.reward:.4f} (trial {best.number})" if best else "no trained trial yet"
@@ -269,6 +328,7 @@ def render_html(info: ParetoInfo) -> str:
 <p class="meta">{len(info.rows)} trials ({counts}); {len(info.front)} on the Pareto front; {best_text}.
 Reward: ACC x (LAT/T)^w, MnasNet (Tan et al., arXiv:1807.11626). Data: CIFAR (Krizhevsky, 2009).</p>
 {divs}
+{retrained}
 <h2>The Pareto front</h2><p class="meta">Click a column to sort.</p>
 {_front_table(info)}
 <h2>Configuration and latency fingerprint</h2>
@@ -277,11 +337,12 @@ Reward: ACC x (LAT/T)^w, MnasNet (Tan et al., arXiv:1807.11626). Data: CIFAR (Kr
 """
 
 
-def write_report(info: ParetoInfo, out_dir: str) -> dict[str, str]:
-    """report.html, front.csv and front.json in `out_dir`; returns their paths."""
+def write_report(info: ParetoInfo, out_dir: str, *, comparison: list | None = None) -> dict[str, str]:
+    """report.html, front.csv and front.json in `out_dir`; returns their paths. `comparison`
+    (records of `nas compare`) adds the retrained models' section."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, name) for name in ("report.html", "front.csv", "front.json")}
-    write_text_atomic(paths["report.html"], render_html(info))
+    write_text_atomic(paths["report.html"], render_html(info, comparison))
     write_csv_atomic(list(info.front), paths["front.csv"])
     front = [asdict(row) for row in info.front]
     write_text_atomic(

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,8 @@ BAD = [
     (["search", "--alpha", "0.07"], "alpha=0.07"),
     (["search", "--beta", "2"], "beta=2.0"),
     (["search", "--mode", "fastest"], "mode='fastest'"),
-    (["search", "--sampler", "grid"], "sampler='grid'"),
+    (["search", "--strategy", "grid"], "strategy='grid'"),
+    (["search", "--sampler", "grid"], "strategy='grid'"),
     (["search", "--space", "resnet"], "space='resnet'"),
     (["search", "--constraint", "medium"], "constraint='medium'"),
     (["search", "--dataset", "mnist"], "dataset='mnist'"),
@@ -53,6 +55,43 @@ BAD = [
         ["search", "--device", "adb", "--adb", "/nonexistent/adb"],
         "device 'adb' cannot be used: adb: '/nonexistent/adb' not found",
     ),
+    (["search", "--width", "5"], "width=5 must lie in [0.1, 2.0]"),
+    (["search", "--stem-stride", "3"], "stem-stride=3 must be 1 or 2"),
+    (["search", "--trial-timeout", "0"], "trial-timeout-s=0.0"),
+    (["search", "--trials-per-worker", "0"], "trials-per-worker=0"),
+    (["search", "--device-timeout", "0"], "device-timeout-s=0.0"),
+    (["search", "--dataset", "imagenet16"], "dataset='imagenet16' exists only as NAS-Bench-201's table"),
+    (["search", "--space", "nb201"], "takes its latencies from a table"),
+    (["search", "--device", "table:{table}:pixel3"], "use it with --space nb201"),
+    (["search", "--space", "nb201", "--device", "table:/no.csv:pixel3"], "latency table '/no.csv' does not exist"),
+    (["search", "--space", "nb201", "--device", "table:{table}:tpu"], "has no column 'tpu'; its latency columns: pixel3"),
+    (["search", "--space", "nb201", "--device", "table:{bad_table}:pixel3"], "has no 'arch' column"),
+    (["search", "--space", "nb201", "--device", "table:{table}"], "must be table:FILE:COLUMN"),
+    (["search", "--space", "nb201", "--device", "table:{table}:pixel3"], "lacks 15624 of the 15625 NAS-Bench-201 cells"),
+    (["front", "--storage", "sqlite:////missing/dir/x.db"], "storage 'sqlite:////missing/dir/x.db' does not exist"),
+    (["retrain", "--arch", "mnasnet-small", "--epochs", "3", "--warmup-epochs", "5"], "warmup-epochs=5 must be >= 0 and less"),
+    (["retrain", "--arch", "mnasnet-small", "--cutout", "40"], "cutout=40 must be a side in pixels"),
+    (["retrain", "--arch", "mnasnet-small", "--lr", "0"], "lr=0.0 must lie in (0, 10]"),
+    (["retrain", "--arch", "mnasnet-small", "--dropout", "1"], "dropout=1.0 must lie in [0, 1)"),
+    (["retrain", "--arch", "mnasnet-small", "--ema-decay", "1"], "ema-decay=1.0 must lie in [0, 1)"),
+    (["retrain", "--arch", "mnasnet-small", "--label-smoothing", "-0.1"], "label-smoothing=-0.1 must lie in [0, 1)"),
+    (["retrain", "--arch", "mnasnet-small", "--weight-decay", "-1"], "weight-decay=-1.0 must lie in [0, 0.1]"),
+    (["retrain", "--arch", "mnasnet-small", "--batch-size", "0"], "batch-size=0 must be an integer >= 1"),
+    (["retrain", "--arch", "mnasnet-small", "--val-images", "0"], "val-images=0 must be an integer >= 1"),
+    (["retrain", "--arch", "mnasnet-small", "--train-images", "10"], "train-images=10 must be an integer >= 128"),
+    (["retrain", "--arch", "mnasnet-small", "--dataset", "mnist"], "dataset='mnist' is not one of cifar10, cifar100"),
+    (["retrain", "--arch", "mnasnet-small", "--arch", "mnasnet-a1", "--out", "x"], "--out names one folder"),
+    (["retrain", "--study", "never-ran", "--front", "--top", "0"], "top=0 must be at least 1"),
+    (["retrain", "--study", "never-ran"], "study 'never-ran' does not exist"),
+    (["retrain", "--front"], "study 'mnasnet-cifar10' does not exist"),
+    (["retrain", "--arch", "mnasnet-small", "--data-dir", "/no-dir"], "data directory '/no-dir' does not exist"),
+    (["compare", "--arch", "mnasnet-small", "--references", "resnet50"], "arch 'resnet50' is not a valid architecture"),
+    (["compare", "--arch", "mnasnet-small", "--device", "tpu"], "device='tpu' is not one of"),
+    (["export", "--arch", "mnasnet-small", "--device", "cmd:true"], "has no {model} placeholder"),
+    (["dashboard", "--study", "never-ran", "--port", "70000"], "port=70000 must be in 1..65535"),
+    (["proxy-check", "--archs", "-1"], "archs=-1: nothing to check"),
+    (["proxy-check", "--long-epochs", "0"], "long-epochs=0 must be at least 1"),
+    (["calibrate", "--target-ms", "0"], "target-ms=0 must be a positive number"),
     (["calibrate", "--references", "resnet50"], "reference 'resnet50' is unknown"),
     (["calibrate", "--input-size", "4"], "input-size=4 must be in 8..1024"),
     (["calibrate", "--input-size", "224", "--references", "mobilevit-xxs"], "patch=2 must divide"),
@@ -77,12 +116,23 @@ def bad_inputs(tmp_path, cifar_dir):
         (foreign / name).write_text("these are not images\n")
     toml = tmp_path / "bad.toml"
     toml.write_text('trials = "many"\n')
-    return {"empty": empty, "truncated": truncated, "foreign": foreign.parent, "bad_type_toml": toml}
+    table = tmp_path / "latency.csv"  # one cell that is not in NAS-Bench-201's accuracy table's notation
+    table.write_text("index,arch,pixel3\n0,|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|,1.5\n")
+    bad_table = tmp_path / "bad.csv"
+    bad_table.write_text("index,cell,pixel3\n0,x,1.0\n")
+    return {
+        "empty": empty,
+        "truncated": truncated,
+        "foreign": foreign.parent,
+        "bad_type_toml": toml,
+        "table": table,
+        "bad_table": bad_table,
+    }
 
 
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir, bad_inputs):
-    args = [a.format(**bad_inputs) if a.startswith("{") else a for a in args]
+    args = [a.format(**bad_inputs) if "{" in a and "{model}" not in a else a for a in args]
     if args[0] == "search" and "--data-dir" not in args:
         args = [*args, "--data-dir", str(cifar_dir)]
     runs_flag = [] if "--runs-dir" in args or args[0] == "frobnicate" else ["--runs-dir", str(tmp_path / "runs")]
@@ -93,6 +143,7 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir, bad_in
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "never-ran").exists()
+    assert not Path("/missing").exists()  # a command that reads creates nothing
 
 
 def test_config_file_with_unknown_key(tmp_path, cifar_dir):
@@ -114,7 +165,7 @@ def test_config_file_values_are_used_and_flags_win(tmp_path):
     config = tmp_path / "search.toml"
     config.write_text('target-ms = 75\nalpha = -0.1\ntrials = 4\nsampler = "nsga2"\n')
     loaded = load_config(toml_path=str(config), overrides={"trials": 9})
-    assert (loaded.target_ms, loaded.reward_alpha, loaded.reward_beta, loaded.trials, loaded.sampler) == (
+    assert (loaded.target_ms, loaded.reward_alpha, loaded.reward_beta, loaded.trials, loaded.strategy) == (
         75,
         -0.1,
         -0.07,

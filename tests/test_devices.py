@@ -149,10 +149,11 @@ def test_make_device_parses_each_kind():
     assert make_device("cmd:run {model} --fast").template == "run {model} --fast"
 
 
-def test_host_fingerprint_changes_only_for_non_default_settings():
+def test_host_fingerprint_changes_with_every_setting():
     plain = HostDevice().fingerprint()
-    assert "precision" not in plain
+    assert (plain["precision"], plain["pinned"], plain["threads"]) == ("fp32", False, 1)
     assert HostDevice(precision="int8").fingerprint()["id"] != plain["id"]
+    assert HostDevice(protocol=LatencyProtocol(threads=2)).fingerprint()["id"] != plain["id"]
     assert HostDevice(pin_core=0).fingerprint()["id"] != plain["id"]
 
 

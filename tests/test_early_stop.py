@@ -19,9 +19,8 @@ def test_a_trial_stops_only_when_a_faster_peer_was_clearly_better_at_the_same_po
 
 
 def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_path):
-    from nas.worker import TrialJob, evaluate_job
+    from nas.worker import Status, TrialJob, train_job
 
-    latency = {"latency_median_ms": 0.4, "latency_p90_ms": 0.5, "latency_cv": 0.01}
     perfect = tuple((n, 0.01, ((0.25, 1.0), (0.5, 1.0))) for n in range(3))  # faster and always right
     common = dict(
         arch="conv_r1_k3_s2_c16-mbconv_r1_k3_s1_e3_c16-mbconv_r1_k3_s2_e3_c24-head_c256",
@@ -32,16 +31,14 @@ def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_pat
         epochs=1,
         batch_size=64,
         seed=0,
-        device=None,
-        tflite_path=str(tmp_path / "m.tflite"),
-        cached_latency=latency,
+        latency_ms=0.4,
     )
-    stopped = evaluate_job(TrialJob(**common, early_stop_peers=perfect))
-    assert stopped.status == "early_stopped", stopped.reason
+    stopped = train_job(TrialJob(**common, early_stop_peers=perfect))
+    assert stopped.status is Status.EARLY_STOPPED, stopped.reason
     assert "early-stopped at 25% of training" in stopped.reason
     assert len(stopped.curve) == 1 and stopped.accuracy == stopped.curve[0][1]
-    full = evaluate_job(TrialJob(**common, early_stop_peers=()))
-    assert full.status == "ok" and [f for f, _ in full.curve] == [0.25, 0.5]
+    full = train_job(TrialJob(**common, early_stop_peers=()))
+    assert full.status is Status.OK and [f for f, _ in full.curve] == [0.25, 0.5]
     assert (stopped.timings["train_steps"], full.timings["train_steps"]) == (4, 16)  # 1024 / 64 = 16 steps
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from latency.cache import LatencyCache, cache_key
 from latency.model import FEATURES, LatencyModel, _nnls_relative, cross_validate, fit_with_error, layers, network_features
-from nas import calibrate
+from nas import calibration as calibrate
 from results.ranking import agreement, kendall_tau, spearman_rho
 from search_spaces import REFERENCES, ArchSpec, get_space, reference
 
@@ -44,13 +44,14 @@ def test_agreement_interval_contains_the_estimate():
 
 def test_layers_add_up_and_follow_the_strides():
     spec = reference("mnasnet-a1")
-    per_layer = layers(spec, 32)
-    assert np.allclose(sum(layer.features for layer in per_layer), network_features(spec, 32))
+    per_layer = layers(spec, 32, num_classes=10)
+    assert np.allclose(sum(layer.features for layer in per_layer), network_features(spec, 32, num_classes=10))
     assert len(per_layer) == 2 + sum(block.repeats for block in spec.blocks[:-1])
     assert per_layer[1].key.startswith("conv_r1_k3_s2_c32 in3 @32")
     assert per_layer[-1].key == "head 320->1280 @4"
     # twice the resolution, about four times the multiply-adds
-    ratio = network_features(spec, 64)[FEATURES.index("pointwise_mmacs")] / network_features(spec, 32)[1]
+    pointwise = FEATURES.index("pointwise_mmacs")
+    ratio = network_features(spec, 64, num_classes=10)[pointwise] / network_features(spec, 32, num_classes=10)[pointwise]
     assert ratio == pytest.approx(4, rel=0.05)
 
 
@@ -72,12 +73,12 @@ def measured_host_data():
 def test_model_on_real_host_measurements():
     """Held-out (5-fold) error of the model on architectures measured on these machines."""
     specs, latencies, document = measured_host_data()
-    held_out = cross_validate(specs, latencies, input_hw=32, folds=5)
+    held_out = cross_validate(specs, latencies, input_hw=32, num_classes=10, folds=5)
     within = np.mean(np.abs(held_out / latencies - 1) <= 0.10)
     tau = kendall_tau(latencies, held_out)
     assert within >= 0.6, f"only {within:.0%} within 10 %"
     assert tau >= 0.6
-    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=document["fingerprint_id"])
+    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=document["fingerprint_id"], num_classes=10)
     assert 0 < model.min_ratio <= 1.0
     assert all(c >= 0 for c in model.coefficients) and model.correction_ms >= 0
     spec = specs[0]
@@ -86,15 +87,39 @@ def test_model_on_real_host_measurements():
     assert LatencyModel.from_json(model.to_json()) == model
 
 
-def test_cache_feeds_the_model_only_its_own_device(tmp_path):
+def test_cache_feeds_the_model_only_its_own_device_and_settings(tmp_path):
+    from latency.measure import LatencyProtocol
+
     cache = LatencyCache(str(tmp_path / "c.json"))
     space = get_space("mnasnet")
     a = space.sample(__import__("optuna").trial.FixedTrial(space.default_params()))
-    cache.put(cache_key(a.arch_id, (32, 32, 3), "devA"), {"latency_median_ms": 0.5}, arch=a.to_string())
-    cache.put(cache_key(a.arch_id, (32, 32, 3), "devB"), {"latency_median_ms": 9.0}, arch=a.to_string())
-    cache.put(cache_key("old", (32, 32, 3), "devA"), {"latency_median_ms": 1.0})  # no arch: written before
-    assert cache.measured((32, 32, 3), "devA") == [(a.to_string(), 0.5)]
-    assert cache.get(cache_key(a.arch_id, (32, 32, 3), "devA")) == {"latency_median_ms": 0.5}
+    dev_a, dev_b = {"id": "devA"}, {"id": "devB"}
+
+    def key(arch_id, fingerprint, *, num_classes=10, protocol=None, shape=(32, 32, 3)):
+        protocol = protocol or LatencyProtocol()
+        return cache_key(arch_id, shape, num_classes=num_classes, fingerprint=fingerprint, protocol=protocol)
+
+    cache.put(key(a.arch_id, dev_a), {"latency_median_ms": 0.5}, arch=a.to_string())
+    cache.put(key(a.arch_id, dev_b), {"latency_median_ms": 9.0}, arch=a.to_string())
+    cache.put(key("old", dev_a), {"latency_median_ms": 1.0})  # no arch: written before archs were stored
+    assert cache.measured(key("", dev_a)) == [(a.to_string(), 0.5)]
+    assert cache.get(key(a.arch_id, dev_a)) == {"latency_median_ms": 0.5}
+    # every setting a latency depends on is part of the key: none of these finds the entry
+    for other in (
+        key(a.arch_id, dev_a, num_classes=100),
+        key(a.arch_id, dev_a, shape=(64, 64, 3)),
+        key(a.arch_id, dev_a, protocol=LatencyProtocol(runs_per_round=20)),
+        key(a.arch_id, dev_a, protocol=LatencyProtocol(threads=2)),
+    ):
+        assert cache.get(other) is None
+
+
+def test_the_device_fingerprint_names_converter_runtime_and_settings():
+    from latency.devices import HostDevice
+
+    info = HostDevice().fingerprint()
+    assert info["converter"].startswith("tensorflow ") and info["runtime"].startswith("ai-edge-litert ")
+    assert (info["threads"], info["precision"], info["delegate"]) == (1, "fp32", "xnnpack")
 
 
 def test_target_warning():
@@ -125,6 +150,14 @@ def test_calibrate_on_the_host(tmp_path):
     assert "multiply-adds" in out and "saved:" in out
 
 
+def _host_key(arch_id: str) -> str:
+    from latency.devices import HostDevice
+    from nas.config import SearchConfig
+    from nas.evaluators import latency_cache_key
+
+    return latency_cache_key(SearchConfig(), HostDevice().fingerprint(), arch_id)
+
+
 def _host_id() -> str:
     from latency.devices import HostDevice
 
@@ -137,10 +170,10 @@ def test_latency_fit_measures_fits_and_reports(tmp_path):
     specs, latencies, _ = measured_host_data()
     cache = LatencyCache(str(tmp_path / "runs" / "latency_cache.json"))
     for spec, ms in zip(specs, latencies, strict=True):
-        cache.put(cache_key(spec.arch_id, (32, 32, 3), _host_id()), {"latency_median_ms": float(ms)}, arch=spec.to_string())
+        cache.put(_host_key(spec.arch_id), {"latency_median_ms": float(ms)}, arch=spec.to_string())
     result = run_nas("latency-fit", "--samples", "2", "--report", "--runs-dir", "runs", "--seed", "7", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(cache.measured((32, 32, 3), _host_id())) == len(specs) + 2
+    assert len(cache.measured(_host_key(""))) == len(specs) + 2
     assert f"latency model on {len(specs) + 2} measured architectures" in result.stdout
     assert "within +-10 %" in result.stdout and "Kendall tau" in result.stdout
     saved = tmp_path / "runs" / f"latency_model-{_host_id()}.json"
@@ -153,41 +186,34 @@ def test_references_have_an_imagenet_layout():
         assert sum(b.stride == 2 for b in imagenet.blocks) == sum(b.stride == 2 for b in cifar.blocks) + 2
 
 
-class _Trial:
-    def __init__(self):
-        self.user_attrs = {}
+class _Evaluator:
+    """The search's evaluator as the screen sees it: a latency model fitted on real measurements."""
 
-    def set_user_attr(self, key, value):
-        self.user_attrs[key] = value
+    def __init__(self, model):
+        self.model = model
+
+    def latency_model(self):
+        return self.model
 
 
-def test_the_search_screens_only_what_is_surely_over_a_hard_limit(tmp_path):
-    """With the real host measurements in the cache and a hard limit between the fastest and the
-    slowest of them: the slowest measured architecture is screened out, the fastest is not, and
-    nothing is screened without a hard limit."""
+def test_the_search_screens_only_what_is_surely_over_a_hard_limit():
+    """With the latency model fitted on the real host measurements and a hard limit between the
+    fastest and the slowest of them: the slowest measured architecture is screened out, the
+    fastest is not, and nothing is screened without a hard limit."""
     from nas.config import SearchConfig
-    from nas.search import LatencyScreen
+    from nas.searching import LatencyScreen
 
     specs, latencies, document = measured_host_data()
-    cache = LatencyCache(str(tmp_path / "cache.json"))
-    for spec, ms in zip(specs, latencies, strict=True):
-        cache.put(
-            cache_key(spec.arch_id, (32, 32, 3), document["fingerprint_id"]),
-            {"latency_median_ms": float(ms)},
-            arch=spec.to_string(),
-        )
+    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=document["fingerprint_id"], num_classes=10)
     slowest, fastest = specs[int(np.argmax(latencies))], specs[int(np.argmin(latencies))]
     limit = float(np.min(latencies)) * 1.5
-    screen = LatencyScreen(SearchConfig(max_latency_ms=limit), cache, document["fingerprint_id"])
-    trial = _Trial()
-    reason = screen.reject(slowest, trial)
+    screen = LatencyScreen(SearchConfig(max_latency_ms=limit), _Evaluator(model))
+    reason, predicted = screen.reject(slowest)
     assert reason and reason.startswith("screened: predicted") and "not converted, measured or trained" in reason
-    assert trial.user_attrs["latency_predicted_ms"] > limit
-    assert screen.reject(fastest, _Trial()) is None
-    assert LatencyScreen(SearchConfig(), cache, document["fingerprint_id"]).reject(slowest, _Trial()) is None
-    assert (
-        LatencyScreen(SearchConfig(max_latency_ms=limit, latency_screen=False), cache, document["fingerprint_id"]).reject(
-            slowest, _Trial()
-        )
-        is None
+    assert predicted > limit
+    assert screen.reject(fastest)[0] is None
+    assert LatencyScreen(SearchConfig(), _Evaluator(model)).reject(slowest) == (None, None)
+    assert LatencyScreen(SearchConfig(max_latency_ms=limit, latency_screen=False), _Evaluator(model)).reject(slowest) == (
+        None,
+        None,
     )

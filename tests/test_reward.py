@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from nas.reward import HARD, SOFT, mnasnet_reward
+from results.reward import HARD, SOFT, mnasnet_reward
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ import optuna
 import psutil
 import pytest
 
+from results.record import TrialRecord
+
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64", "--target-ms", "0.5"]
 
 
@@ -63,9 +65,30 @@ def test_sigkill_during_training_then_resume(cifar_dir, tmp_path):
     trials = optuna.load_study(study_name="mnasnet-cifar10", storage=storage).trials
     assert [t.number for t in trials] == [0, 1, 2]
     assert (trials[0].state.name, trials[0].values) == ("COMPLETE", before[0].values)  # kept as it was
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["fail_reason"].startswith("interrupted")
-    assert trials[2].state.name == "COMPLETE" and trials[2].user_attrs["retry_of"] == 1
+    assert trials[1].state.name == "FAIL" and TrialRecord.from_trial(trials[1]).fail_reason.startswith("interrupted")
+    assert trials[2].state.name == "COMPLETE" and TrialRecord.from_trial(trials[2]).retry_of == 1
     assert trials[2].params == trials[1].params  # the interrupted architecture was retried
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_are_kills_too(cifar_dir, tmp_path, signum):
+    """Stopped by a signal it can handle, a search ends promptly with one line, fails the running
+    trial with a reason and enqueues its architecture, as after SIGKILL."""
+    runs = tmp_path / "runs"
+    command = _search("--trials", "3", "--seed", "4", runs=runs, cifar_dir=cifar_dir)
+    search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    models = runs / "mnasnet-cifar10" / "models"
+    _wait_for(lambda: len(glob.glob(str(models / "*.tflite"))) >= 2, timeout_s=300, what="the second trial to reach training")
+    time.sleep(3)
+    search.send_signal(signum)
+    _, err = search.communicate(timeout=60)
+    assert search.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted; finished trials are kept" in err
+    storage = f"sqlite:///{runs}/mnasnet-cifar10/study.db"
+    trials = optuna.load_study(study_name="mnasnet-cifar10", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert "stopped (Ctrl-C or SIGTERM)" in TrialRecord.from_trial(trials[1]).fail_reason
+    assert TrialRecord.from_trial(trials[2]).retry_of == 1 and trials[2].system_attrs["fixed_params"] == trials[1].params
 
 
 def test_two_processes_on_one_sqlite_study_are_refused(cifar_dir, tmp_path):
@@ -132,7 +155,7 @@ def postgres_url():
             check=True,
             capture_output=True,
         )
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/nas"
+        yield f"postgresql://postgres@127.0.0.1:{port}/nas"  # the plain form of Optuna's documentation
     finally:
         subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(data.parent, ignore_errors=True)
@@ -140,11 +163,10 @@ def postgres_url():
 
 def test_two_workers_share_one_postgresql_study(cifar_dir, tmp_path, postgres_url):
     runs = tmp_path / "runs"
-    # The same command twice, as a user starts workers on two machines.
-    command = _search("--trials", "1", "--storage", postgres_url, "--study-name", "shared", runs=runs, cifar_dir=cifar_dir)
-    workers = [
-        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    # The same command twice, as a user starts workers on two machines; one names the psycopg2 driver.
+    urls = [postgres_url, postgres_url.replace("postgresql://", "postgresql+psycopg2://")]
+    commands = [_search("--trials", "1", "--storage", u, "--study-name", "shared", runs=runs, cifar_dir=cifar_dir) for u in urls]
+    workers = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     outputs = [w.communicate(timeout=900) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-2000:]
@@ -152,4 +174,4 @@ def test_two_workers_share_one_postgresql_study(cifar_dir, tmp_path, postgres_ur
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == [0, 1]  # one trial each, none lost, none duplicated
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert len({t.user_attrs["arch_id"] for t in study.trials}) == 2  # workers do not propose the same trials
+    assert len({TrialRecord.from_trial(t).arch_id for t in study.trials}) == 2  # workers do not propose the same trials

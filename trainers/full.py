@@ -43,7 +43,7 @@ MODEL = "model.keras"
 class Recipe:
     """Every knob of a retraining. Defaults chosen by measurement (README, "The retraining recipe")."""
 
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 128
     optimizer: str = "sgd"  # "sgd" (Nesterov), "rmsprop" (MnasNet's) or "adam"
     lr: float = 0.1  # peak learning rate
@@ -52,7 +52,7 @@ class Recipe:
     label_smoothing: float = 0.1
     cutout: int = 16  # side of the erased square in pixels; 0 = off
     dropout: float = 0.2
-    ema_decay: float = 0.0  # per step; 0 = no weight averaging
+    ema_decay: float = 0.999  # per step; 0 = no weight averaging
     val_images: int = 5_000
     train_images: int | None = None  # None: every training image not held out
     seed: int = 0
@@ -230,7 +230,8 @@ def retrain(
             label_smoothing=recipe.label_smoothing,
         ),
     )
-    average = WeightAverage(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    # like BatchNorm's statistics, the average must settle within the run: a short run averages over less
+    average = WeightAverage(model, decay=min(recipe.ema_decay, bn_momentum_for(total_steps))) if recipe.ema_decay else None
     predictor = Predictor(model)
 
     checkpoint_path = os.path.join(workdir, CHECKPOINT)

@@ -13,10 +13,10 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from search_spaces.files import write_text_atomic
 from search_spaces.references import REFERENCES, reference
 
 ANCHOR = "mobilenetv2-1.0"  # MnasNet's T was this model's latency on its phone
@@ -51,7 +51,7 @@ def calibrate(
     log_path: str | None = None,
     on_row: Callable[[CalibrationRow], None] | None = None,
 ) -> list[CalibrationRow]:
-    from nas.worker import MeasureJob, TrialRunner
+    from nas.worker import MeasureJob, Status, TrialRunner
 
     layout = layout_for(input_hw)
     rows = []
@@ -68,10 +68,10 @@ def calibrate(
                 )
             )
             row = CalibrationRow(name=name, layout=layout)
-            if outcome.status == "ok":
-                row.latency_median_ms = outcome.latency["latency_median_ms"]
-                row.latency_p90_ms = outcome.latency["latency_p90_ms"]
-                row.latency_cv = outcome.latency["latency_cv"]
+            if outcome.status is Status.OK:
+                row.latency_median_ms = outcome.latency.median_ms
+                row.latency_p90_ms = outcome.latency.p90_ms
+                row.latency_cv = outcome.latency.cv
                 row.params_count = outcome.params_count
                 row.multiply_adds = outcome.multiply_adds
             else:
@@ -124,10 +124,7 @@ def save(runs_dir: str, fingerprint: dict, input_hw: int, rows: list[Calibration
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = _read(path)
         entries[_key(fingerprint["id"], input_hw)] = {"fingerprint": fingerprint, "rows": [r.__dict__ for r in rows]}
-        fd, tmp = tempfile.mkstemp(dir=runs_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(entries, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(entries, indent=1, sort_keys=True))
     return path
 
 

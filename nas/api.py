@@ -1,0 +1,295 @@
+"""The Python API: what every `nas` command does, as functions taking frozen configs.
+
+    import nas
+    summary = nas.search(nas.SearchConfig(trials=20))
+    table = nas.front("mnasnet-cifar10")                     # a pandas DataFrame
+    results = nas.retrain(nas.Selection(study="mnasnet-cifar10", front=True, top=1), nas.Recipe(epochs=30))
+
+The CLI parses flags into these configs, calls one function and prints; nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nas.config import ConfigError, SearchConfig
+from trainers.full import Recipe
+
+__all__ = [
+    "Recipe",
+    "SearchConfig",
+    "Selection",
+    "calibrate",
+    "compare",
+    "export",
+    "front",
+    "open_study",
+    "report",
+    "retrain",
+    "search",
+]
+
+
+def search(config: SearchConfig, *, on_trial=None, on_start=None):
+    """Run `config.trials` more trials of the (new or resumed) study; a `SearchSummary` (its front
+    in `.info`). Interrupted by Ctrl-C or SIGTERM, the running trial is failed with a reason and
+    retried by the next run."""
+    from nas.searching import run_search
+
+    return run_search(config, on_trial=on_trial, on_start=on_start)
+
+
+def open_study(study: str | None = None, *, storage: str | None = None, runs_dir: str = "runs"):
+    """(SearchConfig naming it, optuna.Study) of an existing study; creates nothing."""
+    from nas.storage import load_existing_study
+
+    config = SearchConfig(study_name=study, storage=storage, runs_dir=runs_dir)
+    if config.storage is None and not os.path.exists(os.path.join(config.run_dir, "study.db")):
+        raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, 'study.db')}")
+    return config, load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
+
+
+def front(study: str | None = None, *, storage: str | None = None, runs_dir: str = "runs"):
+    """The study's Pareto front as a pandas DataFrame, sorted by latency (reward under the study's
+    current target and exponents)."""
+    import pandas as pd
+
+    from results.pareto import front_rows, pareto_info
+
+    _, opened = open_study(study, storage=storage, runs_dir=runs_dir)
+    return pd.DataFrame(front_rows(pareto_info(opened)))
+
+
+def report(study: str | None = None, *, storage: str | None = None, runs_dir: str = "runs", out: str | None = None) -> dict:
+    """Write report.html, front.csv and front.json (and plot compare.json's models if there is
+    one); their paths."""
+    from results.compare import load as load_comparison
+    from results.pareto import pareto_info
+    from results.report import write_report
+
+    config, opened = open_study(study, storage=storage, runs_dir=runs_dir)
+    out_dir = out or config.run_dir
+    try:
+        return write_report(pareto_info(opened), out_dir, comparison=load_comparison(comparison_path(config)))
+    except OSError as error:
+        raise ConfigError(f"cannot write the report to {out_dir!r}: {error.strerror}") from None
+
+
+def comparison_path(config: SearchConfig) -> str:
+    return os.path.join(config.run_dir, "compare.json")
+
+
+def calibrate(
+    config: SearchConfig | None = None, *, input_size: int = 32, names: list[str] | None = None, on_row=None
+) -> tuple[list, dict, str]:
+    """Measure the reference architectures on `config`'s device at `input_size` (>= 128: the papers'
+    own strides, 1000 classes); (rows, fingerprint, path of the calibration store)."""
+    import tempfile
+
+    from latency.devices import DeviceError
+    from nas import calibration
+
+    config = config or SearchConfig()
+    from nas.worker import WORKER_LOG
+    from search_spaces import SpecError, reference, validate
+
+    names = list(names) if names else calibration.known_names()
+    for name in names:
+        if name not in calibration.known_names():
+            raise ConfigError(f"reference {name!r} is unknown; known: {', '.join(calibration.known_names())}")
+    if not 8 <= input_size <= 1024:
+        raise ConfigError(f"input-size={input_size} must be in 8..1024")
+    layout = calibration.layout_for(input_size)
+    for name in names:  # fail fast on a size the reference cannot take, before any conversion
+        try:
+            validate(reference(name, layout=layout), input_size)
+        except SpecError as error:
+            raise ConfigError(f"reference {name} does not fit input-size={input_size}: {error}") from None
+    device = config.make_device()
+    try:
+        fingerprint = device.fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = calibration.calibrate(
+            device=device,
+            input_hw=input_size,
+            num_classes=1000 if layout == "imagenet" else 10,
+            names=names,
+            workdir=workdir,
+            log_path=os.path.join(config.runs_dir, WORKER_LOG),
+            on_row=on_row,
+        )
+    return rows, fingerprint, calibration.save(config.runs_dir, fingerprint, input_size, rows)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which models: trials or the front of a study, architecture strings or reference names; and
+    the data they train on. The dataset is the study's (a different one is refused) or, for strings
+    alone, `dataset` (default cifar10)."""
+
+    study: str | None = None
+    storage: str | None = None
+    runs_dir: str = "runs"
+    trials: tuple[int, ...] = ()
+    front: bool = False
+    top: int | None = None
+    archs: tuple[str, ...] = ()
+    dataset: str | None = None
+    data_dir: str | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trials", tuple(self.trials))
+        object.__setattr__(self, "archs", tuple(self.archs))
+        if self.top is not None and self.top < 1:
+            raise ConfigError(f"top={self.top} must be at least 1")
+        if self.dataset is not None and self.dataset not in ("cifar10", "cifar100"):
+            raise ConfigError(f"dataset={self.dataset!r} is not one of cifar10, cifar100")
+
+    @property
+    def uses_study(self) -> bool:
+        return bool(self.trials or self.front or (self.study and not self.archs))
+
+
+def resolve(selection: Selection, recipe: Recipe):
+    """(chosen models, dataset name, study or None): the data set follows the study's provenance."""
+    from nas.choice import choose
+    from results.record import SETTINGS_ATTR
+
+    study, dataset = None, selection.dataset or "cifar10"
+    if selection.uses_study:
+        config, study = open_study(selection.study, storage=selection.storage, runs_dir=selection.runs_dir)
+        settings = study.user_attrs.get(SETTINGS_ATTR, {})
+        if settings.get("space") == "nb201":
+            raise ConfigError(
+                f"study {config.study_name!r} searched NAS-Bench-201 cells from tables: there is nothing to retrain"
+            )
+        dataset = settings.get("dataset", "cifar10")
+        if selection.dataset is not None and selection.dataset != dataset:
+            raise ConfigError(
+                f"study {config.study_name!r} searched on {dataset}, not dataset={selection.dataset!r}: "
+                "its proxy accuracies say nothing about another data set (leave --dataset out)"
+            )
+    chosen = choose(
+        study=study,
+        trials=selection.trials,
+        front=selection.front,
+        top=selection.top,
+        archs=selection.archs,
+        runs_dir=selection.runs_dir,
+        dataset=dataset,
+        recipe=recipe,
+        out=selection.out,
+    )
+    return chosen, dataset, study
+
+
+def load_dataset(name: str, data_dir: str | None):
+    from trainers.cifar import DataError, check_cifar, load_cifar
+
+    try:
+        check_cifar(name, data_dir=data_dir)
+        return load_cifar(name, data_dir=data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+
+
+def retrain(
+    selection: Selection,
+    recipe: Recipe | None = None,
+    *,
+    on_model: Callable | None = None,
+    on_epoch: Callable | None = None,
+) -> list:
+    """Retrain every chosen model with `recipe` (resuming, or reusing a finished run); a list of
+    (Chosen, RetrainResult)."""
+    recipe = recipe or Recipe()
+    from nas.choice import save_provenance
+    from trainers.full import load_result
+    from trainers.full import retrain as train
+
+    chosen, dataset_name, _ = resolve(selection, recipe)
+    dataset = load_dataset(dataset_name, selection.data_dir)
+    done = []
+    for k, item in enumerate(chosen, start=1):
+        save_provenance(item)
+        if on_model:
+            on_model(k, len(chosen), item)
+        try:
+            result = load_result(item.workdir) or train(
+                item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=on_epoch
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        done.append((item, result))
+    return done
+
+
+def export(
+    selection: Selection, recipe: Recipe | None = None, *, device_config: SearchConfig | None = None, formats=None
+) -> list:
+    """Export every chosen, retrained model (.keras, TFLite fp32/fp16/int8, each checked on the test
+    split, timed on the device of `device_config`, default the host) with its model card; the cards."""
+    recipe = recipe or Recipe()
+    from latency.devices import DeviceError
+    from results.export import FORMATS, export_retrained
+    from trainers.full import load_result
+
+    chosen, dataset_name, _ = resolve(selection, recipe)
+    for item in chosen:
+        result = load_result(item.workdir)
+        if result is None:
+            raise ConfigError(f"{item.workdir} holds no finished retraining of {item.spec.arch_id}: run nas retrain first")
+        if result.dataset != dataset_name:
+            raise ConfigError(f"{item.workdir} was retrained on {result.dataset}, not {dataset_name}")
+    device_config = device_config or SearchConfig()
+    device = device_config.make_device()
+    try:
+        device.fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {device_config.device!r} cannot be used: {error}") from None
+    dataset = load_dataset(dataset_name, selection.data_dir)
+    return [
+        (item, export_retrained(item.workdir, dataset=dataset, device=device, formats=tuple(formats or FORMATS)))
+        for item in chosen
+    ]
+
+
+def compare(
+    selection: Selection,
+    recipe: Recipe | None = None,
+    *,
+    references: tuple[str, ...] | None = None,
+    device_config: SearchConfig | None = None,
+    on_model: Callable | None = None,
+    on_epoch: Callable | None = None,
+) -> tuple[list, str]:
+    """Retrain the chosen models and the references under `recipe`, export and score them in fp32
+    and int8, time them side by side; (records, path of the compare.json written)."""
+    recipe = recipe or Recipe()
+    from dataclasses import asdict, replace
+
+    from latency.devices import DeviceError
+    from nas import comparison as comparing
+    from results.compare import save
+
+    references = comparing.DEFAULT_REFERENCES if references is None else tuple(references)
+    with_refs = replace(selection, archs=(*selection.archs, *references))
+    chosen, dataset_name, study = resolve(with_refs, recipe)
+    device_config = device_config or SearchConfig()
+    device = device_config.make_device()
+    try:
+        fingerprint = device.fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {device_config.device!r} cannot be used: {error}") from None
+    dataset = load_dataset(dataset_name, selection.data_dir)
+    records = comparing.compare(chosen, dataset=dataset, recipe=recipe, device=device, on_model=on_model, on_epoch=on_epoch)
+    config = SearchConfig(study_name=study.study_name if study else "compare", runs_dir=selection.runs_dir)
+    path = comparison_path(config)
+    settings = {"recipe": asdict(recipe), "recipe_id": recipe.recipe_id, "dataset": dataset_name, "fingerprint": fingerprint}
+    save(path, records, settings=settings)
+    return records, path

@@ -1,0 +1,104 @@
+"""`nas compare`: found architectures against hand-designed references, under one recipe.
+
+Every chosen model (front members, trials, strings, references) is retrained with the same recipe
+and budget, resumable per epoch, reusing any model already retrained with that recipe on that
+dataset; each is exported and scored on the test split in fp32 and full-integer int8 with LiteRT;
+then all files are timed side by side on the device (interleaved rounds, so a drift of the
+machine's speed touches every model alike). The records go to `runs/<study>/compare.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from collections.abc import Callable
+
+from nas.choice import Chosen, save_provenance
+from results.compare import CompareRecord, with_dominance
+
+log = logging.getLogger(__name__)
+
+#: the hand-designed networks every comparison includes unless told otherwise
+DEFAULT_REFERENCES = ("mobilenetv2-0.5", "mnasnet-small", "mnasnet-a1")
+LATENCY_ROUNDS = 3
+
+
+def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
+    """(result, model card) of `item`, retraining and exporting only what is not there yet."""
+    import json
+
+    from results.export import export_retrained
+    from trainers.full import load_result, retrain
+
+    save_provenance(item)
+    result = load_result(item.workdir)
+    if result is None:
+        result = retrain(item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=on_epoch)
+    card_path = os.path.join(item.workdir, "model_card.json")
+    card = None
+    if os.path.exists(card_path):
+        with open(card_path) as f:
+            card = json.load(f)
+        if not all("test_accuracy" in card["formats"].get(p, {}) for p in ("fp32", "int8")):
+            card = None
+    if card is None:
+        card = export_retrained(item.workdir, dataset=dataset, device=None, formats=("fp32", "int8"), measure=False)
+    return result, card
+
+
+def time_side_by_side(paths: dict[str, str], device, *, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
+    """Median latency of every file over `rounds` interleaved rounds on `device`."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            samples[name].append(device.measure(path).median_ms)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def compare(
+    chosen: list[Chosen],
+    *,
+    dataset,
+    recipe,
+    device,
+    on_model: Callable[[int, int, Chosen], None] | None = None,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+) -> list[CompareRecord]:
+    """Retrain, export and time every chosen model; the records with their dominance."""
+    finished = []
+    for k, item in enumerate(chosen, start=1):
+        if on_model:
+            on_model(k, len(chosen), item)
+        finished.append((item, *retrain_and_export(item, dataset=dataset, recipe=recipe, on_epoch=on_epoch)))
+    paths = {
+        (item.spec.arch_id, precision): os.path.join(item.workdir, card["formats"][precision]["file"])
+        for item, _, card in finished
+        for precision in ("fp32", "int8")
+        if "file" in card["formats"].get(precision, {})
+    }
+    latencies = time_side_by_side(paths, device)
+    records = []
+    for item, result, card in finished:
+        formats = card["formats"]
+        records.append(
+            CompareRecord(
+                model=item.name,
+                kind="reference" if "reference" in item.provenance else "found",
+                arch=item.spec.to_string(),
+                arch_id=item.spec.arch_id,
+                params_count=card["params_count"],
+                multiply_adds=card["multiply_adds"],
+                latency_fp32_ms=latencies.get((item.spec.arch_id, "fp32")),
+                latency_int8_ms=latencies.get((item.spec.arch_id, "int8")),
+                test_accuracy_fp32=formats.get("fp32", {}).get("test_accuracy"),
+                test_accuracy_int8=formats.get("int8", {}).get("test_accuracy"),
+                val_accuracy=result.val_accuracy,
+                epochs=result.epochs_run,
+                train_seconds=result.train_seconds,
+                recipe_id=recipe.recipe_id,
+                dataset=dataset.name,
+                source=item.provenance,
+            )
+        )
+    return with_dominance(records)

@@ -1,0 +1,328 @@
+"""One search: an Optuna study over a space, each trial's candidate evaluated latency first, then
+accuracy, and scored with MnasNet's reward (arXiv:1807.11626).
+
+The flow of a trial: the strategy proposes a candidate (`nas.strategies`) -> reuse an identical
+finished trial if there is one -> latency from the evaluator (`nas.evaluators`: measured on the
+device, cached, or looked up) -> skip training when over the hard limit -> accuracy from the
+evaluator (proxy training in a worker, or a table) -> one typed record (`results.record`) stored
+as user attributes -> (accuracy, latency_ms) in Pareto mode or the reward in reward mode.
+Storage, study identity and crash repair live in `nas.storage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+
+from latency.devices import DeviceError
+from nas import early_stop
+from nas.config import ConfigError, SearchConfig
+from nas.evaluators import EvaluationFailed, LatencyAnswer, RealEvaluator, TableEvaluator
+from nas.storage import check_identity, fail_and_retry, lock_sqlite, open_storage, retry_interrupted, sqlite_path
+from nas.strategies import make_sampler
+from nas.worker import WORKER_LOG, Status, TrialRunner
+from results.pareto import ParetoInfo, pareto_info, write_trials_csv
+from results.record import REUSABLE_FIELDS, TrialRecord, store
+from results.reward import mnasnet_reward
+from search_spaces import REFERENCES, ArchSpec
+from trainers.cifar import DataError, check_cifar
+
+log = logging.getLogger(__name__)
+
+
+STOPPED = "interrupted: the search was stopped (Ctrl-C or SIGTERM) during this trial"
+
+
+class TrialFailed(RuntimeError):
+    """An expected per-trial failure (build, conversion, training): the trial fails, the search goes on."""
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    info: ParetoInfo
+    new_trials: int
+    wall_seconds: float
+    csv_path: str
+    storage_url: str
+
+
+def seed_references(study: optuna.Study, space) -> int:
+    """Enqueue each reference's projection onto the space, once per study."""
+    seeded = {TrialRecord.from_trial(t).seeded_from for t in study.get_trials(deepcopy=False)}
+    seen_params: list[dict] = []
+    count = 0
+    for name, text in REFERENCES.items():
+        try:
+            params = space.project(ArchSpec.from_string(text))
+        except ValueError:  # another layout (MobileViT-XXS has 5 body blocks): not a point of this space
+            log.info("reference %s does not fit the %s space; not seeded", name, space.name)
+            continue
+        if name in seeded or params in seen_params:
+            continue
+        seen_params.append(params)
+        study.enqueue_trial(params, user_attrs=TrialRecord(seeded_from=name).to_user_attrs(), skip_if_exists=True)
+        count += 1
+    return count
+
+
+class LatencyScreen:
+    """Skips candidates that the latency model is all but certain to measure above the hard
+    limit, before any conversion. Active only with a hard limit and once the evaluator's latency
+    model is fitted. It never supplies a latency: screened candidates are pruned trials, every
+    other trial is measured."""
+
+    def __init__(self, config: SearchConfig, evaluator):
+        self.limit_ms = config.latency_limit_ms if config.latency_screen else None
+        self.evaluator = evaluator
+
+    def reject(self, spec) -> tuple[str | None, float | None]:
+        """(reason to skip or None, the prediction made)."""
+        model = self.evaluator.latency_model() if self.limit_ms is not None and hasattr(self.evaluator, "latency_model") else None
+        if model is None:
+            return None, None
+        predicted, bound = model.predict(spec), model.lower_bound(spec)
+        if bound <= self.limit_ms:
+            return None, round(predicted, 4)
+        reason = (
+            f"screened: predicted {predicted:.3f} ms (at least {bound:.3f} ms) is over the limit {self.limit_ms:g} ms; "
+            "not converted, measured or trained"
+        )
+        return reason, round(predicted, 4)
+
+
+class Objective:
+    """One trial: the candidate, its latency, then (if it may run) its accuracy; every figure in
+    one `TrialRecord`."""
+
+    def __init__(self, config: SearchConfig, study: optuna.Study, evaluator, sampler):
+        self.config = config
+        self.study = study
+        self.evaluator = evaluator
+        self.sampler = sampler
+        self.space = config.make_space()
+        self.screen = LatencyScreen(config, evaluator)
+        self.current: optuna.Trial | None = None  # the running trial, failed and retried if the search is interrupted
+
+    def _previous(self, arch_id: str):
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if TrialRecord.from_trial(trial).arch_id == arch_id:
+                return trial
+        return None
+
+    def __call__(self, trial: optuna.Trial):
+        self.current = trial
+        try:
+            value = self._evaluate(trial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: while the trial still runs, say why it will fail
+            store(trial, TrialRecord(fail_reason=STOPPED), previous=TrialRecord.from_trial(trial))
+            raise
+        self.current = None
+        return value
+
+    def _evaluate(self, trial: optuna.Trial):
+        start = time.perf_counter()
+        candidate = self.space.sample(trial)
+        stored = TrialRecord.from_trial(trial)  # an enqueued trial brings seeded_from / retry_of
+        record = stored.replace(arch=candidate.to_string(), arch_id=candidate.arch_id)
+        selection = self.sampler.selection_of(trial.number) if hasattr(self.sampler, "selection_of") else None
+        if selection is not None:
+            record = record.replace(
+                candidates_measured=selection.candidates_measured, predicted_accuracy=selection.predicted_accuracy
+            )
+
+        def finish(record: TrialRecord, error: BaseException | None = None):
+            store(trial, record.replace(trial_seconds=round(time.perf_counter() - start, 3)), previous=stored)
+            if error is not None:
+                raise error
+
+        previous = self._previous(candidate.arch_id)
+        if previous is not None:  # samplers re-propose architectures: the answer is already known
+            copied = TrialRecord.from_trial(previous)
+            record = record.replace(**{f: getattr(copied, f) for f in REUSABLE_FIELDS}, reused_from=previous.number)
+            finish(record)
+            return tuple(previous.values) if len(previous.values) > 1 else previous.values[0]
+
+        latency = self.evaluator.cached_latency(candidate)
+        if latency is None:
+            reason, predicted = self.screen.reject(candidate)
+            record = record.replace(latency_predicted_ms=predicted)
+            if reason:
+                finish(record.replace(fail_reason=reason), optuna.TrialPruned(reason))
+            try:
+                latency = self.evaluator.latency(candidate)
+            except (EvaluationFailed, DeviceError) as error:
+                finish(record.replace(fail_reason=str(error)), TrialFailed(str(error)))
+        record = with_latency(record, latency)
+        latency_ms = latency.median_ms
+        limit = self.config.latency_limit_ms
+        if limit is not None and latency_ms > limit:
+            reason = f"latency {latency_ms:.3f} ms is over the limit {limit:g} ms"
+            finish(record.replace(fail_reason=reason), optuna.TrialPruned(reason))
+
+        peers = early_stop.peers(self.study) if self.config.early_stop == "on" else None
+        outcome = self.evaluator.accuracy(candidate, latency_ms=latency_ms, early_stop_peers=peers)
+        timings = {name: round(value, 4) for name, value in outcome.timings.items()}
+        record = record.replace(**timings, curve=tuple(tuple(p) for p in outcome.curve))
+        if outcome.params_count and record.params_count is None:
+            record = record.replace(params_count=outcome.params_count)
+        if outcome.status is Status.FAILED:
+            finish(record.replace(fail_reason=outcome.reason), TrialFailed(outcome.reason))
+        if outcome.status is Status.EARLY_STOPPED:
+            finish(record.replace(fail_reason=outcome.reason), optuna.TrialPruned(outcome.reason))
+        reward = mnasnet_reward(
+            outcome.accuracy,
+            latency_ms,
+            target_ms=self.config.target_ms,
+            alpha=self.config.reward_alpha,
+            beta=self.config.reward_beta,
+        )
+        finish(record.replace(accuracy=outcome.accuracy, reward=reward))
+        return (outcome.accuracy, latency_ms) if self.config.mode == "pareto" else reward
+
+
+def with_latency(record: TrialRecord, latency: LatencyAnswer) -> TrialRecord:
+    record = record.replace(**latency.result.as_attrs(), latency_cached=latency.cached)
+    extra = {name: value for name, value in latency.timings.items()}
+    if latency.params_count is not None:
+        extra["params_count"] = latency.params_count
+    if latency.multiply_adds is not None:
+        extra["multiply_adds"] = latency.multiply_adds
+    return record.replace(**{k: round(v, 4) if isinstance(v, float) else v for k, v in extra.items()})
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    on_trial: Callable[[object, int, int], None] | None = None,
+    on_start: Callable[[optuna.Study, dict], None] | None = None,
+) -> SearchSummary:
+    """Run `config.trials` more trials on the (new or resumed) study; return its front."""
+    if not config.is_tabular:
+        try:
+            check_cifar(config.dataset, data_dir=config.data_dir)
+        except DataError as error:
+            raise ConfigError(str(error)) from None
+    try:
+        os.makedirs(config.run_dir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory {config.run_dir!r}: {error.strerror}") from None
+    if not os.access(config.run_dir, os.W_OK):
+        raise ConfigError(f"the run directory {config.run_dir!r} is not writable")
+    with contextlib.ExitStack() as stack:
+        if config.is_tabular:
+            evaluator = TableEvaluator.from_config(config)
+        else:
+            try:
+                fingerprint = config.make_device().fingerprint()
+            except DeviceError as error:
+                raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+            runner = stack.enter_context(
+                TrialRunner(trials_per_worker=config.trials_per_worker, log_path=os.path.join(config.run_dir, WORKER_LOG))
+            )
+            evaluator = RealEvaluator(config, runner, fingerprint)
+        return _run_search(config, stack, evaluator, on_trial=on_trial, on_start=on_start)
+
+
+def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> bool:
+    """Warn when --target-ms is far from what this device runs, judged by its calibration or else
+    by the latencies the study measured. False when there is nothing to judge by yet."""
+    from nas import calibration as calibrate
+
+    rows = calibrate.load(config.runs_dir, fingerprint["id"], 32)
+    latencies = [r.latency_median_ms for r in rows or () if r.latency_median_ms]
+    source = "the reference architectures (nas calibrate)"
+    if not latencies:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        records = [TrialRecord.from_trial(t) for t in trials]
+        latencies = [r.latency_median_ms for r in records if r.latency_median_ms is not None]
+        source = "the architectures measured so far"
+    warning = calibrate.target_warning(config.target_ms, latencies, source=source)
+    if warning:
+        log.warning(warning)
+    return bool(latencies)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the running trial is failed with a reason and retried later."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def handler(signum, frame):
+        raise _Interrupted(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummary:
+    fingerprint = evaluator.fingerprint
+    path = sqlite_path(config.storage_url)
+    storage = open_storage(config.storage_url, heartbeat=True)
+    if path:
+        lock_sqlite(path, stack, config.study_name)
+    existing = 0
+    with contextlib.suppress(KeyError):  # KeyError: a new study
+        existing = len(optuna.load_study(study_name=config.study_name, storage=storage).get_trials(deepcopy=False))
+    space = config.make_space()
+    sampler = make_sampler(config, existing_trials=existing, space=space, evaluator=evaluator)
+    study = optuna.create_study(
+        storage=storage,
+        sampler=sampler,
+        study_name=config.study_name,
+        directions=["maximize", "minimize"] if config.mode == "pareto" else ["maximize"],
+        load_if_exists=True,
+    )
+    check_identity(config, fingerprint, study)
+    if path:
+        retry_interrupted(study)
+    if config.seed_references and hasattr(space, "project"):
+        seed_references(study, space)
+    if on_start:
+        on_start(study, fingerprint)
+    target_checked = config.is_tabular or _warn_about_target(config, fingerprint, study)
+    csv_path = os.path.join(config.run_dir, "trials.csv")
+    done = 0
+    start = time.perf_counter()
+
+    def after_trial(study: optuna.Study, trial) -> None:
+        nonlocal done, target_checked
+        done += 1
+        if not target_checked:
+            target_checked = _warn_about_target(config, fingerprint, study)
+        write_trials_csv(study, csv_path)
+        if on_trial:
+            on_trial(trial, done, config.trials)
+
+    objective = Objective(config, study, evaluator, sampler)
+    try:
+        with _terminate_as_interrupt():
+            study.optimize(
+                objective,
+                n_trials=config.trials,
+                timeout=config.timeout_s,
+                catch=(TrialFailed,),
+                callbacks=[after_trial],
+                gc_after_trial=False,
+            )
+    except KeyboardInterrupt:
+        if objective.current is not None:  # failed with its reason (Objective); run its architecture again next time
+            trial = study._storage.get_trial(objective.current._trial_id)
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                fail_and_retry(study, trial, STOPPED)
+            else:
+                study.enqueue_trial(trial.params, user_attrs=TrialRecord(retry_of=trial.number).to_user_attrs())
+        write_trials_csv(study, csv_path)
+        raise
+    write_trials_csv(study, csv_path)
+    return SearchSummary(pareto_info(study), done, time.perf_counter() - start, csv_path, config.storage_url)

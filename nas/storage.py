@@ -1,0 +1,153 @@
+"""Where a study lives and what makes it one study: the Optuna storage (SQLite by default,
+PostgreSQL for many workers), the single-process lock on SQLite, the study's identity (settings
+that must not change between runs, and the latency fingerprint), and the repair of trials that a
+kill interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import warnings
+
+import optuna
+import sqlalchemy.exc
+
+from latency.fingerprint import differences
+from nas.config import ConfigError, SearchConfig
+from results.record import SETTINGS_ATTR, TrialRecord, store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30
+#: defaults of settings that studies made before the setting existed did not record
+LEGACY_DEFAULTS = {"stem_stride": 2}
+INTERRUPTED = "interrupted: the search stopped during this trial"
+
+
+def sqlite_path(url: str) -> str | None:
+    return os.path.abspath(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
+def open_storage(url: str, *, heartbeat: bool = False, create: bool = True) -> optuna.storages.BaseStorage:
+    """The study's RDB storage. With `heartbeat` on a server database (PostgreSQL, MySQL), every
+    running trial records a heartbeat, and a trial whose worker stopped beating is failed and its
+    parameters retried by whichever worker asks next (Optuna's own mechanism). With
+    `create=False` (commands that only read) a missing SQLite file is an error, not a new database."""
+    path = sqlite_path(url)
+    if path and not create and not os.path.isfile(path):
+        raise ConfigError(f"storage {url!r} does not exist: no file {path}")
+    if path:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create {os.path.dirname(path)!r} for the study: {error.strerror}") from None
+    options = {}
+    with warnings.catch_warnings():
+        # Optuna labels the heartbeat "experimental"; it is the documented way to detect dead workers.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat and not path:
+            options = {
+                "heartbeat_interval": HEARTBEAT_SECONDS,
+                "grace_period": 4 * HEARTBEAT_SECONDS,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            }
+        try:
+            return _rdb_storage(url, options)
+        except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"storage {url!r} cannot be opened: {message}") from None
+
+
+def _rdb_storage(url: str, options: dict) -> optuna.storages.RDBStorage:
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, **options)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers started together on an empty database race to create Optuna's tables; the
+            # loser sees a duplicate key and finds the tables there a moment later.
+            time.sleep(1.0 + attempt)
+    return optuna.storages.RDBStorage(url, **options)
+
+
+def load_existing_study(*, study_name: str, storage_url: str) -> optuna.Study:
+    """A study that must already exist (front, report, retrain, ...): creates nothing."""
+    storage = open_storage(storage_url, create=False)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        known = ", ".join(names) if names else "none"
+        raise ConfigError(f"study {study_name!r} does not exist in {storage_url} (studies there: {known})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def lock_sqlite(path: str, stack: contextlib.ExitStack, study_name: str) -> None:
+    """SQLite serves one search process: a second one on the same file is refused."""
+    lock = stack.enter_context(open(path + ".lock", "w"))  # noqa: SIM115 (closed by the stack)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"study {study_name!r} is already being searched by another process on {path}: SQLite serves one process; "
+            "for many workers use --storage postgresql://..."
+        ) from None
+
+
+def settings_of(config: SearchConfig, fingerprint: dict) -> dict:
+    return {**config.study_identity(), **config.reward_settings(), "strategy": config.strategy, "fingerprint": fingerprint}
+
+
+def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> None:
+    """Record the study's settings on its first run; on later runs refuse settings or a latency
+    fingerprint that would make the new trials incomparable with the stored ones. The reward's
+    settings may change in Pareto mode (the reward is a derived column, recomputed from them)."""
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    wanted = settings_of(config, fingerprint)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, wanted)
+        return
+    for key in config.study_identity():
+        # A key missing from an older study's record held that version's default.
+        if stored.get(key, LEGACY_DEFAULTS.get(key, getattr(SearchConfig, key, None))) != wanted[key]:
+            raise ConfigError(
+                f"study {config.study_name!r} was run with {key}={stored.get(key)!r}, not {wanted[key]!r}: "
+                "its trials would not be comparable; use another --study-name"
+            )
+    stored_fingerprint = stored.get("fingerprint", {})
+    if stored_fingerprint.get("id") != fingerprint["id"]:
+        raise ConfigError(
+            f"study {config.study_name!r} measured latency on fingerprint {stored_fingerprint.get('id')} and this process "
+            f"measures on {fingerprint['id']} ({differences(stored_fingerprint, fingerprint)}): latencies would mix; "
+            "use identical machines, one device hook for every worker, or another --study-name"
+        )
+    if any(stored.get(k) != v for k, v in config.reward_settings().items()) or stored.get("strategy") != config.strategy:
+        study.set_user_attr(SETTINGS_ATTR, {**stored, **config.reward_settings(), "strategy": config.strategy})
+
+
+def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Fail a trial that did not finish, with its reason, and enqueue its architecture again."""
+    storage = study._storage
+    store(_Writer(storage, trial._trial_id), TrialRecord(fail_reason=reason))
+    storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs=TrialRecord(retry_of=trial.number).to_user_attrs())
+
+
+def retry_interrupted(study: optuna.Study) -> int:
+    """With the SQLite lock held, a RUNNING trial was cut off by a kill: fail it with a reason and
+    enqueue its architecture again."""
+    interrupted = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in interrupted:
+        fail_and_retry(study, trial, INTERRUPTED)
+    return len(interrupted)
+
+
+class _Writer:
+    """`set_user_attr` on a trial known only by id (a frozen trial of another process)."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+
+    def set_user_attr(self, key: str, value) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)

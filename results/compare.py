@@ -1,0 +1,112 @@
+"""The comparison of retrained models: found architectures against the references, each trained
+with the same recipe and budget, scored on the test split in fp32 and int8 with LiteRT, and timed
+side by side on one device. Computes the records' dominance and renders the table; `nas.comparison`
+produces the records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from search_spaces.files import write_text_atomic
+
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class CompareRecord:
+    model: str  # "trial 12", a reference's name, or an arch_id
+    kind: str  # "found" or "reference"
+    arch: str
+    arch_id: str
+    params_count: int
+    multiply_adds: int | None
+    latency_fp32_ms: float | None
+    latency_int8_ms: float | None
+    test_accuracy_fp32: float | None
+    test_accuracy_int8: float | None
+    val_accuracy: float  # of the delivered weights (the recipe's model selection)
+    epochs: int
+    train_seconds: float
+    recipe_id: str
+    dataset: str
+    source: dict = field(default_factory=dict)
+    dominates_fp32: tuple[str, ...] = ()  # references this found model beats in accuracy and latency
+    dominates_int8: tuple[str, ...] = ()
+
+    def point(self, precision: str) -> tuple[float | None, float | None]:
+        return getattr(self, f"latency_{precision}_ms"), getattr(self, f"test_accuracy_{precision}")
+
+
+def dominates(a: CompareRecord, b: CompareRecord, precision: str) -> bool:
+    (lat_a, acc_a), (lat_b, acc_b) = a.point(precision), b.point(precision)
+    if None in (lat_a, acc_a, lat_b, acc_b):
+        return False
+    return acc_a >= acc_b and lat_a <= lat_b and (acc_a > acc_b or lat_a < lat_b)
+
+
+def with_dominance(records: list[CompareRecord]) -> list[CompareRecord]:
+    """Each found model with the references it dominates, per precision."""
+    references = [r for r in records if r.kind == "reference"]
+    out = []
+    for record in records:
+        if record.kind == "found":
+            beaten = {p: tuple(ref.model for ref in references if dominates(record, ref, p)) for p in PRECISIONS}
+            record = CompareRecord(**(asdict(record) | {f"dominates_{p}": beaten[p] for p in PRECISIONS}))
+        out.append(record)
+    return out
+
+
+def front(records: list[CompareRecord], precision: str) -> list[CompareRecord]:
+    """The retrained models no other retrained model dominates, by latency."""
+    scored = [r for r in records if None not in r.point(precision)]
+    kept = [r for r in scored if not any(dominates(o, r, precision) for o in scored)]
+    return sorted(kept, key=lambda r: r.point(precision)[0])
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(records: list[CompareRecord]) -> str:
+    header = (
+        f"{'model':<18} {'kind':<9} {'arch_id':<12} {'params':>9} {'MMACs':>6} {'fp32 ms':>8} {'int8 ms':>8} "
+        f"{'fp32 acc':>8} {'int8 acc':>8} {'epochs':>6} {'train min':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in sorted(records, key=lambda r: r.latency_int8_ms if r.latency_int8_ms is not None else float("inf")):
+        macs = None if r.multiply_adds is None else r.multiply_adds / 1e6
+        lines.append(
+            f"{r.model:<18} {r.kind:<9} {r.arch_id:<12} {r.params_count:>9,} {_fmt(macs, '.1f'):>6} "
+            f"{_fmt(r.latency_fp32_ms, '.3f'):>8} {_fmt(r.latency_int8_ms, '.3f'):>8} "
+            f"{_fmt(r.test_accuracy_fp32, '.4f'):>8} {_fmt(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
+            f"{r.train_seconds / 60:>9.1f}"
+        )
+    lines.append("")
+    for r in records:
+        if r.kind != "found":
+            continue
+        for precision in PRECISIONS:
+            beaten = getattr(r, f"dominates_{precision}")
+            verdict = ", ".join(beaten) if beaten else "no reference"
+            lines.append(f"{r.model} ({r.arch_id}) dominates in {precision}: {verdict}")
+    return "\n".join(lines)
+
+
+def save(path: str, records: list[CompareRecord], *, settings: dict) -> None:
+    document = {"settings": settings, "records": [asdict(r) for r in records]}
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n")
+
+
+def load(path: str) -> list[CompareRecord]:
+    try:
+        with open(path) as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        return []
+    records = []
+    for entry in document.get("records", []):
+        entry["dominates_fp32"] = tuple(entry.get("dominates_fp32", ()))
+        entry["dominates_int8"] = tuple(entry.get("dominates_int8", ()))
+        records.append(CompareRecord(**entry))
+    return records

@@ -1,0 +1,95 @@
+"""What a trial stores: one typed record, written as Optuna user attributes and read back.
+
+Every attribute a search writes is a field here, with its unit in its name; nothing else reads or
+writes trial attributes by name. Unknown attributes (from a newer version) are ignored on read,
+missing ones take the field's default, so older studies stay readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+#: the study-level attribute holding the search's settings (identity, reward, fingerprint)
+SETTINGS_ATTR = "nas_settings"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    # the architecture
+    arch: str = ""  # canonical string (block grammar, or NAS-Bench-201's notation)
+    arch_id: str = ""
+    params_count: int | None = None
+    multiply_adds: int | None = None
+    # objectives
+    accuracy: float | None = None  # held-out fraction in [0, 1]
+    reward: float | None = None  # MnasNet reward under the settings of the run that stored it
+    latency_median_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_cv: float | None = None  # spread of the per-round medians
+    latency_run_cv: float | None = None
+    latency_runs: int | None = None
+    latency_attempts: int | None = None
+    latency_cached: bool | None = None  # taken from the latency cache, not measured for this trial
+    latency_predicted_ms: float | None = None  # the latency model's prediction, where one was made
+    # how the trial was chosen and what happened to it
+    candidates_measured: int | None = None  # latencies the selection looked up to choose this trial
+    predicted_accuracy: float | None = None  # the selection's surrogate mean for the chosen candidate
+    seeded_from: str = ""  # a reference architecture's name
+    retry_of: int | None = None  # the interrupted trial this one repeats
+    reused_from: int | None = None  # an identical finished trial whose figures were copied
+    fail_reason: str = ""
+    curve: tuple[tuple[float, float], ...] = ()  # (fraction of training done, held-out accuracy)
+    # seconds
+    trial_seconds: float | None = None
+    build_seconds: float | None = None
+    convert_seconds: float | None = None
+    measure_seconds: float | None = None
+    train_seconds: float | None = None
+    first_epoch_seconds: float | None = None
+    first_step_seconds: float | None = None
+    curve_seconds: float | None = None
+    eval_seconds: float | None = None
+    train_images_per_second: float | None = None
+    train_steps: int | None = None
+
+    def to_user_attrs(self) -> dict:
+        """The fields that hold something, as JSON-able user attributes."""
+        attrs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                attrs[f.name] = [list(point) for point in value] if f.name == "curve" else value
+        return attrs
+
+    @classmethod
+    def from_user_attrs(cls, attrs: dict) -> TrialRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in attrs.items() if k in known}
+        if "curve" in values:
+            values["curve"] = tuple(tuple(point) for point in values["curve"])
+        return cls(**values)
+
+    @classmethod
+    def from_trial(cls, trial) -> TrialRecord:
+        return cls.from_user_attrs(trial.user_attrs)
+
+    def replace(self, **changes) -> TrialRecord:
+        return dataclasses.replace(self, **changes)
+
+
+#: fields copied from an identical finished trial when a strategy proposes it again (not how this
+#: trial came about, nor its own time)
+REUSABLE_FIELDS = tuple(
+    f.name
+    for f in fields(TrialRecord)
+    if f.name not in ("seeded_from", "retry_of", "reused_from", "trial_seconds", "candidates_measured", "predicted_accuracy")
+)
+
+
+def store(trial, record: TrialRecord, *, previous: TrialRecord | None = None) -> None:
+    """Write the fields of `record` that differ from `previous` (what is already stored)."""
+    before = previous.to_user_attrs() if previous else {}
+    for name, value in record.to_user_attrs().items():
+        if before.get(name) != value:
+            trial.set_user_attr(name, value)
