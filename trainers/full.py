@@ -230,8 +230,9 @@ def retrain(
             label_smoothing=recipe.label_smoothing,
         ),
     )
-    # like BatchNorm's statistics, the average must settle within the run: a short run averages over less
-    average = WeightAverage(model, decay=min(recipe.ema_decay, bn_momentum_for(total_steps))) if recipe.ema_decay else None
+    # like BatchNorm's statistics, the average must settle within the run (horizon <= a tenth of the
+    # steps): a short run averages over less, a long one as the recipe says
+    average = WeightAverage(model, decay=min(recipe.ema_decay, 1.0 - 10.0 / total_steps)) if recipe.ema_decay else None
     predictor = Predictor(model)
 
     checkpoint_path = os.path.join(workdir, CHECKPOINT)
