@@ -146,6 +146,16 @@ def network_features(spec: ArchSpec, input_hw: int, *, num_classes: int) -> np.n
     return np.sum([layer.features for layer in layers(spec, input_hw, num_classes=num_classes)], axis=0)
 
 
+MAC_FEATURES = ("conv_mmacs", "pointwise_mmacs", "depthwise_mmacs", "matmul_mmacs")
+
+
+def multiply_adds(spec: ArchSpec, input_hw: int, *, num_classes: int) -> int:
+    """Multiply-adds of `spec` as this model's walk over the network counts them: tied by a test to
+    the count from the converted TFLite graph (`latency.macs.tflite_macs`)."""
+    features = network_features(spec, input_hw, num_classes=num_classes)
+    return round(sum(features[FEATURES.index(name)] for name in MAC_FEATURES) * 1e6)
+
+
 def _nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """min sum((x w + b - y) / y)^2 over w >= 0, b >= 0 (b is the last coefficient).
 

@@ -158,12 +158,12 @@ class Selection:
 def resolve(selection: Selection, recipe: Recipe):
     """(chosen models, dataset name, study or None): the data set follows the study's provenance."""
     from nas.choice import choose
-    from results.record import SETTINGS_ATTR
+    from results.record import study_settings
 
     study, dataset = None, selection.dataset or "cifar10"
     if selection.uses_study:
         config, study = open_study(selection.study, storage=selection.storage, runs_dir=selection.runs_dir)
-        settings = study.user_attrs.get(SETTINGS_ATTR, {})
+        settings = study_settings(study)
         if settings.get("space") == "nb201":
             raise ConfigError(
                 f"study {config.study_name!r} searched NAS-Bench-201 cells from tables: there is nothing to retrain"

@@ -581,10 +581,10 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     if args.study_name:  # the study's own space, data and proxy budget, unless a flag says otherwise
         import dataclasses
 
-        from results.record import SETTINGS_ATTR
+        from results.record import study_settings
 
         _, study = _existing_study(args)
-        stored = study.user_attrs.get(SETTINGS_ATTR, {})
+        stored = study_settings(study)
         given = {k for k, v in _config_flags(args).items() if v is not None}
         inherited = {k: stored[k] for k in config.study_identity() if k in stored and k not in given and k != "mode"}
         config = dataclasses.replace(config, **inherited)

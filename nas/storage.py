@@ -18,7 +18,7 @@ import sqlalchemy.exc
 
 from latency.fingerprint import differences
 from nas.config import ConfigError, SearchConfig
-from results.record import SETTINGS_ATTR, TrialRecord, store
+from results.record import SETTINGS_ATTR, TrialRecord, store, study_settings
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study)
     """Record the study's settings on its first run; on later runs refuse settings or a latency
     fingerprint that would make the new trials incomparable with the stored ones. The reward's
     settings may change in Pareto mode (the reward is a derived column, recomputed from them)."""
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    stored = study_settings(study) or None
     wanted = settings_of(config, fingerprint)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, wanted)

@@ -11,7 +11,7 @@ import io
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from results.record import SETTINGS_ATTR, TrialRecord
+from results.record import TrialRecord, study_settings
 from search_spaces.files import write_text_atomic
 
 
@@ -164,7 +164,7 @@ def with_reward(row: TrialRow, settings: dict) -> TrialRow:
 
 
 def pareto_info(study) -> ParetoInfo:
-    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    settings = study_settings(study)
     rows = [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]

@@ -14,6 +14,11 @@ from dataclasses import dataclass, fields
 SETTINGS_ATTR = "nas_settings"
 
 
+def study_settings(study) -> dict:
+    """The settings a search recorded on its study ({} for a study no search has run)."""
+    return dict(study.user_attrs.get(SETTINGS_ATTR) or {})
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     # the architecture

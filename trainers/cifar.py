@@ -216,7 +216,31 @@ class _CifarUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"forbidden object {module}.{name} in a CIFAR batch")
         module = module.replace("numpy.core.", "numpy._core.") if module.startswith("numpy.core.") else module
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        return _bounded_reconstruct(found) if name == "_reconstruct" else found
+
+
+#: the largest array an official file holds: CIFAR-100's 50,000 training images of 3,072 bytes
+MAX_ARRAY_ELEMENTS = 50_000 * IMAGE_BYTES
+
+
+def _bounded_reconstruct(reconstruct):
+    """numpy's `_reconstruct` allocates the shape it is given before any data is read: a 60-byte
+    pickle could ask for gigabytes. Official batches ask for an empty array and fill it from their
+    own bytes, so any declared size beyond the official maximum is refused before allocating."""
+
+    def checked(subtype, shape, dtype):
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        count = 1
+        for dim in dims:
+            if not isinstance(dim, int) or dim < 0:
+                raise pickle.UnpicklingError(f"array shape {shape!r} is not a shape")
+            count *= dim
+        if count > MAX_ARRAY_ELEMENTS:
+            raise pickle.UnpicklingError(f"an array of {count:,} elements is larger than any official CIFAR array")
+        return reconstruct(subtype, shape, dtype)
+
+    return checked
 
 
 def _unpickle(path: str) -> dict:

