@@ -36,6 +36,8 @@ TINY = ["--train-images", "256", "--val-images", "200", "--batch-size", "64", "-
 def completed(storage: str, study: str) -> dict[int, tuple]:
     import optuna
 
+    if not os.path.exists(storage[len("sqlite:///") :]):
+        return {}
     try:
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     except KeyError:

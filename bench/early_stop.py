@@ -20,13 +20,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optuna
 
 from results.pareto import hypervolume, trial_row
+from results.record import TrialRecord
 
 
 def start(mode: str, args, runs: str) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "nas.cli", "search", "--early-stop", mode, "--timeout", str(60 * args.minutes),
         "--trials", "10000", "--data-dir", args.data_dir, "--runs-dir", runs, "--seed", str(args.seed),
-        "--train-images", str(args.train_images), "--sampler", args.sampler,
+        "--train-images", str(args.train_images), "--strategy", args.strategy,
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--minutes", type=float, default=12)
     parser.add_argument("--train-images", type=int, default=8000)
-    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--strategy", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -53,7 +54,7 @@ def main() -> None:
     rows = {mode: [trial_row(t) for t in trials] for mode, trials in studies.items()}
     latencies = [r.latency_ms for rs in rows.values() for r in rs if r.measured]
     reference = (0.0, 1.1 * max(latencies))
-    print(f"\n{args.minutes:g} min each, {args.train_images} images x 1 epoch, sampler {args.sampler}, seed {args.seed}")
+    print(f"\n{args.minutes:g} min each, {args.train_images} images x 1 epoch, strategy {args.strategy}, seed {args.seed}")
     print(f"hypervolume reference: accuracy 0, latency {reference[1]:.3f} ms\n")
     fractions = (0.25, 0.5, 0.75, 1.0)
     header = " ".join(f"{'HV@' + format(f, '.0%'):>8}" for f in fractions)
@@ -63,7 +64,7 @@ def main() -> None:
         trials = [t for t in all_trials if t.datetime_complete]
         began = min(t.datetime_start for t in trials)
         by_time = sorted(trials, key=lambda t: t.datetime_complete)
-        stopped = sum("early-stopped" in t.user_attrs.get("fail_reason", "") for t in trials)
+        stopped = sum("early-stopped" in TrialRecord.from_trial(t).fail_reason for t in trials)
         complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
         volumes = []
         for fraction in fractions:

@@ -76,10 +76,10 @@ def main() -> None:
                 flush=True,
             )
     latencies = np.array(medians)
-    held_out = cross_validate(specs, latencies, input_hw=32, folds=5)
+    held_out = cross_validate(specs, latencies, input_hw=32, num_classes=10, folds=5)
     errors = held_out / latencies - 1
     rank = agreement(latencies, held_out)
-    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=fingerprint["id"])
+    model, _ = fit_with_error(specs, latencies, input_hw=32, fingerprint_id=fingerprint["id"], num_classes=10)
     start = time.perf_counter()
     for spec in specs:
         model.predict(spec)

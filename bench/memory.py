@@ -63,7 +63,7 @@ def main() -> None:
             val_images=256,
             epochs=1,
             batch_size=64,
-            sampler="random",
+            strategy="random",
             seed=0,
         )
         print(f"{args.trials} trials, 512 images x 1 epoch each, worker replaced every {args.trials_per_worker} trials")

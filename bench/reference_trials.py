@@ -7,6 +7,7 @@ proxy budget, LiteRT protocol): a baseline table of proxy accuracy, latency and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -15,8 +16,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nas.config import SearchConfig
-from nas.worker import TrialJob, TrialRunner
-from search_spaces import REFERENCES
+from nas.evaluators import RealEvaluator
+from nas.worker import Status, TrialRunner
+from search_spaces import REFERENCES, ArchSpec
 
 
 def main() -> None:
@@ -33,18 +35,21 @@ def main() -> None:
     )
     print(f"{'reference':16} {'params':>10} {'acc':>6} {'lat ms':>7} {'p90 ms':>7} {'cv':>6} {'trial s':>8} {'img/s':>6}")
     with tempfile.TemporaryDirectory() as workdir, TrialRunner(trials_per_worker=100) as runner:
+        config = dataclasses.replace(config, runs_dir=workdir)
+        evaluator = RealEvaluator(config, runner, config.make_device().fingerprint())  # the search's own path
         for name in names:
-            job = TrialJob.from_config(config, arch=REFERENCES[name], tflite_path=os.path.join(workdir, f"{name}.tflite"))
+            spec = ArchSpec.from_string(REFERENCES[name])
             start = time.perf_counter()
-            outcome = runner.run(job)
+            latency = evaluator.latency(spec)
+            outcome = evaluator.accuracy(spec, latency_ms=latency.median_ms)
             seconds = time.perf_counter() - start
-            if outcome.status != "ok":
+            if outcome.status is not Status.OK:
                 print(f"{name:16} failed: {outcome.reason}")
                 continue
-            lat = outcome.latency
+            lat = latency.result
             print(
-                f"{name:16} {outcome.params_count:>10,} {outcome.accuracy:6.3f} {lat['latency_median_ms']:7.3f} "
-                f"{lat['latency_p90_ms']:7.3f} {100 * lat['latency_cv']:5.1f}% {seconds:8.1f} "
+                f"{name:16} {outcome.params_count:>10,} {outcome.accuracy:6.3f} {lat.median_ms:7.3f} "
+                f"{lat.p90_ms:7.3f} {100 * lat.cv:5.1f}% {seconds:8.1f} "
                 f"{outcome.timings['train_images_per_second']:6.0f}",
                 flush=True,
             )

@@ -41,12 +41,13 @@ def main() -> None:
     if not os.path.exists(os.path.join(runs, args.study, "study.db")):
         search_s = nas("search", *common, "--data-dir", data, "--trials", str(args.trials))
     retrain_s = nas("retrain", *common, "--front", "--top", "1", "--epochs", str(args.epochs), "--data-dir", data)
-    export_s = nas("export", *common, "--front", "--top", "1", "--data-dir", data)
-    (card_path,) = [
+    export_s = nas("export", *common, "--front", "--top", "1", "--epochs", str(args.epochs), "--data-dir", data)
+    cards = [
         os.path.join(root, "model_card.json")
-        for root, _, files in os.walk(os.path.join(runs, args.study, "retrained"))
+        for root, _, files in os.walk(os.path.join(runs, "retrained"))
         if "model_card.json" in files
-    ][:1]
+    ]
+    card_path = max(cards, key=os.path.getmtime)  # the one just written
     with open(card_path) as f:
         card = json.load(f)
     search = card.get("search", {})

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -22,8 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nas.config import SearchConfig
-from nas.worker import TrialJob, TrialRunner
-from search_spaces import MnasNetSpace
+from nas.evaluators import RealEvaluator
+from nas.worker import Status, TrialRunner
+from search_spaces import ArchSpec, MnasNetSpace
 
 PARTS = ("build_seconds", "convert_seconds", "measure_seconds", "first_epoch_seconds", "train_seconds", "eval_seconds")
 
@@ -43,20 +45,24 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
     rows = []
     # As in a search, one worker serves the trials (its start-up is paid by the first);
     # --fresh-worker starts one per trial, as the first trial of every search.
-    runner = TrialRunner(trials_per_worker=1 if args.fresh_worker else args.repeats)
+    runner = TrialRunner(trials_per_worker=1 if args.fresh_worker else 2 * args.repeats)
+    spec = ArchSpec.from_string(args.arch)
     for repeat in range(args.repeats):
-        job = TrialJob.from_config(config, arch=args.arch, tflite_path=os.path.join(workdir, f"m{repeat}.tflite"), seed=repeat)
+        # the search's own evaluator, latency first (its cache in a fresh folder per repeat: measured every time)
+        trial_config = dataclasses.replace(config, seed=repeat, runs_dir=os.path.join(workdir, str(repeat)))
+        evaluator = RealEvaluator(trial_config, runner, trial_config.make_device().fingerprint())
         start = time.perf_counter()
-        outcome = runner.run(job)
+        latency = evaluator.latency(spec)
+        outcome = evaluator.accuracy(spec, latency_ms=latency.median_ms)
         wall = time.perf_counter() - start
-        if outcome.status != "ok":
+        if outcome.status is not Status.OK:
             sys.exit(f"trial failed: {outcome.reason}")
-        t = outcome.timings
+        t = latency.timings | outcome.timings
         rows.append(
             {
                 "wall": wall,
                 "process start + imports + data": wall - sum(t[p] for p in PARTS if p != "first_epoch_seconds"),
-                "build": t["build_seconds"],
+                "build (for latency, then for training)": t["build_seconds"],
                 "conversion (+check)": t["convert_seconds"],
                 "latency measurement": t["measure_seconds"],
                 "first step (trace/compile)": t["first_step_seconds"],
@@ -64,7 +70,7 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
                 "learning-curve points": t["curve_seconds"],
                 "evaluation": t["eval_seconds"],
                 "accuracy": outcome.accuracy,
-                "latency_ms": outcome.latency["latency_median_ms"],
+                "latency_ms": latency.median_ms,
                 "images/s": t["train_images_per_second"],
             }
         )

@@ -508,7 +508,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     config = load_config(overrides=_config_flags(args))
     if args.target_ms is not None and args.target_ms <= 0:
-        raise ConfigError(f"target-ms={args.target_ms:g} must be a positive number")
+        raise ConfigError(f"target-ms={args.target_ms!r} must be a positive number")
     names = [n.strip() for n in args.references.split(",")] if args.references else None
 
     def on_row(row) -> None:

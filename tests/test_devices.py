@@ -183,6 +183,7 @@ def test_host_pinned_measurement_restores_affinity(tiny_tflite):
     assert result.median_ms > 0 and os.sched_getaffinity(0) == before
 
 
+@pytest.mark.slow
 def test_a_search_measures_through_a_command_and_survives_its_failure(cifar_dir, tmp_path):
     """`nas search --device cmd:...` end to end: the fake command's latency becomes the trial's
     objective; when the command fails, the trial fails with its message and the search goes on."""

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from nas.early_stop import MARGIN, dominance_rule
 
 PEERS = ((0, 0.30, ((0.25, 0.40), (0.5, 0.50))), (1, 0.60, ((0.25, 0.60), (0.5, 0.70))), (2, 0.20, ((0.25, 0.20), (0.5, 0.25))))
@@ -18,6 +20,7 @@ def test_a_trial_stops_only_when_a_faster_peer_was_clearly_better_at_the_same_po
     assert dominance_rule(PEERS[:2], latency_ms=0.5)(0.25, 0.0) is None  # too few peers yet
 
 
+@pytest.mark.slow
 def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_path):
     from nas.worker import Status, TrialJob, train_job
 
@@ -42,6 +45,7 @@ def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_pat
     assert (stopped.timings["train_steps"], full.timings["train_steps"]) == (4, 16)  # 1024 / 64 = 16 steps
 
 
+@pytest.mark.slow
 def test_proxy_check_ranks_saves_resumes_and_shows(cifar_dir, tmp_path):
     args = [
         sys.executable, "-m", "nas.cli", "proxy-check", "--archs", "3", "--no-references", "--data-dir", str(cifar_dir),
@@ -70,3 +74,31 @@ def test_proxy_check_show_without_a_result_is_bad_input(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "no saved proxy check at" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_proxy_check_against_the_retraining_recipe(cifar_dir, tmp_path):
+    """The long budget can be the retraining recipe: the final validation accuracy of each
+    architecture, retrained where `nas retrain` keeps it, written with the summary as it arrives."""
+    from nas import proxy_check
+    from nas.choice import retrain_dir
+    from nas.config import SearchConfig
+    from search_spaces import ArchSpec
+    from trainers.full import Recipe, load_result
+
+    config = SearchConfig(train_images=256, val_images=300, data_dir=str(cifar_dir), runs_dir=str(tmp_path / "runs"))
+    recipe = Recipe(epochs=1, train_images=1024, val_images=500, batch_size=64)
+    path = str(tmp_path / "proxy_vs_final.json")
+    _, records = proxy_check.run_check(
+        config, count=3, proxy=proxy_check.Budget(256, 1), long=proxy_check.FinalBudget(recipe), with_references=False, path=path
+    )
+    with open(path) as f:
+        document = json.load(f)
+    assert document["summary"]["n"] == 3 and -1 <= document["summary"]["kendall_tau"] <= 1
+    label = proxy_check.FinalBudget(recipe).label
+    for record in records.values():
+        final = record.results[label]
+        workdir = retrain_dir(
+            config.runs_dir, dataset="cifar10", recipe=recipe, arch_id=ArchSpec.from_string(record.arch).arch_id
+        )
+        assert final["accuracy"] == load_result(workdir).val_accuracy  # the validation split, never the test split

@@ -60,10 +60,10 @@ def test_fingerprint_names_what_was_measured():
 
 def test_cache_round_trip_and_atomic_file(tmp_path):
     cache = LatencyCache(str(tmp_path / "cache.json"))
-    key = cache_key("abc123", (32, 32, 3), "fp0")
+    key = cache_key("abc123", (32, 32, 3), num_classes=10, fingerprint={"id": "fp0"})
     assert cache.get(key) is None
     cache.put(key, {"latency_median_ms": 0.5})
-    cache.put(cache_key("def456", (32, 32, 3), "fp0"), {"latency_median_ms": 0.7})
+    cache.put(cache_key("def456", (32, 32, 3), num_classes=10, fingerprint={"id": "fp0"}), {"latency_median_ms": 0.7})
     assert LatencyCache(str(tmp_path / "cache.json")).get(key) == {"latency_median_ms": 0.5}
     assert len(json.loads((tmp_path / "cache.json").read_text())) == 2
-    assert key == "abc123|32x32x3|fp0"
+    assert key == "abc123|32x32x3|c10|fp0|-"

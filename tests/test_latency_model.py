@@ -134,6 +134,7 @@ def run_nas(*args, cwd):
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_calibrate_on_the_host(tmp_path):
     result = run_nas(
         "calibrate", "--references", "mobilenetv2-0.5,mobilenetv2-1.0", "--target-ms", "75", "--runs-dir", "runs", cwd=tmp_path
@@ -164,6 +165,7 @@ def _host_id() -> str:
     return HostDevice().fingerprint()["id"]
 
 
+@pytest.mark.slow
 def test_latency_fit_measures_fits_and_reports(tmp_path):
     """Real measurements from tests/data seed the cache; two new random samples are measured
     on this host; the model is fitted on all and its held-out error printed."""

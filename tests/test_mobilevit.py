@@ -141,6 +141,7 @@ def test_mobilevit_space_suggests_every_parameter_and_replays():
     assert study.trials[0].distributions["b5_vit_patch"].choices == (2,)
 
 
+@pytest.mark.slow
 def test_search_over_the_mobilevit_space_samples_and_trains_a_mobilevit_block(cifar_dir, tmp_path):
     import subprocess
     import sys

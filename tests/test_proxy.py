@@ -8,6 +8,7 @@ from trainers.cifar import load_cifar, train_val_split
 from trainers.proxy import ProxyBudget, proxy_model, train_proxy
 
 
+@pytest.mark.slow
 def test_short_training_is_well_above_chance_on_real_cifar(cifar_dir):
     data = load_cifar(data_dir=str(cifar_dir))
     train_idx, val_idx = train_val_split(data, val_size=1000)

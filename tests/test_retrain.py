@@ -9,7 +9,10 @@ import time
 
 import pytest
 
+from search_spaces import ArchSpec
 from trainers.full import CHECKPOINT, load_checkpoint
+
+pytestmark = pytest.mark.slow  # every test here runs real searches or trainings
 
 ARCH = "mnasnet-small"
 RECIPE = [
@@ -170,3 +173,21 @@ def test_bad_retrain_and_export_input(args, message, tmp_path, cifar_dir):
     result = nas(*args, "--data-dir", str(cifar_dir), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
+    """`nas compare` on a tiny recipe: a found architecture against a reference, both retrained with
+    the same recipe, scored in fp32 and int8, timed side by side; compare.json and its report section."""
+    found = "conv_r1_k3_s1_c16-dsconv_r1_k3_s2_c16-mbconv_r1_k3_s2_e3_c24-mbconv_r1_k3_s2_e3_c32-head_c256"
+    args = ["--arch", found, "--references", ARCH, *RECIPE[:-1], "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
+    result = nas("compare", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads((tmp_path / "runs" / "compare" / "compare.json").read_text())
+    records = {r["model"]: r for r in document["records"]}
+    assert set(records) == {ARCH, ArchSpec.from_string(found).arch_id}
+    for record in records.values():
+        assert record["epochs"] == 3 and record["recipe_id"] == document["settings"]["recipe_id"]
+        assert 0 < record["test_accuracy_int8"] <= 1 and record["latency_int8_ms"] > 0 and record["latency_fp32_ms"] > 0
+    assert "dominates in int8" in result.stdout
+    again = nas("compare", *args, cwd=tmp_path)  # everything is reused: no epoch is trained again
+    assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")

@@ -18,6 +18,8 @@ import pytest
 
 from results.record import TrialRecord
 
+pytestmark = pytest.mark.slow  # every test here runs real searches or trainings
+
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64", "--target-ms", "0.5"]
 
 

@@ -221,6 +221,7 @@ def test_the_latency_models_walk_counts_what_the_tflite_graph_multiplies():
         assert multiply_adds(spec, 32, num_classes=classes) == tflite_macs(path), spec.to_string()
 
 
+@pytest.mark.slow
 def test_the_python_api_searches_reads_the_front_and_retrains(cifar_dir, tmp_path):
     """The README's example, on a tiny budget."""
     import nas

@@ -7,6 +7,8 @@ import sys
 import optuna
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs real searches or trainings
+
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64"]
 
 
