@@ -42,13 +42,22 @@ def _add_latency_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--device", help="host (LiteRT here, default), adb[:SERIAL] (benchmark_model on a phone), or cmd:'COMMAND {model}'"
     )
-    g.add_argument("--latency-threads", type=int, help="interpreter threads (default 1)")
+    g.add_argument("--latency-threads", type=int, help=f"interpreter threads (default {field_default('latency_threads'):g})")
     g.add_argument("--latency-precision", help="fp32 (default) or int8 (full-integer model, as shipped)")
-    g.add_argument("--latency-warmup", type=int, help="untimed runs first (default 30)")
-    g.add_argument("--latency-runs", type=int, help="timed runs, in 5 rounds (default 200)")
-    g.add_argument("--latency-max-cv", type=_number, help="re-measure when the rounds' spread exceeds this (default 0.05)")
+    g.add_argument("--latency-warmup", type=int, help=f"untimed runs first (default {field_default('latency_warmup'):g})")
+    g.add_argument("--latency-runs", type=int, help=f"timed runs, in 5 rounds (default {field_default('latency_runs'):g})")
+    g.add_argument(
+        "--latency-max-cv",
+        type=_number,
+        help=f"re-measure when the rounds' spread exceeds this (default {field_default('latency_max_cv'):g})",
+    )
     g.add_argument("--latency-pin-core", type=int, help="host: pin the measurement to this CPU core")
-    g.add_argument("--device-timeout", dest="device_timeout_s", type=_number, help="seconds per device command (default 120)")
+    g.add_argument(
+        "--device-timeout",
+        dest="device_timeout_s",
+        type=_number,
+        help=f"seconds per device command (default {field_default('device_timeout_s'):g})",
+    )
     g.add_argument("--adb", dest="adb_path", help="adb binary (default: adb on PATH)")
     g.add_argument("--benchmark-binary", help="benchmark_model on the phone (default /data/local/tmp/benchmark_model)")
     g.add_argument("--delegate", help="adb: xnnpack (default), none, gpu or nnapi")
@@ -155,15 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="mnasnet (default), mnasnet-mobilevit (adds MobileViT blocks where the map is 8x8 or smaller) or nb201 "
         "(NAS-Bench-201's cells from published tables, with --device table:FILE:COLUMN)",
     )
-    search.add_argument("--width", type=_number, help="width multiplier of the skeleton (default 0.5)")
+    search.add_argument("--width", type=_number, help=f"width multiplier of the skeleton (default {field_default('width'):g})")
     search.add_argument(
         "--stem-stride",
         type=int,
         help="1 (default): the stem sees 32x32 and block 2 downsamples; 2: MobileNetV2's stride-2 stem (cheaper, less accurate)",
     )
-    search.add_argument("--trials", type=int, help="trials to add to the study (default 20)")
+    search.add_argument("--trials", type=int, help=f"trials to add to the study (default {field_default('trials'):g})")
     search.add_argument("--timeout", dest="timeout_s", type=_number, help="stop starting trials after this many seconds")
-    search.add_argument("--seed", type=int, help="sampler and training seed (default 0)")
+    search.add_argument("--seed", type=int, help=f"sampler and training seed (default {field_default('seed'):g})")
     search.add_argument(
         "--seed-references", action="store_true", default=None, help="evaluate the reference architectures' projections first"
     )
@@ -171,10 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--data-dir", help="folder holding cifar-10-batches-bin/ or -py/ (default: $NAS_DATA_DIR, ./data, ~/.keras/datasets)"
     )
-    search.add_argument("--train-images", type=int, help="proxy training images per epoch (default 8000)")
-    search.add_argument("--val-images", type=int, help="held-out images carved from the training set (default 2000)")
-    search.add_argument("--epochs", type=int, help="proxy epochs (default 1)")
-    search.add_argument("--batch-size", type=int, help="proxy batch size (default 64)")
+    search.add_argument(
+        "--train-images", type=int, help=f"proxy training images per epoch (default {field_default('train_images'):g})"
+    )
+    search.add_argument(
+        "--val-images", type=int, help=f"held-out images carved from the training set (default {field_default('val_images'):g})"
+    )
+    search.add_argument("--epochs", type=int, help=f"proxy epochs (default {field_default('epochs'):g})")
+    search.add_argument("--batch-size", type=int, help=f"proxy batch size (default {field_default('batch_size'):g})")
     search.add_argument(
         "--early-stop", help="on: stop a trial whose accuracy part-way is dominated by a faster finished trial; off (default)"
     )
@@ -186,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a hard limit: do not skip candidates the latency model is sure exceed it",
     )
     _add_latency_flags(search)
-    search.add_argument("--trials-per-worker", type=int, help="replace the worker process after this many trials (default 8)")
+    search.add_argument(
+        "--trials-per-worker",
+        type=int,
+        help=f"replace the worker process after this many trials (default {field_default('trials_per_worker'):g})",
+    )
     search.add_argument(
         "--trial-timeout",
         dest="trial_timeout_s",
@@ -240,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     latency_fit.add_argument("--samples", type=int, default=0, help="first measure this many random architectures of the space")
     latency_fit.add_argument("--space", help="mnasnet (default) or mnasnet-mobilevit")
-    latency_fit.add_argument("--width", type=_number, help="width multiplier (default 0.5)")
+    latency_fit.add_argument("--width", type=_number, help=f"width multiplier (default {field_default('width'):g})")
     latency_fit.add_argument("--stem-stride", type=int, help="1 (default) or 2")
-    latency_fit.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    latency_fit.add_argument("--seed", type=int, help=f"sampling seed (default {field_default('seed'):g})")
     latency_fit.add_argument("--report", action="store_true", help="print held-out error, rank agreement and every architecture")
     latency_fit.add_argument("--runs-dir", help="where the latency cache and model live (default: runs)")
     _add_latency_flags(latency_fit)
