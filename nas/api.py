@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.config import ConfigError, SearchConfig
+from search_spaces.files import COMPARE_JSON, STUDY_DB
 from trainers.full import Recipe
 
 __all__ = [
@@ -46,8 +47,8 @@ def open_study(study: str | None = None, *, storage: str | None = None, runs_dir
     from nas.storage import load_existing_study
 
     config = SearchConfig(study_name=study, storage=storage, runs_dir=runs_dir)
-    if config.storage is None and not os.path.exists(os.path.join(config.run_dir, "study.db")):
-        raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, 'study.db')}")
+    if config.storage is None and not os.path.exists(os.path.join(config.run_dir, STUDY_DB)):
+        raise ConfigError(f"study {config.study_name!r} does not exist: no {os.path.join(config.run_dir, STUDY_DB)}")
     return config, load_existing_study(study_name=config.study_name, storage_url=config.storage_url)
 
 
@@ -78,7 +79,7 @@ def report(study: str | None = None, *, storage: str | None = None, runs_dir: st
 
 
 def comparison_path(config: SearchConfig) -> str:
-    return os.path.join(config.run_dir, "compare.json")
+    return os.path.join(config.run_dir, COMPARE_JSON)
 
 
 def calibrate(

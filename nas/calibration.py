@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from search_spaces.files import write_text_atomic
+from search_spaces.files import CALIBRATION, write_text_atomic
 from search_spaces.references import REFERENCES, reference
 
 ANCHOR = "mobilenetv2-1.0"  # MnasNet's T was this model's latency on its phone
@@ -109,7 +109,7 @@ def target_advice(rows: list[CalibrationRow]) -> str:
 
 
 def store_path(runs_dir: str) -> str:
-    return os.path.join(runs_dir, "calibration.json")
+    return os.path.join(runs_dir, CALIBRATION)
 
 
 def _key(fingerprint_id: str, input_hw: int) -> str:

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from nas.config import ConfigError
 from results.pareto import pareto_info
 from search_spaces import REFERENCES, ArchSpec, SpecError, validate
-from search_spaces.files import write_text_atomic
-
-PROVENANCE = "provenance.json"
+from search_spaces.files import PROVENANCE, write_text_atomic
 
 
 @dataclass(frozen=True)

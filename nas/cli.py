@@ -13,6 +13,7 @@ import sys
 import time
 
 from nas.config import FIELD_NAMES, ConfigError, SearchConfig, field_default, load_config
+from search_spaces.files import NATIVE_LOG
 
 EXIT_BAD_INPUT = 2
 
@@ -676,10 +677,6 @@ COMMANDS = {
     "latency-fit": cmd_latency_fit,
     "proxy-check": cmd_proxy_check,
 }
-
-
-#: where TensorFlow's, oneDNN's and LiteRT's native start-up lines go instead of the terminal
-NATIVE_LOG = "nas.log"
 
 
 def _native_output_to_log(runs_dir: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from nas.choice import Chosen, save_provenance
 from results.compare import CompareRecord, with_dominance
+from search_spaces.files import MODEL_CARD
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
     result = load_result(item.workdir)
     if result is None:
         result = retrain(item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=on_epoch)
-    card_path = os.path.join(item.workdir, "model_card.json")
+    card_path = os.path.join(item.workdir, MODEL_CARD + ".json")
     card = None
     if os.path.exists(card_path):
         with open(card_path) as f:

@@ -16,6 +16,8 @@ from latency.devices import DEFAULT_PATTERN, make_device
 from latency.measure import LatencyProtocol
 from results.reward import CONSTRAINTS
 from search_spaces import SPACES, TABULAR_SPACES
+from search_spaces.files import LATENCY_CACHE, STUDY_DB
+from trainers.proxy import ProxyBudget
 
 MODES = ("pareto", "reward")
 STRATEGIES = ("tpe", "nsga2", "random", "latency-aware")
@@ -57,10 +59,10 @@ class SearchConfig:
     # data and the proxy budget
     dataset: str = "cifar10"
     data_dir: str | None = None
-    train_images: int = 8_000
-    val_images: int = 2_000
-    epochs: int = 1
-    batch_size: int = 64
+    train_images: int = ProxyBudget.train_images  # the proxy budget's defaults live in trainers.proxy
+    val_images: int = ProxyBudget.val_images
+    epochs: int = ProxyBudget.epochs
+    batch_size: int = ProxyBudget.batch_size
     early_stop: str = "off"  # on: stop trials dominated at equal training progress (nas.early_stop)
     # latency measurement (see latency.devices)
     device: str = "host"  # host | adb[:SERIAL] | cmd:COMMAND | table:FILE:COLUMN (--space nb201)
@@ -153,7 +155,7 @@ class SearchConfig:
 
     @property
     def latency_cache_path(self) -> str:
-        return os.path.join(self.runs_dir, "latency_cache.json")
+        return os.path.join(self.runs_dir, LATENCY_CACHE)
 
     @property
     def run_dir(self) -> str:
@@ -161,7 +163,7 @@ class SearchConfig:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{os.path.join(self.run_dir, 'study.db')}"
+        return self.storage or f"sqlite:///{os.path.join(self.run_dir, STUDY_DB)}"
 
     def make_space(self):
         from search_spaces import get_space

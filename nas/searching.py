@@ -32,6 +32,7 @@ from results.pareto import ParetoInfo, pareto_info, write_trials_csv
 from results.record import REUSABLE_FIELDS, TrialRecord, store
 from results.reward import mnasnet_reward
 from search_spaces import REFERENCES, ArchSpec
+from search_spaces.files import TRIALS_CSV
 from trainers.cifar import DataError, check_cifar
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
     if on_start:
         on_start(study, fingerprint)
     target_checked = config.is_tabular or _warn_about_target(config, fingerprint, study)
-    csv_path = os.path.join(config.run_dir, "trials.csv")
+    csv_path = os.path.join(config.run_dir, TRIALS_CSV)
     done = 0
     start = time.perf_counter()
 

@@ -21,14 +21,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from latency.measure import LatencyResult
+from search_spaces.files import WORKER_LOG  # noqa: F401  (re-exported: the workers' stderr, in the run's directory)
 
 log = logging.getLogger(__name__)
 # Set before TensorFlow is imported in the worker: keeps its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-#: the workers' stderr (TensorFlow's and LiteRT's C++ chatter), in the run's directory
-WORKER_LOG = "worker.log"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from results.pareto import write_text_atomic
+from search_spaces.files import MODEL_CARD, PROVENANCE, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
     result = asdict(load_result(workdir))
     recipe = result["recipe"]
     sources = []
-    if os.path.exists(os.path.join(workdir, "provenance.json")):
-        with open(os.path.join(workdir, "provenance.json")) as f:
+    if os.path.exists(os.path.join(workdir, PROVENANCE)):
+        with open(os.path.join(workdir, PROVENANCE)) as f:
             sources = json.load(f)
         sources = sources if isinstance(sources, list) else [sources]
     # the search it came from, if any (a model chosen from a study and as a string keeps both)
@@ -125,8 +125,8 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
         "search": provenance,
         "references": ["MnasNet: Tan et al., arXiv:1807.11626", "CIFAR: Krizhevsky, 2009"],
     }
-    write_text_atomic(os.path.join(workdir, "model_card.json"), json.dumps(card, indent=1))
-    write_text_atomic(os.path.join(workdir, "model_card.md"), render_card(card))
+    write_text_atomic(os.path.join(workdir, MODEL_CARD + ".json"), json.dumps(card, indent=1))
+    write_text_atomic(os.path.join(workdir, MODEL_CARD + ".md"), render_card(card))
     return card
 
 

@@ -43,3 +43,15 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_bytes_atomic(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+# The names of the files runs are made of, in one place: every module takes them from here.
+STUDY_DB = "study.db"  # runs/<study>/: the Optuna study (SQLite)
+TRIALS_CSV = "trials.csv"  # runs/<study>/: every trial's figures
+COMPARE_JSON = "compare.json"  # runs/<study>/: nas compare's records
+WORKER_LOG = "worker.log"  # runs/<study>/ (or runs/): the workers' native output
+NATIVE_LOG = "nas.log"  # runs/: the command's own native output (TensorFlow, oneDNN, LiteRT)
+LATENCY_CACHE = "latency_cache.json"  # runs/: latencies across studies
+CALIBRATION = "calibration.json"  # runs/: nas calibrate's measurements
+PROVENANCE = "provenance.json"  # a retrained model's folder: where it came from
+MODEL_CARD = "model_card"  # a retrained model's folder: .json and .md
