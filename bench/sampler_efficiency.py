@@ -12,7 +12,8 @@ reference point is accuracy 85 % and the slowest latency among the architectures
     python bench/sampler_efficiency.py --devices pixel3 --seeds 2   # a quick look
 
 Prints one table (mean and standard deviation of the regret, and the latencies each strategy looked
-up) and writes every run's curve to bench/data/sampler_efficiency.json.
+up) and writes every run's curve to bench/data/sampler_efficiency.json as it finishes (run the same command
+again to resume).
 """
 
 from __future__ import annotations
@@ -98,8 +99,15 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     accuracies = load_nb201_accuracies(args.dataset)
-    results: dict = {"reference": {}, "runs": []}
-    started = time.perf_counter()
+    # resumable: runs already in the output file (with the same settings) are kept, not run again
+    results: dict = {"reference": {}, "runs": [], "seconds": 0.0}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            previous = json.load(f)
+        if previous.get("settings") == vars(args):
+            results = previous
+    done = {(r["device"], r["strategy"], r["seed"]) for r in results["runs"]}
+    started = time.perf_counter() - results.get("seconds", 0.0)
     results["settings"] = vars(args)
     # SQLite in memory-backed storage where there is one: the bench measures strategies, not disks
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -110,20 +118,22 @@ def main() -> None:
             results["reference"][device] = {"hv_star": hv_star, "accuracy": reference[0], "latency_ms": reference[1]}
             for strategy in args.strategies:
                 for seed in range(args.seeds):
+                    if (device, strategy, seed) in done:
+                        continue
                     run = run_one(
                         device=device, strategy=strategy, seed=seed, budget=args.budget, table_path=args.table, workdir=workdir
                     )
                     run |= {"device": device, "strategy": strategy, "seed": seed}
                     run["regret"] = regret_curve(run["points"], hv_star=hv_star, reference=reference)
                     results["runs"].append(run)
+                    results["seconds"] = time.perf_counter() - started
+                    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
                     print(
                         f"{device:<10} {strategy:<14} seed {seed}: regret "
                         + " ".join(f"{run['regret'].get(n, float('nan')):.3f}" for n in CHECKPOINTS)
                         + f"  ({run['trials']} trials, {run['lookups']} latencies, {run['seconds']:.0f} s)",
                         flush=True,
                     )
-    results["seconds"] = time.perf_counter() - started
-    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
     print()
     print(format_table(results, args))
 

@@ -72,8 +72,14 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
         if row.arch_id not in seen or not row.arch_id:
             seen.add(row.arch_id)
             measured.append(row)
-    front = [r for r in measured if not any(dominates(o, r) for o in measured)]
-    return sorted(front, key=lambda r: (r.latency_ms, -r.accuracy, r.number))
+    # one sweep in latency order (fastest first, the more accurate first among equals): a row is on the
+    # front if it is more accurate than every faster row, or ties the best exactly (a distinct architecture)
+    front, best = [], None
+    for row in sorted(measured, key=lambda r: (r.latency_ms, -r.accuracy, r.number)):
+        if best is None or row.accuracy > best.accuracy or (row.accuracy, row.latency_ms) == (best.accuracy, best.latency_ms):
+            front.append(row)
+            best = row if best is None or row.accuracy > best.accuracy else best
+    return front
 
 
 def hypervolume(rows: list[TrialRow], *, reference: tuple[float, float]) -> float:
@@ -165,7 +171,7 @@ def with_reward(row: TrialRow, settings: dict) -> TrialRow:
 
 def pareto_info(study) -> ParetoInfo:
     settings = study_settings(study)
-    rows = [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
+    rows = trial_rows(study)
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
     best = max(rewarded, key=lambda r: (r.reward, -r.number)) if rewarded else None
@@ -216,9 +222,16 @@ def front_rows(info: ParetoInfo) -> list[dict]:
     return [{k: v for k, v in asdict(row).items() if k != "params"} for row in info.front]
 
 
+def trial_rows(study) -> list[TrialRow]:
+    """Every trial as a row, its reward under the study's current target and exponents."""
+    settings = study_settings(study)
+    return [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
+
+
 def write_trials_csv(study, path: str) -> None:
-    """trials.csv: every trial, its reward under the study's current target and exponents."""
-    write_csv_atomic(list(pareto_info(study).rows), path)
+    """trials.csv: every trial, its reward under the study's current target and exponents (written
+    after every trial: the rows only, not the front's statistics)."""
+    write_csv_atomic(trial_rows(study), path)
 
 
 def write_csv_atomic(rows: list[TrialRow], path: str) -> None:

@@ -76,3 +76,21 @@ def test_choice_frequencies_compare_the_front_with_all_trials():
     # front: conv once, mbconv6 twice; all trials: two of each
     assert info.choice_frequencies["b1_op"]["conv"] == pytest.approx((1 / 3, 0.5))
     assert info.choice_frequencies["b1_op"]["mbconv6"] == pytest.approx((2 / 3, 0.5))
+
+
+def test_the_front_sweep_equals_the_brute_force_definition():
+    import random
+
+    from results.pareto import TrialRow, dominates, pareto_front
+
+    rng = random.Random(0)
+    for _ in range(200):
+        rows = [
+            TrialRow(n, "COMPLETE", f"a{n}", f"id{n}", rng.choice([0.1, 0.2, 0.3, 0.4]), rng.choice([1.0, 2.0, 3.0]),
+                     None, None, None, None, None, "", "")
+            for n in range(rng.randint(1, 12))
+        ]  # fmt: skip
+        brute = sorted(
+            (r for r in rows if not any(dominates(o, r) for o in rows)), key=lambda r: (r.latency_ms, -r.accuracy, r.number)
+        )
+        assert pareto_front(rows) == brute
