@@ -200,28 +200,45 @@ def test_no_native_start_up_lines_reach_the_terminal(cifar_dir, tmp_path):
     assert "oneDNN" in (tmp_path / "runs" / "nas.log").read_text()  # kept in the run's log instead
 
 
-@pytest.mark.slow
-def test_the_latency_models_walk_counts_what_the_tflite_graph_multiplies():
-    """Every reference and 50 sampled architectures of each space: the latency model's own walk
-    over the network counts the same multiply-adds as the converted graph."""
-    from latency.convert import to_tflite
+def _tflite_macs_of(job: tuple[str, int]) -> int:
+    """In a worker process: build, convert (unchecked: only the graph's shapes matter), count."""
+    import tempfile
+
+    from latency.convert import _convert, converter_options
     from latency.macs import tflite_macs
-    from latency.model import multiply_adds
-    from search_spaces import REFERENCES, get_space, reference
+    from search_spaces import ArchSpec
     from search_spaces.keras_blocks import build
 
-    specs = [(reference(name), 10) for name in REFERENCES]
+    arch, classes = job
+    model = build(ArchSpec.from_string(arch), input_shape=(32, 32, 3), num_classes=classes)
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(_convert(model, (32, 32, 3), converter_options("fp32")))
+        f.flush()
+        return tflite_macs(f.name)
+
+
+@pytest.mark.slow
+def test_the_latency_models_walk_counts_what_the_tflite_graph_multiplies():
+    """Every reference and 50 sampled architectures of each space (every tenth with 100 classes):
+    the latency model's own walk over the network counts the same multiply-adds as the converted
+    graph. Two worker processes convert side by side (the converter is single-threaded)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from latency.model import multiply_adds
+    from search_spaces import REFERENCES, ArchSpec, get_space, reference
+
+    jobs = [(reference(name).to_string(), 10) for name in REFERENCES]
     for name in ("mnasnet", "mnasnet-mobilevit"):
         space = get_space(name, stem_stride=1)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-        specs += [(space.sample(study.ask()), 100 if k % 10 == 0 else 10) for k in range(50)]
-    for spec, classes in specs:
-        model = build(spec, input_shape=(32, 32, 3), num_classes=classes)
-        path = to_tflite(model, "/tmp/nas-macs.tflite", input_shape=(32, 32, 3))
-        assert multiply_adds(spec, 32, num_classes=classes) == tflite_macs(path), spec.to_string()
+        jobs += [(space.sample(study.ask()).to_string(), 100 if k % 10 == 0 else 10) for k in range(50)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        counted = list(pool.map(_tflite_macs_of, jobs))
+    for (arch, classes), macs in zip(jobs, counted, strict=True):
+        assert multiply_adds(ArchSpec.from_string(arch), 32, num_classes=classes) == macs, arch
 
 
-@pytest.mark.slow
 def test_the_python_api_searches_reads_the_front_and_retrains(cifar_dir, tmp_path):
     """The README's example, on a tiny budget."""
     import nas
