@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -25,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from search_spaces.files import write_text_atomic  # noqa: E402
+from search_spaces.files import code_version, write_text_atomic  # noqa: E402
 
 DATA_FILE = os.environ.get("NAS_RECIPE_CURVES", os.path.join(ROOT, "bench", "data", "recipe_curves.json"))
 
@@ -45,13 +44,6 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
     "mv2-0.5-default": ("mobilenetv2-0.5", {}),  # the default recipe (100 epochs): reused by nas compare
     "mv2-0.5-stem1late-default": (MV2_05_STEM1_LATE, {}),
 }
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def load() -> dict:
@@ -85,8 +77,8 @@ def run(name: str, *, data_dir: str, runs_dir: str) -> None:
         entry["recipe_id"] = recipe.recipe_id
         entry["reference"] = arch if arch in REFERENCES else None
         entry.setdefault("commits", [])
-        if commit() not in entry["commits"]:
-            entry["commits"].append(commit())
+        if code_version() not in entry["commits"]:
+            entry["commits"].append(code_version())
         entry["history"] = [*[h for h in entry.get("history", []) if h["epoch"] < record["epoch"]], record]
         save(document)
         ema = f" ema {record['val_accuracy_ema']:.4f}" if "val_accuracy_ema" in record else ""

@@ -36,7 +36,7 @@ from nas.searching import run_search  # noqa: E402
 from results.pareto import hypervolume_of  # noqa: E402
 from results.record import TrialRecord  # noqa: E402
 from search_spaces import CellSpec  # noqa: E402
-from search_spaces.files import write_text_atomic  # noqa: E402
+from search_spaces.files import code_version, write_text_atomic  # noqa: E402
 
 TABLE = os.path.join(os.path.dirname(ROOT), "shared", "nb201-hw", "latency_ms.csv.gz")
 CHECKPOINTS = (25, 50, 100, 200)
@@ -127,6 +127,7 @@ def main() -> None:
                     run["regret"] = regret_curve(run["points"], hv_star=hv_star, reference=reference)
                     results["runs"].append(run)
                     results["seconds"] = time.perf_counter() - started
+                    results["code"] = code_version()
                     write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
                     print(
                         f"{device:<10} {strategy:<14} seed {seed}: regret "

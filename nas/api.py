@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.config import ConfigError, SearchConfig
-from search_spaces.files import COMPARE_JSON, STUDY_DB
+from search_spaces.files import COMPARE_JSON, STUDY_DB, code_version
 from trainers.full import Recipe
 
 __all__ = [
@@ -292,5 +292,6 @@ def compare(
     config = SearchConfig(study_name=study.study_name if study else "compare", runs_dir=selection.runs_dir)
     path = comparison_path(config)
     settings = {"recipe": asdict(recipe), "recipe_id": recipe.recipe_id, "dataset": dataset_name, "fingerprint": fingerprint}
+    settings["code"] = code_version()
     save(path, records, settings=settings)
     return records, path

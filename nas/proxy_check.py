@@ -118,9 +118,9 @@ def load_records(path: str) -> dict[str, CheckRecord]:
 
 
 def save_records(path: str, records: dict[str, CheckRecord], settings: dict, *, summary: dict | None = None) -> None:
-    from search_spaces.files import write_text_atomic
+    from search_spaces.files import code_version, write_text_atomic
 
-    document = {"settings": settings, "records": [asdict(r) for r in records.values()]}
+    document = {"settings": settings | {"code": code_version()}, "records": [asdict(r) for r in records.values()]}
     if summary is not None:
         agreement = summary["agreement"]
         document["summary"] = {"n": summary["n"], "seconds": summary["seconds"]}

@@ -55,3 +55,28 @@ LATENCY_CACHE = "latency_cache.json"  # runs/: latencies across studies
 CALIBRATION = "calibration.json"  # runs/: nas calibrate's measurements
 PROVENANCE = "provenance.json"  # a retrained model's folder: where it came from
 MODEL_CARD = "model_card"  # a retrained model's folder: .json and .md
+
+
+def code_version() -> str:
+    """Which code produced a result: the package version, and the git commit (with '+dirty' for
+    uncommitted changes) when running from a checkout. Recorded with every long run's figures."""
+    import importlib.metadata
+    import subprocess
+
+    try:
+        version = importlib.metadata.version("nas")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return version
+    return f"{version}+git{commit}" + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -4,7 +4,8 @@ MnasNet-A1, -B1 and -small follow MnasNet's released definitions (arXiv:1807.116
 `mnasnet_models.py`); MobileNetV2 follows Sandler et al. (arXiv:1801.04381). The CIFAR
 adaptation is the same for all: the stride-2 of the second and sixth body blocks becomes 1, so a
 32x32 image is reduced 8x (stem, blocks 3 and 4) and the head sees a 4x4 map. Channels and
-layer counts are the papers' own.
+layer counts are the papers' own. `mobilenetv2-0.5-s1` is MobileNetV2-0.5 on the search space's
+default skeleton (stride-1 stem, the first downsampling in block 2): what the skeleton alone buys.
 
 MobileViT-XXS follows Mehta & Rastegari (arXiv:2110.02178, table 4): MV2 expansion 2, channels
 16-24-48-64-80, transformer widths 64/80/96 with depths 2/4/3, 4 heads, MLP ratio 2, 2x2 patches,
@@ -44,6 +45,13 @@ REFERENCES: dict[str, str] = {
         "-mbconv_r4_k3_s2_e6_c32-mbconv_r3_k3_s1_e6_c48-mbconv_r3_k3_s1_e6_c80"
         "-mbconv_r1_k3_s1_e6_c160-head_c1280"
     ),
+    # MobileNetV2-0.5 with the search space's default stride-1 stem (the first downsampling moved to the
+    # first 16-channel block): what the skeleton alone buys, apart from what the search finds
+    "mobilenetv2-0.5-s1": (
+        "conv_r1_k3_s1_c16-dsconv_r1_k3_s1_c8-mbconv_r2_k3_s2_e6_c16-mbconv_r3_k3_s2_e6_c16"
+        "-mbconv_r4_k3_s2_e6_c32-mbconv_r3_k3_s1_e6_c48-mbconv_r3_k3_s1_e6_c80"
+        "-mbconv_r1_k3_s1_e6_c160-head_c1280"
+    ),
     "mobilevit-xxs": (
         "conv_r1_k3_s2_c16-mbconv_r1_k3_s1_e2_c16-mbconv_r3_k3_s2_e2_c24"
         "-mobilevit_r1_k3_s1_e2_c48_d64_l2_h4_p2_m2_mhsa-mobilevit_r1_k3_s2_e2_c64_d80_l4_h4_p2_m2_mhsa"
@@ -59,6 +67,7 @@ CIFAR_UNSTRIDED_BLOCKS: dict[str, tuple[int, ...]] = {
     "mnasnet-small": (2, 6),
     "mobilenetv2-1.0": (2, 6),
     "mobilenetv2-0.5": (2, 6),
+    "mobilenetv2-0.5-s1": (0, 6),  # its stem's stride was moved to block 2, where MobileNetV2 strides anyway
     "mobilevit-xxs": (3, 5),
 }
 LAYOUTS = ("cifar", "imagenet")

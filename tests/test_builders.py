@@ -15,6 +15,7 @@ PARAMS = {
     "mnasnet-small": 779_002,
     "mobilenetv2-1.0": 2_270_794,
     "mobilenetv2-0.5": 719_034,
+    "mobilenetv2-0.5-s1": 719_034,  # the same layers, other strides
     "mobilevit-xxs": 958_346,
 }
 
