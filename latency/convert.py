@@ -16,9 +16,10 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 
 import numpy as np
+
+from search_spaces.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,9 @@ def to_tflite(
     """Convert `model` (batch 1, builtin ops only) to `path` and return `path`. A float32 model
     is verified against Keras; quantized ones are judged by their accuracy (see results.export)."""
     options = converter_options(precision, representative)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Write beside the target and rename: a killed conversion never leaves a file that looks good.
-    fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
+    # Written beside the target and renamed only once checked: a killed or failed conversion never
+    # leaves a file that looks good.
+    with atomic_path(path, suffix=".tflite") as tmp:
         try:
             with open(tmp, "wb") as f:
                 f.write(_convert(model, input_shape, options))
@@ -90,10 +89,6 @@ def to_tflite(
             if check_inputs is None:
                 check_inputs = np.random.default_rng(0).uniform(0, 255, size=(4, *input_shape)).astype(np.float32)
             verify(model, tmp, check_inputs)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
