@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.config import ConfigError, SearchConfig
+from search_spaces import INPUT_SHAPE
 from search_spaces.files import COMPARE_JSON, STUDY_DB, code_version
 from trainers.full import Recipe
 
@@ -83,7 +84,7 @@ def comparison_path(config: SearchConfig) -> str:
 
 
 def calibrate(
-    config: SearchConfig | None = None, *, input_size: int = 32, names: list[str] | None = None, on_row=None
+    config: SearchConfig | None = None, *, input_size: int = INPUT_SHAPE[0], names: list[str] | None = None, on_row=None
 ) -> tuple[list, dict, str]:
     """Measure the reference architectures on `config`'s device at `input_size` (>= 128: the papers'
     own strides, 1000 classes); (rows, fingerprint, path of the calibration store)."""

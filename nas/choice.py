@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nas.config import ConfigError
 from results.pareto import pareto_info
-from search_spaces import REFERENCES, ArchSpec, SpecError, validate
+from search_spaces import INPUT_SHAPE, REFERENCES, ArchSpec, SpecError, validate
 from search_spaces.files import PROVENANCE, write_text_atomic
 
 
@@ -32,7 +32,7 @@ def retrain_dir(runs_dir: str, *, dataset: str, recipe, arch_id: str) -> str:
 def parse_arch(text: str) -> ArchSpec:
     try:
         spec = ArchSpec.from_string(REFERENCES.get(text, text))
-        validate(spec, 32)
+        validate(spec, INPUT_SHAPE[0])
     except SpecError as error:
         raise ConfigError(f"arch {text!r} is not a valid architecture or reference name: {error}") from None
     return spec

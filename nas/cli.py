@@ -13,6 +13,7 @@ import sys
 import time
 
 from nas.config import FIELD_NAMES, ConfigError, SearchConfig, field_default, load_config
+from search_spaces import INPUT_SHAPE
 from search_spaces.files import NATIVE_LOG
 
 EXIT_BAD_INPUT = 2
@@ -246,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="measure the reference architectures on the device; suggest a target latency"
     )
     calibrate.add_argument(
-        "--input-size", type=int, default=32, help="input side in pixels (default 32; >= 128 uses the papers' strides)"
+        "--input-size",
+        type=int,
+        default=INPUT_SHAPE[0],
+        help=f"input side in pixels (default {INPUT_SHAPE[0]}; >= 128 uses the papers' strides)",
     )
     calibrate.add_argument("--references", help="comma-separated subset (default: all)")
     calibrate.add_argument("--target-ms", type=_number, help="say where this target lies against the references")

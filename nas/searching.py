@@ -31,7 +31,7 @@ from nas.worker import WORKER_LOG, Status, TrialRunner
 from results.pareto import ParetoInfo, pareto_info, write_trials_csv
 from results.record import REUSABLE_FIELDS, TrialRecord, store
 from results.reward import mnasnet_reward
-from search_spaces import REFERENCES, ArchSpec
+from search_spaces import INPUT_SHAPE, REFERENCES, ArchSpec
 from search_spaces.files import TRIALS_CSV
 from trainers.cifar import DataError, check_cifar
 
@@ -236,7 +236,7 @@ def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.St
     by the latencies the study measured. False when there is nothing to judge by yet."""
     from nas import calibration as calibrate
 
-    rows = calibrate.load(config.runs_dir, fingerprint["id"], 32)
+    rows = calibrate.load(config.runs_dir, fingerprint["id"], INPUT_SHAPE[0])
     latencies = [r.latency_median_ms for r in rows or () if r.latency_median_ms]
     source = "the reference architectures (nas calibrate)"
     if not latencies:
