@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "sampler_efficiency.json"))
+    parser.add_argument("--show", action="store_true", help="print the table of the runs in --out, run nothing")
     args = parser.parse_args()
 
     import optuna
@@ -104,11 +105,16 @@ def main() -> None:
     if os.path.exists(args.out):
         with open(args.out) as f:
             previous = json.load(f)
-        if previous.get("settings") == vars(args):
+        if previous.get("settings") == {k: v for k, v in vars(args).items() if k != "show"}:
             results = previous
+            for run in results["runs"]:  # JSON keys are strings
+                run["regret"] = {int(n): value for n, value in run["regret"].items()}
+    if args.show:
+        print(format_table(results, args))
+        return
     done = {(r["device"], r["strategy"], r["seed"]) for r in results["runs"]}
     started = time.perf_counter() - results.get("seconds", 0.0)
-    results["settings"] = vars(args)
+    results["settings"] = {k: v for k, v in vars(args).items() if k != "show"}
     # SQLite in memory-backed storage where there is one: the bench measures strategies, not disks
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=scratch) as workdir:
@@ -150,13 +156,17 @@ def format_table(results: dict, args) -> str:
     for device in args.devices:
         for strategy in args.strategies:
             runs = [r for r in results["runs"] if r["device"] == device and r["strategy"] == strategy]
+            if not runs:
+                continue
             cells = []
             for n in CHECKPOINTS:
                 values = [r["regret"][n] for r in runs if n in r["regret"]]
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}" if values else "-")
             lookups = statistics.mean(r["lookups"] for r in runs)
-            lines.append(f"{device:<10} {strategy:<14} " + " ".join(f"{c:>15}" for c in cells) + f" {lookups:>10.0f}")
+            lines.append(
+                f"{device:<10} {strategy:<14} " + " ".join(f"{c:>15}" for c in cells) + f" {lookups:>10.0f}  n={len(runs)}"
+            )
     lines.append(f"\n{len(results['runs'])} searches in {results['seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
