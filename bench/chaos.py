@@ -34,7 +34,11 @@ TINY = ["--train-images", "256", "--val-images", "200", "--batch-size", "64", "-
 
 
 def completed(storage: str, study: str) -> dict[int, tuple]:
+    """Values of every complete trial by number, and the reused ones' numbers (they do not count
+    towards --trials)."""
     import optuna
+
+    from results.record import TrialRecord
 
     if not os.path.exists(storage[len("sqlite:///") :]):
         return {}
@@ -42,7 +46,15 @@ def completed(storage: str, study: str) -> dict[int, tuple]:
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return {}
-    return {t.number: tuple(t.values) for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    return {
+        t.number: (tuple(t.values), TrialRecord.from_trial(t).reused_from is not None)
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
+
+
+def new_architectures(storage: str, study: str) -> int:
+    return sum(not reused for _, reused in completed(storage, study).values())
 
 
 def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> dict:
@@ -59,7 +71,7 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
         lost, delays, exits = 0, [], []
         for _ in range(kills):
             before = completed(storage, name)
-            remaining = trials - len(before)
+            remaining = trials - new_architectures(storage, name)
             if remaining <= 0:
                 break
             process = subprocess.Popen(
@@ -74,7 +86,7 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
             after = completed(storage, name)
             lost += sum(1 for number, values in before.items() if after.get(number) != values)
         final = subprocess.run(
-            [*base, *TINY, "--trials", str(max(0, trials - len(completed(storage, name))))],
+            [*base, *TINY, "--trials", str(max(0, trials - new_architectures(storage, name)))],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -99,7 +111,7 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
             "numbers_consecutive": [t.number for t in all_trials] == list(range(len(all_trials))),
             "csv_rows_match": [int(r["number"]) for r in rows] == [t.number for t in all_trials],
             "cache_entries": len(cache),
-            "completed": sum(t.state.name == "COMPLETE" for t in all_trials),
+            "completed": len(trained),
             "asked": trials,
             "failed_interrupted": sum(r.fail_reason.startswith("interrupted") for t, r in records if t.state.name == "FAIL"),
             "retried": sum(r.retry_of is not None for _, r in records),

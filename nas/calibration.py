@@ -83,13 +83,14 @@ def calibrate(
 
 
 def format_table(rows: list[CalibrationRow]) -> str:
-    lines = [f"{'reference':<17} {'median ms':>10} {'p90 ms':>9} {'spread':>7} {'params':>11} {'multiply-adds':>14}"]
+    width = max([len("reference"), *(len(r.name) for r in rows)])
+    lines = [f"{'reference':<{width}} {'median ms':>10} {'p90 ms':>9} {'spread':>7} {'params':>11} {'multiply-adds':>14}"]
     for r in rows:
         if r.error:
-            lines.append(f"{r.name:<17} failed: {r.error}")
+            lines.append(f"{r.name:<{width}} failed: {r.error}")
         else:
             lines.append(
-                f"{r.name:<17} {r.latency_median_ms:>10.3f} {r.latency_p90_ms:>9.3f} {100 * r.latency_cv:>6.1f}% "
+                f"{r.name:<{width}} {r.latency_median_ms:>10.3f} {r.latency_p90_ms:>9.3f} {100 * r.latency_cv:>6.1f}% "
                 f"{r.params_count:>11,} {r.multiply_adds:>14,}"
             )
     return "\n".join(lines)

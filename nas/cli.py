@@ -314,7 +314,7 @@ def _print_trial(trial, done: int, total: int, *, started: float) -> None:
         if acc is not None and lat is not None and reward is not None
         else f"{trial.state.name.lower()}: {record.fail_reason}"
     )
-    tags = " (reused)" if record.reused_from is not None else ""
+    tags = f" (reused trial {record.reused_from}: not counted)" if record.reused_from is not None else ""
     tags += f" (seed: {record.seeded_from})" if record.seeded_from else ""
     tags += f" (retry of {record.retry_of})" if record.retry_of is not None else ""
     print(
@@ -353,7 +353,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     def on_start(study, fingerprint) -> None:
         finished = len(study.get_trials(deepcopy=False))
-        print(f"study {config.study_name!r} in {config.storage_url}: {finished} earlier trials; adding {config.trials}")
+        print(
+            f"study {config.study_name!r} in {config.storage_url}: {finished} earlier trials; "
+            f"adding {config.trials} new architectures"
+        )
         print(
             f"mode {config.mode}, strategy {config.strategy}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
             f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs"
@@ -362,7 +365,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     summary = search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
-    print(f"\n{summary.new_trials} trials in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
+    reused = f" (and {summary.reused_trials} re-proposed, answered from the study)" if summary.reused_trials else ""
+    print(f"\n{summary.new_trials} new architectures{reused} in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
+    if summary.converged:
+        print(f"stopped early: the {config.strategy} sampler proposed only architectures the study already knows")
     print(f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}")
     print(f"\nall trials: {summary.csv_path}")
     study = _study_words(config)
@@ -535,7 +541,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     def on_row(row) -> None:
         figure = f"{row.latency_median_ms:.3f} ms" if not row.error else f"failed: {row.error}"
-        print(f"  {row.name:<17} {figure}", flush=True)
+        print(f"  {row.name:<18} {figure}", flush=True)
 
     print(f"calibrating at {args.input_size}x{args.input_size} on {config.device}", flush=True)
     rows, fingerprint, path = run_calibration(config, input_size=args.input_size, names=names, on_row=on_row)

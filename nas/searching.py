@@ -45,13 +45,21 @@ class TrialFailed(RuntimeError):
     """An expected per-trial failure (build, conversion, training): the trial fails, the search goes on."""
 
 
+#: samplers re-propose architectures they like; answered from the study, such trials cost half a second
+#: and do not count towards --trials, but a sampler that proposes nothing new this many times in a row
+#: (at least) has converged, and the search ends rather than spin
+MAX_REUSED_IN_A_ROW = 50
+
+
 @dataclass(frozen=True)
 class SearchSummary:
     info: ParetoInfo
-    new_trials: int
+    new_trials: int  # architectures evaluated (trained, pruned or failed), not answers copied from the study
     wall_seconds: float
     csv_path: str
     storage_url: str
+    reused_trials: int = 0
+    converged: bool = False  # stopped because the sampler proposed only known architectures
 
 
 def seed_references(study: optuna.Study, space) -> int:
@@ -293,24 +301,29 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
         on_start(study, fingerprint)
     target_checked = config.is_tabular or _warn_about_target(config, fingerprint, study)
     csv_path = os.path.join(config.run_dir, TRIALS_CSV)
-    done = 0
+    done = reused = reused_in_a_row = 0
     start = time.perf_counter()
 
     def after_trial(study: optuna.Study, trial) -> None:
-        nonlocal done, target_checked
-        done += 1
+        nonlocal done, reused, reused_in_a_row, target_checked
+        if TrialRecord.from_trial(trial).reused_from is None:
+            done, reused_in_a_row = done + 1, 0
+        else:
+            reused, reused_in_a_row = reused + 1, reused_in_a_row + 1
         if not target_checked:
             target_checked = _warn_about_target(config, fingerprint, study)
         write_trials_csv(study, csv_path)
         if on_trial:
             on_trial(trial, done, config.trials)
+        if done >= config.trials or reused_in_a_row >= MAX_REUSED_IN_A_ROW:
+            study.stop()
 
     objective = Objective(config, study, evaluator, sampler)
     try:
         with _terminate_as_interrupt():
             study.optimize(
                 objective,
-                n_trials=config.trials,
+                n_trials=None,  # ended by after_trial: --trials counts new architectures only
                 timeout=config.timeout_s,
                 catch=(TrialFailed,),
                 callbacks=[after_trial],
@@ -326,4 +339,12 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
         write_trials_csv(study, csv_path)
         raise
     write_trials_csv(study, csv_path)
-    return SearchSummary(pareto_info(study), done, time.perf_counter() - start, csv_path, config.storage_url)
+    return SearchSummary(
+        pareto_info(study),
+        done,
+        time.perf_counter() - start,
+        csv_path,
+        config.storage_url,
+        reused_trials=reused,
+        converged=reused_in_a_row >= MAX_REUSED_IN_A_ROW,
+    )

@@ -76,6 +76,28 @@ def test_a_short_nb201_search_stores_complete_trials(tmp_path):
     assert any(r.candidates_measured for r in records[10:])  # after the start-up, it looked up candidates
 
 
+def test_re_proposed_architectures_do_not_count_towards_the_trials_asked(tmp_path):
+    """A sampler that proposes a known architecture gets the study's answer, and the search goes on
+    until --trials new architectures have been evaluated."""
+    from nas.searching import run_search
+
+    config = SearchConfig(
+        space="nb201", device=f"table:{TABLE}:pixel3", strategy="random", trials=4, runs_dir=str(tmp_path / "runs")
+    )
+    os.makedirs(config.run_dir)
+    study = optuna.create_study(study_name=config.study_name, storage=config.storage_url, directions=["maximize", "minimize"])
+    params = Nb201Space().params_of(CellSpec.from_string(ARCH0))
+    for _ in range(3):
+        study.enqueue_trial(params)
+    summary = run_search(config)
+    stored = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    records = [TrialRecord.from_trial(t) for t in stored.trials]
+    reused = [r for r in records if r.reused_from is not None]
+    assert summary.new_trials == 4 and summary.reused_trials == 2 and not summary.converged
+    assert len(records) == 6 and [r.reused_from for r in reused] == [0, 0]
+    assert len({r.arch_id for r in records if r.reused_from is None}) == 4
+
+
 class _Study:
     """What the selection reads of a study: its trials."""
 
