@@ -54,16 +54,16 @@ def choose(
     if top is not None and top < 1:
         raise ConfigError(f"top={top} must be at least 1")
     chosen: list[Chosen] = []
-    for text in archs:
-        spec = parse_arch(text)
-        name = text if text in REFERENCES else spec.arch_id
-        chosen.append(Chosen(name, spec, "", {"reference": text} if text in REFERENCES else {}))
-    if trials or front:
+    if trials or front:  # the study's models first: they are what a user waits for
         if study is None:
             raise ConfigError("--trial and --front need --study")
         chosen += _from_study(study, trials=trials, front=front, top=top)
     elif study is not None and not archs:
         raise ConfigError("say what to take from the study: --trial N or --front [--top K]")
+    for text in archs:
+        spec = parse_arch(text)
+        name = text if text in REFERENCES else spec.arch_id
+        chosen.append(Chosen(name, spec, "", {"reference": text} if text in REFERENCES else {}))
     if not chosen:
         raise ConfigError("say what to retrain: --trial N or --front [--top K] with --study, or --arch STRING")
     unique, seen = [], set()

@@ -82,6 +82,23 @@ def test_retraining_takes_the_studys_dataset_and_refuses_another(tmp_path):
     assert table.returncode == 2 and "NAS-Bench-201 cells from tables: there is nothing to retrain" in table.stderr
 
 
+def test_the_studys_models_come_before_the_references(tmp_path):
+    """A comparison trains the found models first: they are what a user waits for, and a run cut
+    short still has them."""
+    from nas.choice import choose
+    from search_spaces import reference
+    from trainers.full import Recipe
+
+    spec = reference("mnasnet-small")
+    record = TrialRecord(arch=spec.to_string(), arch_id=spec.arch_id, accuracy=0.3, latency_median_ms=0.2)
+    runs, study = _study_with(tmp_path, trials=[record])
+    chosen = choose(
+        study=study, trials=(0,), archs=("mobilenetv2-0.5", "mnasnet-small"), runs_dir=str(runs),
+        dataset="cifar10", recipe=Recipe(),
+    )  # fmt: skip
+    assert [c.name for c in chosen] == ["trial 0", "mobilenetv2-0.5"]  # mnasnet-small is trial 0's architecture
+
+
 def test_the_front_lists_an_architecture_once_and_trials_csv_follows_the_current_reward(tmp_path):
     same = TrialRecord(arch="conv_r1_k3_s2_c8-head_c16", arch_id="aaa", accuracy=0.5, latency_median_ms=0.5, reward=0.1)
     _, study = _study_with(tmp_path, trials=[same, same.replace(reused_from=0), same.replace(arch_id="bbb", arch="other")])
