@@ -707,6 +707,17 @@ def _native_output_to_log(runs_dir: str) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: what survives a Ctrl-C or SIGTERM, per command
+KEPT_WHEN_INTERRUPTED = {
+    "search": "finished trials",
+    "retrain": "finished epochs and models",
+    "compare": "finished epochs and models",
+    "export": "finished models",
+    "proxy-check": "finished architectures",
+    "latency-fit": "finished measurements",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in IN_PROCESS_TENSORFLOW and getattr(args, "runs_dir", None) != "/dev/null":
@@ -719,12 +730,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # ERROR: Optuna's per-trial failure warnings repeat what the trial lines already say
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        return COMMANDS[args.command](args)
+        from nas.searching import terminate_as_interrupt
+
+        with terminate_as_interrupt():
+            return COMMANDS[args.command](args)
     except ConfigError as error:
         print(f"nas: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\nnas: interrupted; finished trials are kept, run the same command to resume", file=sys.stderr)
+        kept = KEPT_WHEN_INTERRUPTED.get(args.command)
+        print(f"\nnas: interrupted{'; ' + kept + ' are kept, run the same command to resume' if kept else ''}", file=sys.stderr)
         return 130
 
 

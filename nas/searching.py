@@ -259,11 +259,12 @@ def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.St
 
 
 class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the running trial is failed with a reason and retried later."""
+    """SIGTERM, handled like Ctrl-C: a search fails the running trial with a reason and retries it
+    later; a retraining keeps its finished epochs."""
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def terminate_as_interrupt():
     def handler(signum, frame):
         raise _Interrupted(f"signal {signal.Signals(signum).name}")
 
@@ -320,7 +321,7 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
 
     objective = Objective(config, study, evaluator, sampler)
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             study.optimize(
                 objective,
                 n_trials=None,  # ended by after_trial: --trials counts new architectures only

@@ -191,3 +191,19 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     assert "dominates in int8" in result.stdout
     again = nas("compare", *args, cwd=tmp_path)  # everything is reused: no epoch is trained again
     assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")
+
+
+def test_sigterm_stops_a_retraining_with_one_line_and_keeps_its_epochs(cifar_dir, tmp_path):
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "nas.cli", "retrain", "--arch", ARCH, *RECIPE[:-1], "--data-dir", str(cifar_dir)]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 600
+    while epochs_done(out) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted; finished epochs and models are kept" in err
+    assert epochs_done(out) >= 1 and not (out / "result.json").exists()
