@@ -212,9 +212,11 @@ def test_no_native_start_up_lines_reach_the_terminal(cifar_dir, tmp_path):
         "--data-dir", str(cifar_dir), "--runs-dir", "runs", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    for noise in ("oneDNN", "cuda", "I0000", "W0000", "E0000", "absl::InitializeLog", "XNNPACK", "fully_quantize"):
+    noises = ("oneDNN", "cuda", "I0000", "W0000", "E0000", "absl::InitializeLog", "XNNPACK", "fully_quantize")
+    for noise in noises:
         assert noise not in result.stdout and noise not in result.stderr, noise
-    assert "oneDNN" in (tmp_path / "runs" / "nas.log").read_text()  # kept in the run's log instead
+    log = (tmp_path / "runs" / "nas.log").read_text()
+    assert any(noise in log for noise in noises), log[-2000:]  # kept in the run's log instead (which lines varies by machine)
 
 
 def _tflite_macs_of(job: tuple[str, int]) -> int:
