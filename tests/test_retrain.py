@@ -182,6 +182,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     args = ["--arch", found, "--references", ARCH, *RECIPE[:-1], "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
     result = nas("compare", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Warning" not in result.stdout + result.stderr  # the converters' chatter stays off the terminal
     document = json.loads((tmp_path / "runs" / "compare" / "compare.json").read_text())
     records = {r["model"]: r for r in document["records"]}
     assert set(records) == {ARCH, ArchSpec.from_string(found).arch_id}
