@@ -34,7 +34,7 @@ TINY = ["--train-images", "256", "--val-images", "200", "--batch-size", "64", "-
 
 
 def completed(storage: str, study: str) -> dict[int, tuple]:
-    """Values of every complete trial by number, and the reused ones' numbers (they do not count
+    """Every complete trial by number: its values, and whether it was reused (reuses do not count
     towards --trials)."""
     import optuna
 

@@ -62,21 +62,17 @@ def run_one(*, device: str, strategy: str, seed: int, budget: int, table_path: s
     )
     import optuna
 
-    points, seen, lookups, trials, started = [], set(), 0, 0, time.perf_counter()
-    for _ in range(20):  # re-proposed architectures do not count: search on until the budget is met
-        run_search(config)
-        study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
-        points, seen, lookups = [], set(), 0
-        for trial in study.get_trials(deepcopy=False):
-            record = TrialRecord.from_trial(trial)
-            lookups += record.candidates_measured or (0 if record.reused_from is not None else 1)
-            if record.accuracy is not None and record.arch_id not in seen:
-                seen.add(record.arch_id)
-                points.append((record.latency_median_ms, record.accuracy))
-        trials = len(study.trials)
-        if len(points) >= budget:
-            break
-        config = SearchConfig(**{**config.__dict__, "trials": budget - len(points)})
+    started = time.perf_counter()
+    run_search(config)  # re-proposed architectures do not count towards its trials
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    points, seen, lookups = [], set(), 0
+    for trial in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_trial(trial)
+        lookups += record.candidates_measured or (0 if record.reused_from is not None else 1)
+        if record.accuracy is not None and record.arch_id not in seen:
+            seen.add(record.arch_id)
+            points.append((record.latency_median_ms, record.accuracy))
+    trials = len(study.trials)
     return {"points": points[:budget], "trials": trials, "lookups": lookups, "seconds": time.perf_counter() - started}
 
 
@@ -101,11 +97,12 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     accuracies = load_nb201_accuracies(args.dataset)
     # resumable: runs already in the output file (with the same settings) are kept, not run again
+    settings = {name: value for name, value in vars(args).items() if name != "show"}
     results: dict = {"reference": {}, "runs": [], "seconds": 0.0}
     if os.path.exists(args.out):
         with open(args.out) as f:
             previous = json.load(f)
-        if previous.get("settings") == {k: v for k, v in vars(args).items() if k != "show"}:
+        if previous.get("settings") == settings:
             results = previous
             for run in results["runs"]:  # JSON keys are strings
                 run["regret"] = {int(n): value for n, value in run["regret"].items()}
@@ -114,7 +111,7 @@ def main() -> None:
         return
     done = {(r["device"], r["strategy"], r["seed"]) for r in results["runs"]}
     started = time.perf_counter() - results.get("seconds", 0.0)
-    results["settings"] = {k: v for k, v in vars(args).items() if k != "show"}
+    results["settings"] = settings
     # SQLite in memory-backed storage where there is one: the bench measures strategies, not disks
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=scratch) as workdir:

@@ -82,8 +82,12 @@ def calibrate(
     return rows
 
 
+#: the name column of every calibration line: wide enough for any reference
+NAME_WIDTH = max(len("reference"), *(len(name) for name in REFERENCES))
+
+
 def format_table(rows: list[CalibrationRow]) -> str:
-    width = max([len("reference"), *(len(r.name) for r in rows)])
+    width = NAME_WIDTH
     lines = [f"{'reference':<{width}} {'median ms':>10} {'p90 ms':>9} {'spread':>7} {'params':>11} {'multiply-adds':>14}"]
     for r in rows:
         if r.error:

@@ -541,7 +541,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     def on_row(row) -> None:
         figure = f"{row.latency_median_ms:.3f} ms" if not row.error else f"failed: {row.error}"
-        print(f"  {row.name:<18} {figure}", flush=True)
+        print(f"  {row.name:<{calibrate.NAME_WIDTH}} {figure}", flush=True)
 
     print(f"calibrating at {args.input_size}x{args.input_size} on {config.device}", flush=True)
     rows, fingerprint, path = run_calibration(config, input_size=args.input_size, names=names, on_row=on_row)
