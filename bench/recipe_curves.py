@@ -73,6 +73,11 @@ def run(name: str, *, data_dir: str, runs_dir: str) -> None:
 
     def on_epoch(epoch: int, epochs: int, record: dict) -> None:
         document = load()
+        if name in document and document[name].get("recipe_id") != recipe.recipe_id:
+            # a curve of another recipe (or of code that changed the recipe's meaning) is kept under its own key
+            kept = f"{name}@{document[name].get('recipe_id')}"
+            document[kept] = document.pop(name)
+            print(f"{name}: the earlier curve (recipe {document[kept].get('recipe_id')}) is kept as {kept!r}", flush=True)
         entry = document.setdefault(name, {"arch": spec.to_string(), "arch_id": spec.arch_id, "recipe": overrides})
         entry["recipe_id"] = recipe.recipe_id
         entry["reference"] = arch if arch in REFERENCES else None
@@ -99,7 +104,11 @@ def run(name: str, *, data_dir: str, runs_dir: str) -> None:
 
 def show() -> None:
     document = load()
-    print(f"{'experiment':<22} {'epochs':>6} {'best val':>8} {'val+flip':>8} {'test':>7} {'s/epoch':>8} {'hours':>6}  recipe")
+    # "avg-raw >=3": the weight average's validation accuracy minus the raw weights', worst epoch from 3 on
+    print(
+        f"{'experiment':<34} {'epochs':>6} {'best val':>8} {'val+flip':>8} {'test':>7} {'avg-raw >=3':>11} "
+        f"{'s/epoch':>8} {'hours':>6}  recipe"
+    )
     for name, entry in document.items():
         history, result = entry.get("history", []), entry.get("result", {})
         best = max((h["val_accuracy"] for h in history), default=float("nan"))
@@ -108,9 +117,11 @@ def show() -> None:
         total = sum(seconds) / 3600
         flip = result.get("val_accuracy_flip")
         test = result.get("test_accuracy")
+        gaps = [h["val_accuracy_ema"] - h["val_accuracy_raw"] for h in history if h["epoch"] >= 3 and "val_accuracy_ema" in h]
+        gap = f"{min(gaps):+.4f}" if gaps else "-"
         print(
-            f"{name:<22} {len(history):>6} {best:>8.4f} {'-' if flip is None else f'{flip:.4f}':>8} "
-            f"{'-' if test is None else f'{test:.4f}':>7} {median:>8.0f} {total:>6.2f}  {json.dumps(entry['recipe'])}"
+            f"{name:<34} {len(history):>6} {best:>8.4f} {'-' if flip is None else f'{flip:.4f}':>8} "
+            f"{'-' if test is None else f'{test:.4f}':>7} {gap:>11} {median:>8.0f} {total:>6.2f}  {json.dumps(entry['recipe'])}"
         )
 
 

@@ -271,17 +271,31 @@ def compare(
     on_epoch: Callable | None = None,
 ) -> tuple[list, str]:
     """Retrain the chosen models and the references under `recipe`, export and score them in fp32
-    and int8, time them side by side; (records, path of the compare.json written)."""
+    and int8, time them side by side with the earlier models of this recipe still on disk, and
+    merge the records into compare.json; (every record of the file, its path)."""
     recipe = recipe or Recipe()
+    import datetime
     from dataclasses import asdict, replace
 
     from latency.devices import DeviceError
     from nas import comparison as comparing
-    from results.compare import save
+    from results.compare import load_document, merge, records_of, save
 
+    if selection.study and not (selection.trials or selection.front):
+        raise ConfigError("say what to take from the study: --trial N or --front [--top K]")
     references = comparing.DEFAULT_REFERENCES if references is None else tuple(references)
     with_refs = replace(selection, archs=(*selection.archs, *references))
     chosen, dataset_name, study = resolve(with_refs, recipe)
+    config = SearchConfig(study_name=study.study_name if study else "compare", runs_dir=selection.runs_dir)
+    path = comparison_path(config)
+    try:
+        document = load_document(path)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    earlier = records_of(document)
+    chosen += comparing.earlier_models(
+        earlier, recipe_id=recipe.recipe_id, dataset=dataset_name, exclude={item.spec.arch_id for item in chosen}
+    )
     device_config = device_config or SearchConfig()
     device = device_config.make_device()
     try:
@@ -289,10 +303,16 @@ def compare(
     except DeviceError as error:
         raise ConfigError(f"device {device_config.device!r} cannot be used: {error}") from None
     dataset = load_dataset(dataset_name, selection.data_dir)
-    records = comparing.compare(chosen, dataset=dataset, recipe=recipe, device=device, on_model=on_model, on_epoch=on_epoch)
-    config = SearchConfig(study_name=study.study_name if study else "compare", runs_dir=selection.runs_dir)
-    path = comparison_path(config)
-    settings = {"recipe": asdict(recipe), "recipe_id": recipe.recipe_id, "dataset": dataset_name, "fingerprint": fingerprint}
-    settings["code"] = code_version()
-    save(path, records, settings=settings)
-    return records, path
+    timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    records = comparing.compare(
+        chosen, dataset=dataset, recipe=recipe, device=device, timed=timed, on_model=on_model, on_epoch=on_epoch
+    )
+    merged = merge(earlier, records)
+    save(
+        path,
+        merged,
+        recipes=document["recipes"] | {recipe.recipe_id: asdict(recipe) | {"description": recipe.describe()}},
+        fingerprints=document["fingerprints"] | {fingerprint["id"]: fingerprint},
+        runs=[*document["runs"], {"timed": timed, "code": code_version(), "recipe_id": recipe.recipe_id, "models": len(records)}],
+    )
+    return merged, path

@@ -4,7 +4,9 @@ Every chosen model (front members, trials, strings, references) is retrained wit
 and budget, resumable per epoch, reusing any model already retrained with that recipe on that
 dataset; each is exported and scored on the test split in fp32 and full-integer int8 with LiteRT;
 then all files are timed side by side on the device (interleaved rounds, so a drift of the
-machine's speed touches every model alike). The records go to `runs/<study>/compare.json`.
+machine's speed touches every model alike). The records go to `runs/<study>/compare.json`, merged
+with what earlier runs measured: one record per model and recipe, and every earlier model of the
+same recipe whose files are still here is timed again beside the new ones.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from nas.choice import Chosen, save_provenance
 from results.compare import CompareRecord, with_dominance
+from search_spaces import ArchSpec
 from search_spaces.files import MODEL_CARD
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,12 @@ def compare(
     dataset,
     recipe,
     device,
+    timed: str,
     on_model: Callable[[int, int, Chosen], None] | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
 ) -> list[CompareRecord]:
-    """Retrain, export and time every chosen model; the records with their dominance."""
+    """Retrain, export and time every chosen model; the records (all stamped `timed`: one
+    side-by-side timing) with their dominance."""
     finished = []
     for k, item in enumerate(chosen, start=1):
         if on_model:
@@ -79,6 +84,7 @@ def compare(
         if "file" in card["formats"].get(precision, {})
     }
     latencies = time_side_by_side(paths, device)
+    fingerprint = device.fingerprint()["id"]
     records = []
     for item, result, card in finished:
         formats = card["formats"]
@@ -100,6 +106,25 @@ def compare(
                 recipe_id=recipe.recipe_id,
                 dataset=dataset.name,
                 source=item.provenance,
+                workdir=item.workdir,
+                fingerprint=fingerprint,
+                timed=timed,
             )
         )
     return with_dominance(records)
+
+
+def earlier_models(records: list[CompareRecord], *, recipe_id: str, dataset: str, exclude: set[str]) -> list[Chosen]:
+    """The models of earlier records under this recipe and dataset whose retrained files are still
+    here (not in `exclude`, arch ids): timed again beside the new ones."""
+    from trainers.full import RESULT
+
+    return [
+        Chosen(r.model, ArchSpec.from_string(r.arch), r.workdir, r.source)
+        for r in records
+        if r.recipe_id == recipe_id
+        and r.dataset == dataset
+        and r.arch_id not in exclude
+        and r.workdir
+        and os.path.exists(os.path.join(r.workdir, RESULT))
+    ]

@@ -6,7 +6,7 @@ produces the records."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from search_spaces.files import write_text_atomic
 
@@ -33,9 +33,22 @@ class CompareRecord:
     source: dict = field(default_factory=dict)
     dominates_fp32: tuple[str, ...] = ()  # references this found model beats in accuracy and latency
     dominates_int8: tuple[str, ...] = ()
+    workdir: str = ""  # the retrained model's folder (a later comparison re-times it from there)
+    fingerprint: str = ""  # id of the device fingerprint the latencies were timed on
+    timed: str = ""  # when: records timed side by side in one run share it; only they are compared
 
     def point(self, precision: str) -> tuple[float | None, float | None]:
         return getattr(self, f"latency_{precision}_ms"), getattr(self, f"test_accuracy_{precision}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """One record per model and recipe: (dataset, recipe_id, arch_id)."""
+        return self.dataset, self.recipe_id, self.arch_id
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        """Records comparable with each other: one recipe and dataset, timed side by side."""
+        return self.dataset, self.recipe_id, self.fingerprint, self.timed
 
 
 def dominates(a: CompareRecord, b: CompareRecord, precision: str) -> bool:
@@ -46,15 +59,24 @@ def dominates(a: CompareRecord, b: CompareRecord, precision: str) -> bool:
 
 
 def with_dominance(records: list[CompareRecord]) -> list[CompareRecord]:
-    """Each found model with the references it dominates, per precision."""
-    references = [r for r in records if r.kind == "reference"]
+    """Each found model with the references it dominates, per precision, among the records of its
+    group (same recipe and dataset, timed side by side)."""
     out = []
     for record in records:
         if record.kind == "found":
+            references = [r for r in records if r.kind == "reference" and r.group == record.group]
             beaten = {p: tuple(ref.model for ref in references if dominates(record, ref, p)) for p in PRECISIONS}
-            record = CompareRecord(**(asdict(record) | {f"dominates_{p}": beaten[p] for p in PRECISIONS}))
+            record = replace(record, **{f"dominates_{p}": beaten[p] for p in PRECISIONS})
         out.append(record)
     return out
+
+
+def merge(earlier: list[CompareRecord], new: list[CompareRecord]) -> list[CompareRecord]:
+    """Earlier records kept, each model and recipe once: a new record replaces the earlier one of its
+    key (the same trained files, timed again); dominance recomputed."""
+    fresh = {r.key: r for r in new}
+    kept = [fresh.pop(r.key, r) for r in earlier]
+    return with_dominance(kept + list(fresh.values()))
 
 
 def front(records: list[CompareRecord], precision: str) -> list[CompareRecord]:
@@ -68,44 +90,83 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def groups(records: list[CompareRecord]) -> dict[tuple, list[CompareRecord]]:
+    """The records by group, the most recently timed group first."""
+    by_group: dict[tuple, list[CompareRecord]] = {}
+    for record in records:
+        by_group.setdefault(record.group, []).append(record)
+    return dict(sorted(by_group.items(), key=lambda item: item[0][3], reverse=True))
+
+
 def format_table(records: list[CompareRecord]) -> str:
+    """One table per group (recipe, dataset, timing run), with its dominance verdict."""
     header = (
         f"{'model':<18} {'kind':<9} {'arch_id':<12} {'params':>9} {'MMACs':>6} {'fp32 ms':>8} {'int8 ms':>8} "
         f"{'fp32 acc':>8} {'int8 acc':>8} {'epochs':>6} {'train min':>9}"
     )
-    lines = [header, "-" * len(header)]
-    for r in sorted(records, key=lambda r: r.latency_int8_ms if r.latency_int8_ms is not None else float("inf")):
-        macs = None if r.multiply_adds is None else r.multiply_adds / 1e6
-        lines.append(
-            f"{r.model:<18} {r.kind:<9} {r.arch_id:<12} {r.params_count:>9,} {_fmt(macs, '.1f'):>6} "
-            f"{_fmt(r.latency_fp32_ms, '.3f'):>8} {_fmt(r.latency_int8_ms, '.3f'):>8} "
-            f"{_fmt(r.test_accuracy_fp32, '.4f'):>8} {_fmt(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
-            f"{r.train_seconds / 60:>9.1f}"
-        )
-    lines.append("")
-    for r in records:
-        if r.kind != "found":
-            continue
-        for precision in PRECISIONS:
-            beaten = getattr(r, f"dominates_{precision}")
-            verdict = ", ".join(beaten) if beaten else "no reference"
-            lines.append(f"{r.model} ({r.arch_id}) dominates in {precision}: {verdict}")
-    return "\n".join(lines)
+    blocks = []
+    by_group = groups(records)
+    for (dataset, recipe_id, _, timed), members in by_group.items():
+        lines = []
+        if len(by_group) > 1:
+            lines.append(f"{dataset}, recipe {recipe_id}, timed side by side {timed or '-'}")
+        lines += [header, "-" * len(header)]
+        for r in sorted(members, key=lambda r: r.latency_int8_ms if r.latency_int8_ms is not None else float("inf")):
+            macs = None if r.multiply_adds is None else r.multiply_adds / 1e6
+            lines.append(
+                f"{r.model:<18} {r.kind:<9} {r.arch_id:<12} {r.params_count:>9,} {_fmt(macs, '.1f'):>6} "
+                f"{_fmt(r.latency_fp32_ms, '.3f'):>8} {_fmt(r.latency_int8_ms, '.3f'):>8} "
+                f"{_fmt(r.test_accuracy_fp32, '.4f'):>8} {_fmt(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
+                f"{r.train_seconds / 60:>9.1f}"
+            )
+        lines.append("")
+        for r in members:
+            if r.kind != "found":
+                continue
+            for precision in PRECISIONS:
+                beaten = getattr(r, f"dominates_{precision}")
+                verdict = ", ".join(beaten) if beaten else "no reference"
+                lines.append(f"{r.model} ({r.arch_id}) dominates in {precision}: {verdict}")
+        blocks.append("\n".join(lines).rstrip())
+    return "\n\n".join(blocks)
 
 
-def save(path: str, records: list[CompareRecord], *, settings: dict) -> None:
-    document = {"settings": settings, "records": [asdict(r) for r in records]}
+def save(path: str, records: list[CompareRecord], *, recipes: dict, fingerprints: dict, runs: list[dict]) -> None:
+    """The whole file: every record, the recipes and fingerprints they name, and the runs that wrote it."""
+    document = {"recipes": recipes, "fingerprints": fingerprints, "runs": runs, "records": [asdict(r) for r in records]}
     write_text_atomic(path, json.dumps(document, indent=1) + "\n")
 
 
-def load(path: str) -> list[CompareRecord]:
+def load_document(path: str) -> dict:
+    """compare.json as saved, an empty one when there is none. A file written before records were
+    merged (one "settings" for all) reads as one run."""
     try:
         with open(path) as f:
             document = json.load(f)
     except FileNotFoundError:
-        return []
+        return {"recipes": {}, "fingerprints": {}, "runs": [], "records": []}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); move it aside to start a new comparison file") from None
+    if "settings" in document:  # the one-run format
+        settings = document.pop("settings")
+        fingerprint = settings.get("fingerprint", {})
+        document["recipes"] = {settings.get("recipe_id", ""): settings.get("recipe", {})}
+        document["fingerprints"] = {fingerprint.get("id", ""): fingerprint} if fingerprint else {}
+        document["runs"] = [{"code": settings.get("code"), "recipe_id": settings.get("recipe_id")}]
+        for entry in document.get("records", []):
+            entry.setdefault("fingerprint", fingerprint.get("id", ""))
+    return document
+
+
+def load(path: str) -> list[CompareRecord]:
+    return records_of(load_document(path))
+
+
+def records_of(document: dict) -> list[CompareRecord]:
+    known = {f.name for f in fields(CompareRecord)}
     records = []
     for entry in document.get("records", []):
+        entry = {k: v for k, v in entry.items() if k in known}
         entry["dominates_fp32"] = tuple(entry.get("dominates_fp32", ()))
         entry["dominates_int8"] = tuple(entry.get("dominates_int8", ()))
         records.append(CompareRecord(**entry))

@@ -302,7 +302,7 @@ def _divs(figures) -> str:
 def render_html(info: ParetoInfo, comparison: list | None = None) -> str:
     import plotly.offline
 
-    from results.compare import format_table
+    from results.compare import format_table, groups
 
     figures = [front_figure(info), hypervolume_figure(info), *histogram_figures(info), *choice_figures(info)]
     divs = _divs(figures)
@@ -311,8 +311,8 @@ def render_html(info: ParetoInfo, comparison: list | None = None) -> str:
         retrained = (
             "<h2>Retrained: found models against the references</h2>"
             '<p class="meta">From <code>nas compare</code>: every model retrained with the same recipe, scored on the '
-            "test split with LiteRT, timed side by side.</p>"
-            f"{_divs(comparison_figures(comparison))}<pre>{html.escape(format_table(comparison))}</pre>"
+            "test split with LiteRT, timed side by side (plotted: the latest run's models).</p>"
+            f"{_divs(comparison_figures(next(iter(groups(comparison).values()))))}<pre>{html.escape(format_table(comparison))}</pre>"
         )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(info.counts.items()))
     best = info.best_reward

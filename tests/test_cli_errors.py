@@ -87,6 +87,7 @@ BAD = [
     (["retrain", "--arch", "mnasnet-small", "--data-dir", "/no-dir"], "data directory '/no-dir' does not exist"),
     (["compare", "--arch", "mnasnet-small", "--references", "resnet50"], "arch 'resnet50' is not a valid architecture"),
     (["compare", "--arch", "mnasnet-small", "--device", "tpu"], "device='tpu' is not one of"),
+    (["compare", "--study", "never-ran"], "say what to take from the study: --trial N or --front"),
     (["export", "--arch", "mnasnet-small", "--device", "cmd:true"], "has no {model} placeholder"),
     (["dashboard", "--study", "never-ran", "--port", "70000"], "port=70000 must be in 1..65535"),
     (["proxy-check", "--archs", "-1"], "archs=-1: nothing to check"),

@@ -183,15 +183,26 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     result = nas("compare", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Warning" not in result.stdout + result.stderr  # the converters' chatter stays off the terminal
-    document = json.loads((tmp_path / "runs" / "compare" / "compare.json").read_text())
+    path = tmp_path / "runs" / "compare" / "compare.json"
+    document = json.loads(path.read_text())
     records = {r["model"]: r for r in document["records"]}
     assert set(records) == {ARCH, ArchSpec.from_string(found).arch_id}
+    (recipe_id,) = document["recipes"]
     for record in records.values():
-        assert record["epochs"] == 3 and record["recipe_id"] == document["settings"]["recipe_id"]
+        assert record["epochs"] == 3 and record["recipe_id"] == recipe_id
         assert 0 < record["test_accuracy_int8"] <= 1 and record["latency_int8_ms"] > 0 and record["latency_fp32_ms"] > 0
+        assert record["fingerprint"] in document["fingerprints"] and os.path.isdir(tmp_path / record["workdir"])
+    assert len({r["timed"] for r in records.values()}) == 1  # one side-by-side timing
     assert "dominates in int8" in result.stdout
     again = nas("compare", *args, cwd=tmp_path)  # everything is reused: no epoch is trained again
     assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")
+
+    # a run that names only the reference keeps the found model's record and times it again beside it
+    alone = nas("compare", "--arch", ARCH, "--references", "", *RECIPE[:-1], "--data-dir", str(cifar_dir), cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    merged = json.loads(path.read_text())
+    assert {r["model"] for r in merged["records"]} == set(records) and len(merged["runs"]) == 3
+    assert len({r["timed"] for r in merged["records"]}) == 1 and merged["records"][0]["timed"] > records[ARCH]["timed"]
 
 
 def test_sigterm_stops_a_retraining_with_one_line_and_keeps_its_epochs(cifar_dir, tmp_path):

@@ -53,13 +53,14 @@ class Recipe:
     cutout: int = 16  # side of the erased square in pixels; 0 = off
     dropout: float = 0.2
     ema_decay: float = 0.999  # per step; 0 = no weight averaging
+    ema_bn_batches: int = 32  # training batches that re-estimate BatchNorm's statistics for the averaged weights
     val_images: int = 5_000
     train_images: int | None = None  # None: every training image not held out
     seed: int = 0
     deterministic: bool = False  # bit-exact kernels (a resumed run equals an uninterrupted one), slower
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "val_images"):
+        for name in ("epochs", "batch_size", "val_images", "ema_bn_batches"):
             _at_least(name, getattr(self, name), 1)
         if self.train_images is not None:
             _at_least("train_images", self.train_images, self.batch_size)
@@ -128,11 +129,19 @@ class RetrainResult:
     images_per_second: float  # median training throughput over the epochs
     history: tuple[dict, ...]
     model_path: str
+    best_weights: str = "raw"  # which weights were delivered: "raw" or "average" (the better at the best epoch)
 
 
 def bn_momentum_for(total_steps: int) -> float:
     """BatchNorm's moving averages must settle within the run: horizon ~ a tenth of the steps."""
     return float(min(0.99, max(0.5, 1.0 - 10.0 / total_steps)))
+
+
+def average_decay(recipe: Recipe, total_steps: int) -> float:
+    """The weight average's per-step decay: like BatchNorm's statistics, the average must settle
+    within the run (horizon <= a tenth of the steps), so a short run averages over less; never
+    below 0 (a run of 10 steps or fewer simply delivers its last weights as the "average")."""
+    return min(recipe.ema_decay, max(0.0, 1.0 - 10.0 / total_steps))
 
 
 def _seed_states(model) -> dict[str, np.ndarray]:
@@ -230,9 +239,7 @@ def retrain(
             label_smoothing=recipe.label_smoothing,
         ),
     )
-    # like BatchNorm's statistics, the average must settle within the run (horizon <= a tenth of the
-    # steps): a short run averages over less, a long one as the recipe says
-    average = WeightAverage(model, decay=min(recipe.ema_decay, 1.0 - 10.0 / total_steps)) if recipe.ema_decay else None
+    average = WeightAverage(model, decay=average_decay(recipe, total_steps)) if recipe.ema_decay else None
     predictor = Predictor(model)
 
     checkpoint_path = os.path.join(workdir, CHECKPOINT)
@@ -250,7 +257,15 @@ def retrain(
         _restore_seed_states(model, arrays)
         log.info("resuming %s after epoch %d", spec.arch_id, state["epochs_done"])
     else:
-        state = {**identity, "epochs_done": 0, "history": [], "best_epoch": 0, "best_val_accuracy": -1.0, "train_seconds": 0.0}
+        state = {
+            **identity,
+            "epochs_done": 0,
+            "history": [],
+            "best_epoch": 0,
+            "best_val_accuracy": -1.0,
+            "best_weights": "raw",
+            "train_seconds": 0.0,
+        }
 
     for epoch in range(state["epochs_done"], recipe.epochs):
         start = time.perf_counter()
@@ -274,16 +289,31 @@ def retrain(
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss={loss}); try a lower --lr")
         record = {"epoch": epoch + 1, "loss": loss, "lr_end": float(step.schedule(step.step - 1.0))}
+        # the best epoch is chosen over both weight sets: early on the raw weights are ahead
         record["val_accuracy_raw"] = predictor.accuracy(x_val, y_val)
-        if average:
-            average.swap()
-            record["val_accuracy_ema"] = predictor.accuracy(x_val, y_val)
-        record["val_accuracy"] = record["val_accuracy_ema" if average else "val_accuracy_raw"]
+        record["val_accuracy"], record["weights"] = record["val_accuracy_raw"], "raw"
         if record["val_accuracy"] > state["best_val_accuracy"]:
-            state["best_epoch"], state["best_val_accuracy"] = epoch + 1, record["val_accuracy"]
-            best_weights = _weights(model)  # the evaluated weights: the averages when averaging
+            state["best_epoch"], state["best_val_accuracy"], state["best_weights"] = epoch + 1, record["val_accuracy"], "raw"
+            best_weights = _weights(model)
         if average:
-            average.swap()
+            # BatchNorm's statistics for the averages, from the first batches this epoch trained on
+            head = order[: recipe.ema_bn_batches * recipe.batch_size]
+            bn_data = batches(
+                x_train[head],
+                y_train[head],
+                num_classes=dataset.num_classes,
+                batch_size=recipe.batch_size,
+                seed=recipe.seed,
+                key=epoch,
+            )
+            with average.applied(images for images, _ in bn_data):
+                record["val_accuracy_ema"] = predictor.accuracy(x_val, y_val)
+                if record["val_accuracy_ema"] > record["val_accuracy"]:
+                    record["val_accuracy"], record["weights"] = record["val_accuracy_ema"], "average"
+                if record["val_accuracy_ema"] > state["best_val_accuracy"]:
+                    state["best_epoch"], state["best_val_accuracy"] = epoch + 1, record["val_accuracy_ema"]
+                    state["best_weights"] = "average"
+                    best_weights = _weights(model)  # the averages with their own statistics
         record |= {
             "seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
@@ -320,6 +350,7 @@ def retrain(
         images_per_second=float(np.median(throughput)),
         history=tuple(state["history"]),
         model_path=model_path,
+        best_weights=state["best_weights"],
     )
     write_text_atomic(os.path.join(workdir, RESULT), json.dumps(asdict(result), indent=1))
     return result

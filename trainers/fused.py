@@ -15,6 +15,7 @@ the images an uninterrupted run saw (shuffling is a function of (seed, epoch), s
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,24 +184,74 @@ class FusedStep:
                 v.assign(arrays[f"slot{s}_{k}"])
 
 
+class BatchNormEstimator:
+    """BatchNorm moving statistics measured afresh for a model's current weights: the mean, over
+    some training batches, of each BatchNorm layer's batch mean and (Bessel-corrected) variance,
+    the network run in training mode so that every layer sees inputs normalised as in training
+    (PyTorch's `swa_utils.update_bn` does the same). No gradient step, no weight changes but the
+    statistics."""
+
+    def __init__(self, model):
+        import keras
+        import tensorflow as tf
+
+        self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        probe = keras.Model(model.inputs, [layer.input for layer in self.layers]) if self.layers else None
+
+        def moments(images):
+            stats = []
+            for x in probe(images, training=True):
+                mean, variance = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
+                n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), variance.dtype)
+                stats.append((mean, variance * n / (n - 1.0)))
+            return stats
+
+        self._moments = tf.function(moments, autograph=False)
+
+    def statistics(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.layers]
+
+    def assign(self, statistics) -> None:
+        for layer, (mean, variance) in zip(self.layers, statistics, strict=True):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+
+    def reestimate(self, image_batches) -> int:
+        """Set every layer's statistics from `image_batches` (float images); the batches used."""
+        totals, count = None, 0
+        for images in image_batches:
+            stats = [(m.numpy(), v.numpy()) for m, v in self._moments(images)]
+            totals = stats if totals is None else [(tm + m, tv + v) for (tm, tv), (m, v) in zip(totals, stats, strict=True)]
+            count += 1
+        if count and self.layers:
+            self.assign([(m / count, v / count) for m, v in totals])
+        return count
+
+
 class WeightAverage:
-    """An exponential moving average of every model weight (BatchNorm statistics included), updated
-    every `every` steps with decay**every, which keeps the horizon while costing 1/every of the
-    updates. Polyak & Juditsky (1992); as in the MnasNet/EfficientNet training code."""
+    """An exponential moving average of the trainable weights, updated every `every` steps with
+    decay**every, which keeps the horizon while costing 1/every of the updates. Polyak & Juditsky
+    (1992); as in the MnasNet/EfficientNet training code.
+
+    BatchNorm's moving statistics are not averaged: averaged along with the kernels, they do not
+    describe the averaged kernels (measured: MobileNetV2-0.5 scored 0.246 with them against 0.614
+    for the raw weights at epoch 10 of 100). `applied` re-estimates them for the averages."""
 
     def __init__(self, model, *, decay: float, every: int = 4):
         import tensorflow as tf
 
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay={decay!r} must lie in [0, 1)")
         self.model = model
         self.every = every
-        self.weights = [w.value for w in model.weights]
+        self.weights = [w.value for w in model.trainable_weights]
         self.shadow = [tf.Variable(w, trainable=False) for w in self.weights]
+        self.batchnorm = BatchNormEstimator(model)
         factor = tf.constant(1.0 - decay**every)
 
         def update():
             for w, s in zip(self.weights, self.shadow, strict=True):
-                if w.dtype.is_floating:
-                    s.assign_sub(factor * (s - w))
+                s.assign_sub(factor * (s - w))
 
         self._update = tf.function(update, autograph=False)
 
@@ -208,12 +259,24 @@ class WeightAverage:
         if step % self.every == 0:
             self._update()
 
-    def swap(self) -> None:
-        """Exchange the model's weights with the averages (call again to swap back)."""
+    def _swap(self) -> None:
         for w, s in zip(self.weights, self.shadow, strict=True):
             current = w.numpy()
             w.assign(s)
             s.assign(current)
+
+    @contextmanager
+    def applied(self, image_batches):
+        """The model holds the averaged weights, with BatchNorm statistics re-estimated on
+        `image_batches`, inside the block; its own weights and statistics again after it."""
+        raw_statistics = self.batchnorm.statistics()
+        self._swap()
+        try:
+            self.batchnorm.reestimate(image_batches)
+            yield
+        finally:
+            self._swap()
+            self.batchnorm.assign(raw_statistics)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"ema_{k}": s.numpy() for k, s in enumerate(self.shadow)}

@@ -1,0 +1,77 @@
+"""compare.json keeps what every run measured: one record per model and recipe, merged; dominance
+only among records timed side by side under one recipe; the one-run format of earlier files reads."""
+
+import json
+
+import pytest
+
+from results.compare import CompareRecord, format_table, load_document, merge, records_of, save
+
+
+def record(model, *, kind="found", acc=0.8, lat=0.5, recipe="r30", timed="t1", arch_id=None) -> CompareRecord:
+    return CompareRecord(
+        model=model,
+        kind=kind,
+        arch=f"arch-of-{model}",
+        arch_id=arch_id or f"id-{model}",
+        params_count=1000,
+        multiply_adds=10**6,
+        latency_fp32_ms=lat,
+        latency_int8_ms=lat,
+        test_accuracy_fp32=acc,
+        test_accuracy_int8=acc,
+        val_accuracy=acc,
+        epochs=30,
+        train_seconds=60.0,
+        recipe_id=recipe,
+        dataset="cifar10",
+        fingerprint="fp",
+        timed=timed,
+    )
+
+
+def test_a_new_run_replaces_its_own_models_and_keeps_the_others():
+    earlier = [record("trial 1", timed="t1"), record("mv2", kind="reference", timed="t1"), record("trial 9", recipe="r15")]
+    new = [record("trial 1", acc=0.9, timed="t2"), record("trial 2", timed="t2")]
+    merged = merge(earlier, new)
+    assert [(r.model, r.recipe_id, r.timed) for r in merged] == [
+        ("trial 1", "r30", "t2"),
+        ("mv2", "r30", "t1"),
+        ("trial 9", "r15", "t1"),
+        ("trial 2", "r30", "t2"),
+    ]
+
+
+def test_dominance_only_within_one_side_by_side_timing():
+    reference = record("mv2", kind="reference", acc=0.8, lat=0.5, timed="t1")
+    same_run = record("trial 1", acc=0.85, lat=0.4, timed="t1")
+    other_run = record("trial 2", acc=0.85, lat=0.4, timed="t2")  # better numbers, but timed in another run
+    merged = {r.model: r for r in merge([], [reference, same_run, other_run])}
+    assert merged["trial 1"].dominates_int8 == ("mv2",) and merged["trial 1"].dominates_fp32 == ("mv2",)
+    assert merged["trial 2"].dominates_int8 == ()
+    table = format_table(list(merged.values()))
+    assert "timed side by side t2" in table and "timed side by side t1" in table
+    assert table.index("t2") < table.index("t1")  # the latest run first
+
+
+def test_the_file_round_trips_and_an_earlier_one_run_file_reads(tmp_path):
+    path = tmp_path / "compare.json"
+    records = merge([], [record("trial 1"), record("mv2", kind="reference")])
+    save(str(path), records, recipes={"r30": {"epochs": 30}}, fingerprints={"fp": {"id": "fp"}}, runs=[{"timed": "t1"}])
+    assert records_of(load_document(str(path))) == records
+
+    old = {"settings": {"recipe_id": "r15", "recipe": {"epochs": 15}, "fingerprint": {"id": "fpold"}, "code": "abc"}}
+    entry = json.loads(json.dumps(records[0].__dict__))
+    old["records"] = [{k: v for k, v in entry.items() if k not in ("workdir", "fingerprint", "timed")}]
+    path.write_text(json.dumps(old))
+    document = load_document(str(path))
+    assert document["recipes"] == {"r15": {"epochs": 15}} and "fpold" in document["fingerprints"]
+    assert records_of(document)[0].fingerprint == "fpold"
+
+
+def test_a_damaged_file_is_refused_not_replaced(tmp_path):
+    path = tmp_path / "compare.json"
+    path.write_text('{"records": [')
+    with pytest.raises(ValueError, match=r"compare.json is not valid JSON .* move it aside"):
+        load_document(str(path))
+    assert path.read_text() == '{"records": ['

@@ -1,0 +1,108 @@
+"""The weight average (EMA) of full retraining: its decay stays in [0, 1) for every run length, it
+averages the trainable weights only, and the averaged weights get BatchNorm statistics measured for
+them (not averaged along with the kernels), after which the model's own weights come back intact."""
+
+import numpy as np
+import pytest
+
+from trainers.full import Recipe, average_decay
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 4, 5, 10, 11, 100, 10_000, 10**7])
+def test_the_decay_stays_in_zero_one_for_every_run_length(total_steps):
+    decay = average_decay(Recipe(), total_steps)
+    assert 0.0 <= decay < 1.0
+    assert decay <= Recipe().ema_decay
+    if total_steps >= 10_000:
+        assert decay == Recipe().ema_decay  # long runs average as the recipe says
+
+
+def _small_model():
+    import keras
+
+    from search_spaces.keras_blocks import FusedBatchNormalization
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = FusedBatchNormalization(momentum=0.9, name="c1_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="c2_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+
+
+def test_reestimated_statistics_are_the_mean_of_the_batch_moments():
+    from trainers.fused import BatchNormEstimator
+
+    model = _small_model()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(16, 8, 8, 3)).astype(np.float32) for _ in range(3)]
+    estimator = BatchNormEstimator(model)
+    assert [layer.name for layer in estimator.layers] == ["c1_bn", "c2_bn"]
+    kernels = [w.numpy().copy() for w in model.trainable_weights]
+    assert estimator.reestimate(iter(batches)) == 3
+
+    # the first BatchNorm sees the first convolution's outputs: compute its moments by hand
+    conv = model.get_layer("c1")
+    expected_mean, expected_var = [], []
+    for images in batches:
+        out = np.asarray(conv(images)).reshape(-1, 4).astype(np.float64)
+        expected_mean.append(out.mean(axis=0))
+        expected_var.append(out.var(axis=0, ddof=1))
+    layer = model.get_layer("c1_bn")
+    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean(expected_mean, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean(expected_var, axis=0), rtol=1e-4, atol=1e-5)
+    # Keras' own BatchNormalization is re-estimated too, and no trainable weight moved
+    assert not np.allclose(model.get_layer("c2_bn").moving_variance.numpy(), 1.0)
+    for before, w in zip(kernels, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(before, w.numpy())
+
+
+def test_the_average_is_applied_with_its_own_statistics_and_then_undone():
+    import tensorflow as tf
+
+    from trainers.fused import WeightAverage
+
+    with pytest.raises(ValueError, match=r"decay=-1.5 must lie in \[0, 1\)"):
+        WeightAverage(_small_model(), decay=-1.5)
+
+    model = _small_model()
+    average = WeightAverage(model, decay=0.5, every=1)
+    assert len(average.shadow) == len(model.trainable_weights)  # BatchNorm statistics are not averaged
+    for w in model.trainable_weights:  # the raw weights move on; the average lags behind
+        w.assign(w + tf.ones_like(w))
+    average.update(1)
+    raw = [w.numpy().copy() for w in model.weights]
+    averaged_kernel = average.shadow[0].numpy().copy()
+    np.testing.assert_allclose(averaged_kernel, raw[0] - 0.5, rtol=1e-6)  # halfway from the start to the raw weights
+    bn = model.get_layer("c1_bn")
+    batches = [np.random.default_rng(k).normal(size=(8, 8, 8, 3)).astype(np.float32) * 50 for k in range(2)]
+    with average.applied(iter(batches)):
+        kernel = model.get_layer("c1").kernel.numpy()
+        np.testing.assert_allclose(kernel, averaged_kernel)  # the averages are in the model
+        assert not np.allclose(bn.moving_variance.numpy(), raw[[w.path for w in model.weights].index(bn.moving_variance.path)])
+    for before, w in zip(raw, model.weights, strict=True):  # weights and statistics restored exactly
+        np.testing.assert_array_equal(before, w.numpy())
+
+
+def test_a_run_too_short_to_average_delivers_its_trained_weights(tmp_path):
+    """Four steps: the decay is 0, so the "average" is the last weights, never an extrapolation."""
+    from search_spaces import ArchSpec
+    from search_spaces.references import REFERENCES
+    from trainers.cifar import Dataset
+    from trainers.full import retrain
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300, 32, 32, 3), dtype=np.uint8)  # plumbing only: no claim about learning
+    y = rng.integers(0, 10, size=300)
+    names = tuple(str(k) for k in range(10))
+    dataset = Dataset(name="cifar10", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], class_names=names, source="synthetic")
+    recipe = Recipe(epochs=2, batch_size=64, val_images=100, train_images=128, ema_bn_batches=2)
+    result = retrain(ArchSpec.from_string(REFERENCES["mnasnet-small"]), dataset, recipe=recipe, workdir=str(tmp_path))
+    for record in result.history:
+        assert np.isfinite(record["loss"]) and np.isfinite(record["val_accuracy_ema"])
+        assert record["val_accuracy"] == max(record["val_accuracy_raw"], record["val_accuracy_ema"])
+        assert record["weights"] in ("raw", "average")
+    assert result.best_weights in ("raw", "average")
+    assert result.val_accuracy == max(r["val_accuracy"] for r in result.history)
