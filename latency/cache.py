@@ -14,7 +14,7 @@ import json
 import os
 
 from latency.fingerprint import fingerprint_id
-from search_spaces.files import write_text_atomic
+from search_spaces.files import read_json_store, write_text_atomic
 
 
 def cache_key(arch_id: str, input_shape: tuple[int, ...], *, num_classes: int, fingerprint: dict, protocol=None) -> str:
@@ -36,12 +36,8 @@ class LatencyCache:
         self.path = path
 
     def _read(self) -> dict:
-        try:
-            with open(self.path) as f:
-                entries = json.load(f)
-            return entries if isinstance(entries, dict) else {}
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        entries = read_json_store(self.path, {})  # a damaged cache is moved aside, never overwritten
+        return entries if isinstance(entries, dict) else {}
 
     def get(self, key: str) -> dict | None:
         entry = self._read().get(key)

@@ -8,16 +8,23 @@ raises `DeviceError` carrying the device's message, which the search records as 
     cmd:COMMAND              runs COMMAND with {model} replaced by the .tflite path and picks
                              the latency (ms) out of its output with a regex
 
-Devices are frozen dataclasses of plain values, so they cross into the worker process.
+Devices are frozen dataclasses of plain values, so they cross into the worker process. A phone or
+a command is one device however many workers use it: its measurements take turns (an exclusive
+lock per device on this machine), since two benchmarks at once would slow each other, and every
+model pushed to a phone has a name of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import re
 import shlex
 import subprocess
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +68,19 @@ def _run(argv: list[str], *, timeout_s: float, what: str) -> str:
         last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "no output")
         raise DeviceError(f"{what}: exit code {done.returncode}: {last[:300]}")
     return output
+
+
+@contextlib.contextmanager
+def taking_turns(name: str):
+    """Hold the machine-wide lock of device `name` (blocks while another process measures on it)."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    path = os.path.join(os.environ.get("NAS_LOCK_DIR", tempfile.gettempdir()), f"nas-device-{digest}.lock")
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,12 @@ class AdbDevice:
         return self._adb("shell", shlex.join([self.binary, *flags]))
 
     def measure(self, path: str) -> LatencyResult:
-        remote = f"{self.remote_dir}/nas_{os.path.basename(path)}"
+        with taking_turns(self.name):
+            return self._measure(path)
+
+    def _measure(self, path: str) -> LatencyResult:
+        # a name of its own: another worker's clean-up never deletes this model
+        remote = f"{self.remote_dir}/nas_{os.getpid()}_{uuid.uuid4().hex[:8]}_{os.path.basename(path)}"
         _run(self._adb("push", path, remote), timeout_s=self.timeout_s, what=f"{self.name} push")
         try:
             rounds = [
@@ -226,6 +251,10 @@ class CommandDevice:
         return info
 
     def measure(self, path: str) -> LatencyResult:
+        with taking_turns(self.name):
+            return self._measure(path)
+
+    def _measure(self, path: str) -> LatencyResult:
         argv = [token.replace("{model}", path) for token in shlex.split(self.template)]
         groups = []
         for _ in range(self.protocol.rounds):

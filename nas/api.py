@@ -104,11 +104,15 @@ def calibrate(
     if not 8 <= input_size <= 1024:
         raise ConfigError(f"input-size={input_size} must be in 8..1024")
     layout = calibration.layout_for(input_size)
-    for name in names:  # fail fast on a size the reference cannot take, before any conversion
+    misfits = {}  # references this size cannot take: said in the table, not measured (checked before any conversion)
+    for name in names:
         try:
             validate(reference(name, layout=layout), input_size)
         except SpecError as error:
-            raise ConfigError(f"reference {name} does not fit input-size={input_size}: {error}") from None
+            hint = " (MobileViT's paper measures at 256x256)" if name.startswith("mobilevit") else ""
+            misfits[name] = f"does not fit {input_size}x{input_size}: {error}{hint}"
+    if len(misfits) == len(names):
+        raise ConfigError(f"no reference fits input-size={input_size}: " + "; ".join(f"{n} {e}" for n, e in misfits.items()))
     device = config.make_device()
     try:
         fingerprint = device.fingerprint()
@@ -120,6 +124,7 @@ def calibrate(
             input_hw=input_size,
             num_classes=1000 if layout == "imagenet" else 10,
             names=names,
+            misfits=misfits,
             workdir=workdir,
             log_path=os.path.join(config.runs_dir, WORKER_LOG),
             on_row=on_row,

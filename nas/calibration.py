@@ -9,14 +9,13 @@ Results are kept in `runs/calibration.json` by device fingerprint and input size
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from search_spaces.files import CALIBRATION, write_text_atomic
+from search_spaces.files import CALIBRATION, read_json_store, write_text_atomic
 from search_spaces.references import REFERENCES, reference
 
 ANCHOR = "mobilenetv2-1.0"  # MnasNet's T was this model's latency on its phone
@@ -48,15 +47,23 @@ def calibrate(
     num_classes: int,
     names: list[str],
     workdir: str,
+    misfits: dict[str, str] | None = None,
     log_path: str | None = None,
     on_row: Callable[[CalibrationRow], None] | None = None,
 ) -> list[CalibrationRow]:
+    """A row per reference: measured, or its failure; `misfits` (name -> why it cannot take this
+    input size) are not measured, their rows say why."""
     from nas.worker import MeasureJob, Status, TrialRunner
 
     layout = layout_for(input_hw)
     rows = []
     with TrialRunner(trials_per_worker=8, log_path=log_path) as runner:
         for name in names:
+            if name in (misfits or {}):
+                rows.append(CalibrationRow(name=name, layout=layout, error=misfits[name]))
+                if on_row:
+                    on_row(rows[-1])
+                continue
             spec = reference(name, layout=layout)
             outcome = runner.run(
                 MeasureJob(
@@ -134,12 +141,8 @@ def save(runs_dir: str, fingerprint: dict, input_hw: int, rows: list[Calibration
 
 
 def _read(path: str) -> dict:
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-        with open(path) as f:
-            entries = json.load(f)
-        if isinstance(entries, dict):
-            return entries
-    return {}
+    entries = read_json_store(path, {})
+    return entries if isinstance(entries, dict) else {}
 
 
 def load(runs_dir: str, fingerprint_id: str, input_hw: int) -> list[CalibrationRow] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nas.config import ConfigError
 from results.pareto import pareto_info
 from search_spaces import INPUT_SHAPE, REFERENCES, ArchSpec, SpecError, validate
-from search_spaces.files import PROVENANCE, write_text_atomic
+from search_spaces.files import PROVENANCE, load_provenance, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,3 @@ def save_provenance(chosen: Chosen) -> None:
     if chosen.provenance and chosen.provenance not in known:
         known.append(chosen.provenance)
     write_text_atomic(path, json.dumps(known, indent=1))
-
-
-def load_provenance(workdir: str) -> list[dict]:
-    try:
-        with open(os.path.join(workdir, PROVENANCE)) as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        return []
-    return document if isinstance(document, list) else [document] if document else []

@@ -307,7 +307,7 @@ def _print_trial(trial, done: int, total: int, *, started: float) -> None:
 
     record = TrialRecord.from_trial(trial)
     elapsed = time.perf_counter() - started
-    eta = elapsed / done * (total - done)
+    eta = f"{elapsed / done * (total - done) / 60:.1f} min" if done else "-"  # a resumed run may begin with an answer
     acc, lat, reward = record.accuracy, record.latency_median_ms, record.reward
     figures = (
         f"acc {acc:.3f}  lat {lat:.3f} ms  reward {reward:.4f}"
@@ -319,7 +319,7 @@ def _print_trial(trial, done: int, total: int, *, started: float) -> None:
     tags += f" (retry of {record.retry_of})" if record.retry_of is not None else ""
     print(
         f"[{done:>3}/{total}] trial {trial.number:>3}  {record.arch_id or '?'}  {figures}  "
-        f"{record.trial_seconds or 0:.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min",
+        f"{record.trial_seconds or 0:.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta}",
         flush=True,
     )
 

@@ -107,13 +107,12 @@ def result_path(config: SearchConfig) -> str:
 
 
 def load_records(path: str) -> dict[str, CheckRecord]:
+    from search_spaces.files import DamagedFile, read_json
+
     try:
-        with open(path) as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not a proxy-check result ({error}); move it away to start again") from None
+        document = read_json(path, {})
+    except DamagedFile as error:
+        raise ConfigError(str(error)) from None
     return {r["arch"]: CheckRecord(**r) for r in document.get("records", [])}
 
 

@@ -45,6 +45,52 @@ class TrialFailed(RuntimeError):
     """An expected per-trial failure (build, conversion, training): the trial fails, the search goes on."""
 
 
+class AlreadyKnown(TrialFailed):
+    """A re-proposed architecture, answered from the study. The trial is stored as failed (with the
+    answer's figures and `reused_from`) so that no sampler learns from one point twice: TPE and
+    NSGA-II ignore failed trials, while a COMPLETE copy would pull them back to it."""
+
+
+#: a failed evaluation is tried once more when proposed again; after this many failures it is answered
+FAILURES_BEFORE_GIVING_UP = 2
+
+
+def _interrupted(record: TrialRecord) -> bool:
+    """Failed because its process stopped, not because of the architecture: a Ctrl-C, a kill found at
+    the next start, or a stale heartbeat (Optuna fails those without a reason of ours)."""
+    return not record.fail_reason or record.fail_reason.startswith("interrupted")
+
+
+def prior_evaluation(trials, arch_id: str, *, number: int) -> tuple[str, object]:
+    """How the study already answers trial `number`'s proposal of `arch_id`:
+
+    - ("new", None): evaluate it;
+    - ("running", t): trial t (a lower number, another worker) is evaluating it right now;
+    - ("answer", t): t finished it (complete, pruned, screened or early-stopped), or it failed
+      `FAILURES_BEFORE_GIVING_UP` times (t the last failure);
+    - ("retry", t): it failed once (t), for a reason of its own: try once more.
+
+    Only original evaluations count, not earlier answers; interruptions are no failures."""
+    originals = []
+    for t in trials:
+        record = TrialRecord.from_trial(t)
+        if t.number != number and record.arch_id == arch_id and record.reused_from is None:
+            originals.append((t, record))
+    State = optuna.trial.TrialState
+    for t, _ in originals:
+        if t.state in (State.COMPLETE, State.PRUNED):
+            return "answer", t
+    for t, _ in originals:
+        if t.state == State.RUNNING and t.number < number:
+            return "running", t
+    failures = [t for t, r in originals if t.state == State.FAIL and not _interrupted(r)]
+    if len(failures) >= FAILURES_BEFORE_GIVING_UP:
+        return "answer", failures[-1]
+    if failures:
+        return "retry", failures[-1]
+    return "new", None
+
+
 #: samplers re-propose architectures they like; answered from the study, such trials cost half a second
 #: and do not count towards --trials, but a sampler that proposes nothing new this many times in a row
 #: (at least) has converged, and the search ends rather than spin
@@ -119,44 +165,46 @@ class Objective:
         self.screen = LatencyScreen(config, evaluator)
         self.current: optuna.Trial | None = None  # the running trial, failed and retried if the search is interrupted
 
-    def _previous(self, arch_id: str):
-        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if TrialRecord.from_trial(trial).arch_id == arch_id:
-                return trial
-        return None
-
     def __call__(self, trial: optuna.Trial):
         self.current = trial
         try:
-            value = self._evaluate(trial)
+            return self._evaluate(trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: while the trial still runs, say why it will fail
             store(trial, TrialRecord(fail_reason=STOPPED), previous=TrialRecord.from_trial(trial))
             raise
-        self.current = None
-        return value
+        finally:  # however it ended, it is no longer the running trial (an interrupt later must not retry it)
+            self.current = None
 
     def _evaluate(self, trial: optuna.Trial):
         start = time.perf_counter()
         candidate = self.space.sample(trial)
-        stored = TrialRecord.from_trial(trial)  # an enqueued trial brings seeded_from / retry_of
-        record = stored.replace(arch=candidate.to_string(), arch_id=candidate.arch_id)
-        selection = self.sampler.selection_of(trial.number) if hasattr(self.sampler, "selection_of") else None
-        if selection is not None:
-            record = record.replace(
-                candidates_measured=selection.candidates_measured, predicted_accuracy=selection.predicted_accuracy
-            )
+        # an enqueued trial brings seeded_from / retry_of, the selection its bookkeeping; a trial that
+        # Optuna re-created after its worker died brings the dead one's record, and its number
+        stored = TrialRecord.from_trial(trial)
+        record = stored.replace(arch=candidate.to_string(), arch_id=candidate.arch_id, fail_reason="")
+        system_attrs = self.study._storage.get_trial_system_attrs(trial._trial_id)
+        if "failed_trial" in system_attrs and record.retry_of is None:
+            record = record.replace(retry_of=system_attrs["failed_trial"])
 
         def finish(record: TrialRecord, error: BaseException | None = None):
             store(trial, record.replace(trial_seconds=round(time.perf_counter() - start, 3)), previous=stored)
             if error is not None:
                 raise error
 
-        previous = self._previous(candidate.arch_id)
-        if previous is not None:  # samplers re-propose architectures: the answer is already known
+        # Reserve the architecture before anything else: a worker proposing it from now on sees it running.
+        store(trial, record, previous=stored)
+        stored = record
+        kind, previous = prior_evaluation(self.study.get_trials(deepcopy=False), candidate.arch_id, number=trial.number)
+        if kind in ("answer", "running"):  # samplers re-propose architectures: the answer is known or coming
             copied = TrialRecord.from_trial(previous)
-            record = record.replace(**{f: getattr(copied, f) for f in REUSABLE_FIELDS}, reused_from=previous.number)
-            finish(record)
-            return tuple(previous.values) if len(previous.values) > 1 else previous.values[0]
+            if kind == "answer":
+                record = record.replace(**{f: getattr(copied, f) for f in REUSABLE_FIELDS})
+                why = f"re-proposal of trial {previous.number} ({previous.state.name.lower()}): answered from the study"
+            else:
+                why = f"re-proposal of trial {previous.number}, which is evaluating it now"
+            finish(record.replace(reused_from=previous.number, fail_reason=why), AlreadyKnown(why))
+        if kind == "retry" and record.retry_of is None:
+            record = record.replace(retry_of=previous.number)
 
         latency = self.evaluator.cached_latency(candidate)
         if latency is None:
@@ -285,7 +333,7 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
     with contextlib.suppress(KeyError):  # KeyError: a new study
         existing = len(optuna.load_study(study_name=config.study_name, storage=storage).get_trials(deepcopy=False))
     space = config.make_space()
-    sampler = make_sampler(config, existing_trials=existing, space=space, evaluator=evaluator)
+    sampler = make_sampler(config, existing_trials=existing, space=space, evaluator=evaluator, storage=storage)
     study = optuna.create_study(
         storage=storage,
         sampler=sampler,

@@ -215,15 +215,18 @@ class LatencyAwareSampler(BaseSampler):
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study, trial) -> None:
-        if "fixed_params" in trial.system_attrs:  # an enqueued trial (seed, retry) keeps its parameters
+        # an enqueued trial (seed, retry) or one Optuna re-created after its worker died keeps its parameters
+        if "fixed_params" in trial.system_attrs or trial.params:
             return
-        self._selected[trial.number] = self.select(study, trial)
+        selection = self.select(study, trial)
+        self._selected[trial.number] = selection
+        # the selection's own bookkeeping, on the trial (as NSGA-II records its generation)
+        record = TrialRecord(candidates_measured=selection.candidates_measured, predicted_accuracy=selection.predicted_accuracy)
+        for key, value in record.to_user_attrs().items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
     def after_trial(self, study, trial, state, values) -> None:
         self._selected.pop(trial.number, None)
-
-    def selection_of(self, number: int) -> Selection | None:
-        return self._selected.get(number)
 
     # The selection itself.
     def select(self, study, trial=None) -> Selection:

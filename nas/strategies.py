@@ -5,8 +5,10 @@ storage and its resumption behave the same whichever proposes the architectures.
 from __future__ import annotations
 
 import os
+import warnings
 
 import optuna
+from optuna.samplers import BaseSampler
 
 from nas.config import SearchConfig
 from nas.storage import sqlite_path
@@ -26,10 +28,53 @@ def sampler_seed(config: SearchConfig, *, existing_trials: int) -> int:
     return seed % 2**32
 
 
-def make_sampler(config: SearchConfig, *, existing_trials: int = 0, space=None, evaluator=None) -> optuna.samplers.BaseSampler:
+class HeartbeatFirst(BaseSampler):
+    """Another sampler, with the new trial's first heartbeat recorded before it samples. Optuna starts
+    a trial's heartbeat only after `study.ask()`, and sampling inside it takes time (seconds of
+    latency measurements for the latency-aware strategy): a worker killed there would leave a trial
+    RUNNING forever. With a heartbeat from the start, it goes stale and is failed and retried."""
+
+    def __init__(self, inner: BaseSampler, storage):
+        self.inner, self.storage = inner, storage
+
+    def before_trial(self, study, trial) -> None:
+        self.storage.record_heartbeat(trial._trial_id)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def make_sampler(
+    config: SearchConfig, *, existing_trials: int = 0, space=None, evaluator=None, storage=None
+) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler; on a storage with heartbeats (many workers), with its first heartbeat
+    recorded before sampling (`HeartbeatFirst`)."""
+    sampler = _strategy_sampler(config, existing_trials=existing_trials, space=space, evaluator=evaluator)
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None:
+        return HeartbeatFirst(sampler, storage)
+    return sampler
+
+
+def _strategy_sampler(config: SearchConfig, *, existing_trials: int, space, evaluator) -> optuna.samplers.BaseSampler:
     seed = sampler_seed(config, existing_trials=existing_trials)
     if config.strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+        # constant_liar: running trials (other workers') count as bad points, so workers spread out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=True)
     if config.strategy == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
     if config.strategy == "latency-aware":

@@ -229,8 +229,10 @@ def train_job(job: TrialJob) -> Outcome:
         rule = None
         if job.early_stop_peers is not None and job.latency_ms is not None:
             from nas.early_stop import dominance_rule
+            from trainers.proxy import RUNG_VAL_IMAGES, RUNGS
 
-            rule = dominance_rule(job.early_stop_peers, job.latency_ms)
+            images = min(RUNG_VAL_IMAGES, len(x_val))
+            rule = dominance_rule(job.early_stop_peers, job.latency_ms, images=images, rungs=len(RUNGS))
         proxy = train_proxy(model, x_train, y_train, x_val, y_val, budget=budget, num_classes=dataset.num_classes, stop_rule=rule)
         timings |= {
             "train_seconds": proxy.train_seconds,
@@ -274,30 +276,43 @@ def _start_worker(log_path: str | None) -> None:
 
 
 class TrialRunner:
-    """Runs jobs one at a time in a worker process that is replaced every `trials_per_worker`.
-    With `log_path`, the worker's stderr is appended there."""
+    """Runs jobs one at a time in a worker process that is replaced after `trials_per_worker`
+    trainings (what leaks memory; latency measurements do not count). With `log_path`, the worker's
+    stderr is appended there."""
 
     def __init__(self, *, trials_per_worker: int = 8, log_path: str | None = None):
         self.trials_per_worker = trials_per_worker
         self.log_path = log_path
         self._pool: ProcessPoolExecutor | None = None
+        self._trained = 0  # trainings the current worker ran
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=self.trials_per_worker,
                 initializer=_start_worker,
                 initargs=(self.log_path,),
             )
+            self._trained = 0
         return self._pool
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The current worker's process id (None before the first job or after a replacement)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return next(iter(processes), None)
 
     def run(self, job: TrialJob | MeasureJob, *, timeout_s: float | None = None) -> Outcome:
         """The job's outcome; a worker that dies or exceeds `timeout_s` is replaced and the job fails."""
         task = measure_job if isinstance(job, MeasureJob) else train_job
         try:
-            return self._executor().submit(task, job).result(timeout=timeout_s)
+            outcome = self._executor().submit(task, job).result(timeout=timeout_s)
+            if task is train_job:
+                self._trained += 1
+                if self._trained >= self.trials_per_worker:
+                    self.close()  # the next job starts a fresh worker
+            return outcome
         except FutureTimeout:
             self.close(kill=True)
             return Outcome(Status.FAILED, reason=f"timed out after {timeout_s:g} s: the worker was stopped")

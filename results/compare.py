@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from search_spaces.files import write_text_atomic
+from search_spaces.files import read_json, write_text_atomic
 
 PRECISIONS = ("fp32", "int8")
 
@@ -140,13 +140,9 @@ def save(path: str, records: list[CompareRecord], *, recipes: dict, fingerprints
 def load_document(path: str) -> dict:
     """compare.json as saved, an empty one when there is none. A file written before records were
     merged (one "settings" for all) reads as one run."""
-    try:
-        with open(path) as f:
-            document = json.load(f)
-    except FileNotFoundError:
+    document = read_json(path, None)  # a damaged file raises DamagedFile: hours of retraining are never replaced
+    if document is None:
         return {"recipes": {}, "fingerprints": {}, "runs": [], "records": []}
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); move it aside to start a new comparison file") from None
     if "settings" in document:  # the one-run format
         settings = document.pop("settings")
         fingerprint = settings.get("fingerprint", {})

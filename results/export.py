@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from search_spaces.files import MODEL_CARD, PROVENANCE, write_text_atomic
+from search_spaces.files import MODEL_CARD, load_provenance, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
 
     result = asdict(load_result(workdir))
     recipe = result["recipe"]
-    sources = []
-    if os.path.exists(os.path.join(workdir, PROVENANCE)):
-        with open(os.path.join(workdir, PROVENANCE)) as f:
-            sources = json.load(f)
-        sources = sources if isinstance(sources, list) else [sources]
+    sources = load_provenance(workdir)
     # the search it came from, if any (a model chosen from a study and as a string keeps both)
     provenance = next((p for p in sources if "study" in p), sources[0] if sources else {})
     spec = ArchSpec.from_string(result["arch"])

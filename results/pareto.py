@@ -121,7 +121,7 @@ def hypervolume_history(rows: list[TrialRow], *, reference: tuple[float, float])
 def choice_frequencies(rows: list[TrialRow], front: list[TrialRow]) -> dict[str, dict]:
     """For each searched parameter, the share of each value among the front and among all
     measured trials: {"b3_op": {"mbconv6": (front_share, all_share), ...}, ...}."""
-    measured = [r for r in rows if r.measured]
+    measured = [r for r in rows if r.measured and r.reused_from is None]  # each evaluated architecture once
     result: dict[str, dict] = {}
     for name in sorted({name for r in measured for name in r.params}, key=_param_order):
         everywhere = Counter(r.params[name] for r in measured if name in r.params)
@@ -151,10 +151,16 @@ class ParetoInfo:
 
     @property
     def counts(self) -> dict:
+        """Trials by state, each evaluated architecture once: re-proposals answered from the study are `reused`."""
         counts: dict = {}
         for row in self.rows:
-            counts[row.state] = counts.get(row.state, 0) + 1
+            if row.reused_from is None:
+                counts[row.state] = counts.get(row.state, 0) + 1
         return counts
+
+    @property
+    def reused(self) -> int:
+        return sum(row.reused_from is not None for row in self.rows)
 
 
 def with_reward(row: TrialRow, settings: dict) -> TrialRow:

@@ -315,6 +315,8 @@ def render_html(info: ParetoInfo, comparison: list | None = None) -> str:
             f"{_divs(comparison_figures(next(iter(groups(comparison).values()))))}<pre>{html.escape(format_table(comparison))}</pre>"
         )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(info.counts.items()))
+    if info.reused:
+        counts += f"; and {info.reused} re-proposals answered from the study"
     best = info.best_reward
     best_text = f"best reward {best.reward:.4f} (trial {best.number})" if best else "no trained trial yet"
     settings = html.escape(json.dumps(info.settings, indent=2, sort_keys=True))

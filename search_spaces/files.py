@@ -1,5 +1,6 @@
 """Writing files so that a kill never leaves half of one: every file the project writes goes
-through `atomic_path` (write beside the target, flush to disk, rename over it).
+through `atomic_path` (write beside the target, flush to disk, rename over it). Reading JSON the
+one way (`read_json`, `read_json_store`): a damaged file is never silently taken for an empty one.
 
 It lives in the bottom package, which every other imports and which imports nothing heavy.
 """
@@ -7,8 +8,11 @@ It lives in the bottom package, which every other imports and which imports noth
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 
 _UMASK = os.umask(0)
@@ -45,6 +49,36 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         f.write(data)
 
 
+class DamagedFile(ValueError):
+    """A file that should hold JSON and does not; the message names it and says what to do."""
+
+
+def read_json(path: str, default=None):
+    """The JSON document at `path`, or `default` when there is no such file. A damaged file raises
+    `DamagedFile` (one line naming it) and is left as it is: results of hours are never replaced."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFile(f"{path} is damaged (not JSON: {error}); move it aside to start a new one") from None
+
+
+def read_json_store(path: str, default):
+    """A store many writers add measurements to (latency cache, calibrations): as `read_json`, but a
+    damaged file is moved aside, with a warning naming where, and reading starts from `default`, so
+    the next write cannot wipe what the file held."""
+    try:
+        return read_json(path, default)
+    except DamagedFile:
+        aside = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(path, aside)
+            logging.getLogger(__name__).warning("%s was damaged (not JSON): moved aside to %s; starting a new one", path, aside)
+        return default
+
+
 # The names of the files runs are made of, in one place: every module takes them from here.
 STUDY_DB = "study.db"  # runs/<study>/: the Optuna study (SQLite)
 TRIALS_CSV = "trials.csv"  # runs/<study>/: every trial's figures
@@ -55,6 +89,12 @@ LATENCY_CACHE = "latency_cache.json"  # runs/: latencies across studies
 CALIBRATION = "calibration.json"  # runs/: nas calibrate's measurements
 PROVENANCE = "provenance.json"  # a retrained model's folder: where it came from
 MODEL_CARD = "model_card"  # a retrained model's folder: .json and .md
+
+
+def load_provenance(workdir: str) -> list[dict]:
+    """Where a retrained model came from (a list: one model may be chosen from several places)."""
+    document = read_json(os.path.join(workdir, PROVENANCE), [])
+    return document if isinstance(document, list) else [document] if document else []
 
 
 def code_version() -> str:

@@ -95,7 +95,7 @@ BAD = [
     (["calibrate", "--target-ms", "0"], "target-ms=0.0 must be a positive number"),
     (["calibrate", "--references", "resnet50"], "reference 'resnet50' is unknown"),
     (["calibrate", "--input-size", "4"], "input-size=4 must be in 8..1024"),
-    (["calibrate", "--input-size", "224", "--references", "mobilevit-xxs"], "patch=2 must divide"),
+    (["calibrate", "--input-size", "224", "--references", "mobilevit-xxs"], "no reference fits input-size=224: mobilevit-xxs"),
     (["calibrate", "--device", "cmd:true"], "has no {model} placeholder"),
     (["latency-fit", "--samples", "-3"], "samples=-3 must be >= 0"),
     (["latency-fit", "--runs-dir", "{empty}"], "0 measured architectures are too few"),

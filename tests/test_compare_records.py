@@ -72,6 +72,6 @@ def test_the_file_round_trips_and_an_earlier_one_run_file_reads(tmp_path):
 def test_a_damaged_file_is_refused_not_replaced(tmp_path):
     path = tmp_path / "compare.json"
     path.write_text('{"records": [')
-    with pytest.raises(ValueError, match=r"compare.json is not valid JSON .* move it aside"):
+    with pytest.raises(ValueError, match=r"compare.json is damaged \(not JSON: .*\); move it aside"):
         load_document(str(path))
     assert path.read_text() == '{"records": ['

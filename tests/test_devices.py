@@ -49,7 +49,43 @@ def test_adb_success_reports_the_timed_runs_and_cleans_up(phone):
     benchmark = [c for c in calls if "benchmark_model" in c]
     assert len(benchmark) == 3 and "--use_gpu=true" in benchmark[0] and "--num_threads=1" in benchmark[0]
     assert "--warmup_runs=1" in benchmark[0] and "--num_runs=5" in benchmark[0]
-    assert calls[-1].startswith("-s PHONE1 shell rm -f /data/local/tmp/nas_m.tflite")
+    pushed = calls[0].split()[-1]
+    assert pushed.startswith("/data/local/tmp/nas_") and pushed.endswith("_m.tflite")
+    assert calls[-1] == f"-s PHONE1 shell rm -f {pushed}"  # the file it pushed, no other
+
+
+def test_every_measurement_pushes_a_file_of_its_own_name(phone):
+    device = adb_device(serial="PHONE1")
+    device.measure(phone["model"])
+    device.measure(phone["model"])
+    pushes = [c.split()[-1] for c in phone["log"].read_text().splitlines() if " push " in c]
+    assert len(pushes) == 2 and pushes[0] != pushes[1]
+
+
+def test_workers_sharing_one_device_command_take_turns(tmp_path):
+    """Two processes measure on one board at once: its runs never overlap."""
+    import subprocess
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    log = tmp_path / "board.log"
+    code = (
+        "import sys; from latency.devices import CommandDevice; from latency.measure import LatencyProtocol; "
+        "CommandDevice(template=sys.argv[1] + ' busy {model}', protocol=LatencyProtocol(warmup_runs=1, rounds=3, "
+        "runs_per_round=1)).measure(sys.argv[2])"
+    )
+    env = {**os.environ, "FAKE_BOARD_LOG": str(log), "NAS_LOCK_DIR": str(tmp_path)}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, "-c", code, os.path.join(FAKES, "latency_cmd"), str(model)]
+    workers = [subprocess.Popen(argv, env=env, cwd=root) for _ in range(2)]
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert len(events) == 12 and len({pid for _, _, pid in events}) == 2
+    times = sorted((float(t), kind) for kind, t, _ in events)
+    assert [kind for _, kind in times] == ["start", "end"] * 6  # never two runs at once
+    # the lock is per measurement: one worker's three rounds run together
+    order = [pid for kind, _, pid in sorted(events, key=lambda e: float(e[1])) if kind == "start"]
+    assert order[:3] == [order[0]] * 3
 
 
 def test_adb_fingerprint_names_the_phone(phone):

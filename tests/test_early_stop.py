@@ -4,20 +4,46 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from nas.early_stop import MARGIN, dominance_rule
+from nas.early_stop import FALSE_STOP, dominance_rule, stop_threshold
 
 PEERS = ((0, 0.30, ((0.25, 0.40), (0.5, 0.50))), (1, 0.60, ((0.25, 0.60), (0.5, 0.70))), (2, 0.20, ((0.25, 0.20), (0.5, 0.25))))
 
 
-def test_a_trial_stops_only_when_a_faster_peer_was_clearly_better_at_the_same_point():
-    rule = dominance_rule(PEERS, latency_ms=0.5)
-    assert rule(0.25, 0.30) and "trial 0" in rule(0.25, 0.30)  # trial 0 is faster and 0.10 better
-    assert rule(0.25, 0.40 - MARGIN / 2) is None  # better by less than the margin
-    assert dominance_rule(PEERS, latency_ms=0.25)(0.25, 0.30) is None  # only trial 2 is faster, and it is worse
+def test_a_trial_stops_only_when_its_best_faster_peer_was_clearly_better_at_the_same_point():
+    rule = dominance_rule(PEERS, latency_ms=0.5, images=500, rungs=2)
+    assert rule(0.25, 0.25) and "trial 0" in rule(0.25, 0.25)  # trial 0 is faster and 0.15 better
+    margin = stop_threshold(0.40, 0.33, comparisons=2 * 2, images=500)
+    assert 0.06 < margin < 0.08  # z(1 - 0.05/4) = 2.24 standard errors of 0.030
+    assert rule(0.25, 0.40 - margin + 0.005) is None  # better by less than the margin
+    assert dominance_rule(PEERS, latency_ms=0.25, images=500, rungs=2)(0.25, 0.25) is None  # only trial 2 is faster: worse
     assert rule(0.75, 0.0) is None  # no peer has a point there
-    assert dominance_rule(PEERS[:2], latency_ms=0.5)(0.25, 0.0) is None  # too few peers yet
+    assert dominance_rule(PEERS[:2], latency_ms=0.5, images=500, rungs=2)(0.25, 0.0) is None  # too few peers yet
+
+
+def _stop_rate(trial_accuracy: float, peer_accuracy: float, *, peers: int, runs: int = 4000) -> float:
+    """How often the rule stops a trial among `peers` faster peers, every accuracy a binomial draw on
+    500 images at each of two rungs (the proxy's curve)."""
+    rng = np.random.default_rng(0)
+    stopped = 0
+    for _ in range(runs):
+        draws = rng.binomial(500, [peer_accuracy] * peers + [trial_accuracy], size=(2, peers + 1)) / 500
+        curves = [((0.25, draws[0, k]), (0.5, draws[1, k])) for k in range(peers)]
+        rule = dominance_rule(tuple((k, 0.1, curves[k]) for k in range(peers)), 0.5, images=500, rungs=2)
+        stopped += any(rule(f, draws[r, peers]) for r, f in enumerate((0.25, 0.5)))
+    return stopped / runs
+
+
+def test_a_trial_as_good_as_ten_faster_peers_is_rarely_stopped():
+    """Compared with each of ten equally good peers at one standard error, about 80 % were stopped."""
+    assert _stop_rate(0.40, 0.40, peers=10) <= FALSE_STOP + 0.01
+    assert _stop_rate(0.40, 0.40, peers=3) <= FALSE_STOP + 0.01
+
+
+def test_a_clearly_dominated_trial_is_still_stopped():
+    assert _stop_rate(0.30, 0.45, peers=10, runs=500) > 0.95
 
 
 @pytest.mark.slow

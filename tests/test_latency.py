@@ -77,3 +77,27 @@ def test_cache_round_trip_and_atomic_file(tmp_path):
     assert LatencyCache(str(tmp_path / "cache.json")).get(key) == {"latency_median_ms": 0.5}
     assert len(json.loads((tmp_path / "cache.json").read_text())) == 2
     assert key == "abc123|32x32x3|c10|fp0|-"
+
+
+def test_a_damaged_cache_is_moved_aside_with_a_warning_not_wiped(tmp_path, caplog):
+    """Someone's measurements never disappear: the next write starts a new file, the damaged one
+    stays beside it under a name the warning gives."""
+    path = tmp_path / "cache.json"
+    damaged = '{"abc|32x32x3|c10|fp|-": {"latency_median_ms": 0.5}, "trunc'
+    path.write_text(damaged)
+    cache = LatencyCache(str(path))
+    with caplog.at_level("WARNING"):
+        cache.put("new|key", {"latency_median_ms": 0.7})
+    (aside,) = tmp_path.glob("cache.json.damaged-*")
+    assert aside.read_text() == damaged
+    assert str(aside) in caplog.text and "moved aside" in caplog.text
+    assert LatencyCache(str(path)).get("new|key") == {"latency_median_ms": 0.7}
+
+
+def test_a_damaged_calibration_store_is_moved_aside(tmp_path):
+    from nas import calibration
+
+    store = tmp_path / "calibration.json"
+    store.write_text("{not json")
+    assert calibration.load(str(tmp_path), "fp", 32) is None
+    assert store.exists() is False and len(list(tmp_path.glob("calibration.json.damaged-*"))) == 1

@@ -151,6 +151,18 @@ def test_calibrate_on_the_host(tmp_path):
     assert "multiply-adds" in out and "saved:" in out
 
 
+@pytest.mark.slow
+def test_calibrate_at_224_measures_what_fits_and_says_what_does_not(tmp_path):
+    result = run_nas(
+        "calibrate", "--input-size", "224", "--references", "mnasnet-small,mobilevit-xxs", "--runs-dir", "runs", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    small, vit = calibrate.load(str(tmp_path / "runs"), _host_id(), 224)
+    assert small.latency_median_ms > 0 and small.layout == "imagenet" and not small.error
+    assert vit.latency_median_ms is None and "does not fit 224x224" in vit.error and "256x256" in vit.error
+    assert "mobilevit-xxs" in result.stdout and "does not fit 224x224" in result.stdout
+
+
 def _host_key(arch_id: str) -> str:
     from latency.devices import HostDevice
     from nas.config import SearchConfig

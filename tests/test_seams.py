@@ -104,6 +104,7 @@ def test_the_front_lists_an_architecture_once_and_trials_csv_follows_the_current
     _, study = _study_with(tmp_path, trials=[same, same.replace(reused_from=0), same.replace(arch_id="bbb", arch="other")])
     info = pareto_info(study)
     assert [r.arch_id for r in info.front] == ["aaa", "bbb"]  # two architectures tie; the reuse of aaa is not listed
+    assert info.counts == {"COMPLETE": 2} and info.reused == 1  # a copy (as older studies stored them) is no trial
     study.set_user_attr(SETTINGS_ATTR, {**study.user_attrs[SETTINGS_ATTR], "target_ms": 0.25})
     write_trials_csv(study, str(tmp_path / "t.csv"))
     rewards = [float(line.split(",")[9]) for line in (tmp_path / "t.csv").read_text().splitlines()[1:]]

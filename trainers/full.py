@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from search_spaces.files import atomic_path, write_text_atomic
+from search_spaces.files import atomic_path, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -358,10 +358,8 @@ def retrain(
 
 def load_result(workdir: str) -> RetrainResult | None:
     """The finished retraining in `workdir`, or None."""
-    try:
-        with open(os.path.join(workdir, RESULT)) as f:
-            document = json.load(f)
-    except FileNotFoundError:
+    document = read_json(os.path.join(workdir, RESULT), None)
+    if document is None:
         return None
     document["history"] = tuple(document["history"])
     return RetrainResult(**document)

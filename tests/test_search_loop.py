@@ -1,0 +1,136 @@
+"""The search loop's bookkeeping, on NAS-Bench-201's tables (no training, a trial costs milliseconds):
+a re-proposed architecture is answered without giving the sampler a second copy of its point, a
+failed one is tried once more at most, an architecture being evaluated is reserved, and the running
+trial is forgotten however it ended."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.config import SearchConfig
+from nas.searching import prior_evaluation
+from results.record import TrialRecord
+from search_spaces import CellSpec, Nb201Space
+
+TABLE = Path(__file__).resolve().parents[2] / "shared" / "nb201-hw" / "latency_ms.csv.gz"
+ARCH0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+State = optuna.trial.TrialState
+
+
+def frozen(number: int, state, **record) -> optuna.trial.FrozenTrial:
+    values = [0.5, 1.0] if state == State.COMPLETE else None
+    trial = optuna.trial.create_trial(state=state, values=values, user_attrs=TrialRecord(**record).to_user_attrs())
+    trial.number = number
+    return trial
+
+
+@pytest.mark.parametrize(
+    ("earlier", "expected"),
+    [
+        ([], ("new", None)),
+        ([frozen(0, State.COMPLETE, arch_id="a")], ("answer", 0)),
+        ([frozen(0, State.PRUNED, arch_id="a", fail_reason="screened: predicted 9 ms")], ("answer", 0)),
+        ([frozen(0, State.FAIL, arch_id="a", fail_reason="conversion failed")], ("retry", 0)),
+        (
+            [frozen(n, State.FAIL, arch_id="a", fail_reason="timeout") for n in (0, 3)],
+            ("answer", 3),
+        ),
+        ([frozen(0, State.FAIL, arch_id="a", fail_reason="interrupted: the search stopped during this trial")], ("new", None)),
+        ([frozen(0, State.FAIL, arch_id="a")], ("new", None)),  # a stale heartbeat: Optuna gives no reason
+        ([frozen(2, State.RUNNING, arch_id="a")], ("running", 2)),
+        ([frozen(9, State.RUNNING, arch_id="a")], ("new", None)),  # a later trial defers to this one
+        ([frozen(1, State.FAIL, arch_id="a", reused_from=0, fail_reason="re-proposal")], ("new", None)),  # answers don't count
+        ([frozen(0, State.COMPLETE, arch_id="b")], ("new", None)),
+    ],
+)
+def test_prior_evaluation_answers_reserves_and_retries_once(earlier, expected):
+    kind, trial = prior_evaluation(earlier, "a", number=5)
+    assert (kind, None if trial is None else trial.number) == expected
+
+
+def _config(tmp_path, **overrides) -> SearchConfig:
+    settings = {"space": "nb201", "device": f"table:{TABLE}:pixel3", "strategy": "random", "runs_dir": str(tmp_path / "runs")}
+    return SearchConfig(**(settings | overrides))
+
+
+def _enqueue(config: SearchConfig, times: int) -> None:
+    os.makedirs(config.run_dir, exist_ok=True)
+    study = optuna.create_study(
+        study_name=config.study_name, storage=config.storage_url, directions=["maximize", "minimize"], load_if_exists=True
+    )
+    params = Nb201Space().params_of(CellSpec.from_string(ARCH0))
+    for _ in range(times):
+        study.enqueue_trial(params)
+
+
+def test_a_re_proposal_is_answered_as_a_failed_trial_the_sampler_does_not_learn_from(tmp_path):
+    from nas.searching import run_search
+
+    config = _config(tmp_path, trials=3)
+    _enqueue(config, 3)
+    summary = run_search(config)
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    states = [t.state for t in study.trials]
+    records = [TrialRecord.from_trial(t) for t in study.trials]
+    assert summary.new_trials == 3 and summary.reused_trials == 2
+    assert states[:3] == [State.COMPLETE, State.FAIL, State.FAIL]
+    assert [r.reused_from for r in records[1:3]] == [0, 0]
+    assert records[1].accuracy == records[0].accuracy and "answered from the study" in records[1].fail_reason
+    complete = [TrialRecord.from_trial(t).arch_id for t in study.get_trials(states=(State.COMPLETE,))]
+    assert len(complete) == len(set(complete)) == 3  # one point per architecture for the sampler
+
+
+def test_a_resumed_search_that_begins_with_an_answer_prints_its_progress(tmp_path):
+    """The first trial of the second run is a re-proposal: the progress line has no ETA yet (it
+    divided by zero)."""
+    config = _config(tmp_path, trials=1)
+    command = [
+        sys.executable, "-m", "nas.cli", "search", "--space", "nb201", "--device", f"table:{TABLE}:pixel3",
+        "--strategy", "random", "--trials", "1", "--runs-dir", config.runs_dir,
+    ]  # fmt: skip
+    _enqueue(config, 1)
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    _enqueue(config, 1)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    answer = next(line for line in second.stdout.splitlines() if "(reused trial 0: not counted)" in line)
+    assert "[  0/1]" in answer and "eta -" in answer
+
+
+def test_a_failed_architecture_is_tried_once_more_then_answered(tmp_path, monkeypatch):
+    from nas import evaluators
+    from nas.searching import run_search
+
+    def broken(self, candidate):
+        raise evaluators.EvaluationFailed("the table has a hole here")
+
+    monkeypatch.setattr(evaluators.TableEvaluator, "latency", broken)
+    config = _config(tmp_path, trials=3)  # the answer is not counted: trial 3, a new cell, is the third
+    _enqueue(config, 3)
+    run_search(config)
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    records = [TrialRecord.from_trial(t) for t in study.trials[:3]]
+    assert [t.state for t in study.trials[:3]] == [State.FAIL] * 3
+    assert records[0].fail_reason == records[1].fail_reason == "the table has a hole here"
+    assert records[1].retry_of == 0 and records[1].reused_from is None  # tried once more
+    assert records[2].reused_from == 1 and "answered from the study" in records[2].fail_reason
+
+
+def test_the_running_trial_is_forgotten_however_it_ended(tmp_path):
+    """A pruned or failed trial must not stay `current`: Ctrl-C before the next trial would enqueue it
+    again as a retry."""
+    from nas.evaluators import TableEvaluator
+    from nas.searching import Objective
+
+    config = _config(tmp_path, constraint="hard", target_ms=0.01)  # every cell is over the 0.02 ms limit
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    objective = Objective(config, study, TableEvaluator.from_config(config), study.sampler)
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials] == [State.PRUNED, State.PRUNED]
+    assert objective.current is None

@@ -1,0 +1,30 @@
+"""The worker process: replaced after `trials_per_worker` trainings (what leaks memory), while
+latency measurements, which the latency-aware strategy runs several of per trial, do not count."""
+
+import pytest
+
+from nas.worker import MeasureJob, Status, TrialJob, TrialRunner
+
+ARCH = "conv_r1_k3_s2_c8-mbconv_r1_k3_s2_e3_c16-head_c32"
+
+
+@pytest.mark.slow
+def test_the_worker_is_replaced_after_its_trainings_not_its_measurements(cifar_dir, tmp_path):
+    from latency.devices import HostDevice
+    from latency.measure import LatencyProtocol
+
+    device = HostDevice(protocol=LatencyProtocol(warmup_runs=1, rounds=2, runs_per_round=3))
+    measure = MeasureJob(ARCH, 32, 10, device, str(tmp_path / "m.tflite"))
+    train = TrialJob(
+        arch=ARCH, dataset="cifar10", data_dir=str(cifar_dir), train_images=128, val_images=64, epochs=1, batch_size=32, seed=0
+    )
+    with TrialRunner(trials_per_worker=1) as runner:
+        outcomes = [runner.run(measure)]
+        first = runner.worker_pid
+        outcomes.append(runner.run(measure))
+        assert runner.worker_pid == first  # measurements do not use the worker up
+        outcomes.append(runner.run(train))
+        assert runner.worker_pid is None  # one training: replaced
+        outcomes.append(runner.run(measure))
+        assert runner.worker_pid not in (None, first)
+    assert [o.status for o in outcomes] == [Status.OK] * 4, [o.reason for o in outcomes]
