@@ -230,10 +230,10 @@ class LatencyAwareSampler(BaseSampler):
 
     # The selection itself.
     def select(self, study, trial=None) -> Selection:
+        from nas.strategies import known_arch_ids
+
         trials = study.get_trials(deepcopy=False)
-        seen = {TrialRecord.from_trial(t).arch_id for t in trials} | {
-            self._arch_id(t.system_attrs["fixed_params"]) for t in trials if "fixed_params" in t.system_attrs
-        }
+        seen = known_arch_ids(study, self.space)
         finished = [
             (t.params, TrialRecord.from_trial(t))
             for t in trials

@@ -4,6 +4,7 @@ storage and its resumption behave the same whichever proposes the architectures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -12,9 +13,26 @@ from optuna.samplers import BaseSampler
 
 from nas.config import SearchConfig
 from nas.storage import sqlite_path
+from results.record import TrialRecord
 
 #: trials drawn at random before the model-based strategies start to model (TPE's own default too)
 STARTUP_TRIALS = 10
+#: proposals asked of a strategy for one trial before an unseen architecture is drawn at random
+PROPOSALS_PER_TRIAL = 16
+
+
+def known_arch_ids(study, space) -> set[str]:
+    """Every architecture the study holds, whatever became of it (running ones too: the objective
+    records the architecture when its trial starts), and those enqueued to come."""
+    known = set()
+    for trial in study.get_trials(deepcopy=False):
+        arch_id = TrialRecord.from_trial(trial).arch_id
+        if arch_id:
+            known.add(arch_id)
+        elif "fixed_params" in trial.system_attrs:
+            with contextlib.suppress(Exception):  # a hand-enqueued trial of other parameters is no architecture of ours
+                known.add(space.from_params(trial.system_attrs["fixed_params"]).arch_id)
+    return known
 
 
 def sampler_seed(config: SearchConfig, *, existing_trials: int) -> int:
@@ -57,12 +75,67 @@ class HeartbeatFirst(BaseSampler):
         self.inner.reseed_rng()
 
 
+class UnseenFirst(BaseSampler):
+    """Another strategy (TPE, NSGA-II, random), asked again when it proposes an architecture the
+    study already holds, and after `PROPOSALS_PER_TRIAL` known ones replaced by a random unseen one.
+
+    Why: a re-proposal is answered from the study as a failed trial (no sampler learns from one
+    point twice), and then nothing changes for the strategy: TPE, whose acquisition is an argmax
+    over a model fitted to the same points, proposed the same architecture 50 times in a row on
+    NAS-Bench-201 after 11 trials. The whole architecture is proposed at once, as relative
+    parameters: TPE's independent per-parameter draws are gathered into one vector first."""
+
+    def __init__(self, inner: BaseSampler, space, *, seed: int | None = None):
+        self.inner, self.space = inner, space
+        self._distributions = {
+            name: optuna.distributions.CategoricalDistribution(list(choices)) for name, choices in space.choices().items()
+        }
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def sample_relative(self, study, trial, search_space):
+        if "fixed_params" in trial.system_attrs or trial.params:  # enqueued or re-created: its parameters are set
+            return {}
+        known = known_arch_ids(study, self.space)
+        inner_space = self.inner.infer_relative_search_space(study, trial)
+        for _ in range(PROPOSALS_PER_TRIAL):
+            params = dict(self.inner.sample_relative(study, trial, inner_space))
+            for name, distribution in self._distributions.items():
+                if name not in params:
+                    params[name] = self.inner.sample_independent(study, trial, name, distribution)
+            if self.space.from_params(params).arch_id not in known:
+                return params
+        for _ in range(100 * PROPOSALS_PER_TRIAL):
+            params = {n: self._random.sample_independent(study, trial, n, d) for n, d in self._distributions.items()}
+            if self.space.from_params(params).arch_id not in known:
+                break
+        return params  # the space may be exhausted: then the objective answers it from the study
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+        self._random.reseed_rng()
+
+
 def make_sampler(
     config: SearchConfig, *, existing_trials: int = 0, space=None, evaluator=None, storage=None
 ) -> optuna.samplers.BaseSampler:
-    """The strategy's sampler; on a storage with heartbeats (many workers), with its first heartbeat
-    recorded before sampling (`HeartbeatFirst`)."""
+    """The strategy's sampler: one that proposes architectures the study does not hold yet (Optuna's
+    own, wrapped in `UnseenFirst`, or the latency-aware selection); on a storage with heartbeats
+    (many workers), with its first heartbeat recorded before sampling (`HeartbeatFirst`)."""
     sampler = _strategy_sampler(config, existing_trials=existing_trials, space=space, evaluator=evaluator)
+    if config.strategy != "latency-aware" and space is not None:
+        sampler = UnseenFirst(sampler, space, seed=sampler_seed(config, existing_trials=existing_trials))
     if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None:
         return HeartbeatFirst(sampler, storage)
     return sampler

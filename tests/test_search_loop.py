@@ -134,3 +134,58 @@ def test_the_running_trial_is_forgotten_however_it_ended(tmp_path):
     study.optimize(objective, n_trials=2)
     assert [t.state for t in study.trials] == [State.PRUNED, State.PRUNED]
     assert objective.current is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["latency-aware", "tpe"])
+def test_two_workers_on_one_postgresql_study_never_evaluate_an_architecture_twice(tmp_path, postgres_url, strategy):
+    command = [
+        sys.executable, "-m", "nas.cli", "search", "--space", "nb201", "--device", f"table:{TABLE}:pixel3",
+        "--strategy", strategy, "--trials", "25", "--storage", postgres_url, "--study-name", "shared",
+        "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    workers = [subprocess.Popen(command, cwd=tmp_path, **pipes) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    evaluated = [TrialRecord.from_trial(t) for t in study.trials if TrialRecord.from_trial(t).reused_from is None]
+    assert len(evaluated) == 50 and all(t.state != State.RUNNING for t in study.trials)
+    assert len({r.arch_id for r in evaluated}) == 50  # no architecture evaluated twice, by either worker
+
+
+_KILLED_IN_ASK = """
+import sys, time, optuna
+from nas.strategies import HeartbeatFirst
+
+class Slow(optuna.samplers.RandomSampler):
+    def before_trial(self, study, trial):
+        print("sampling", flush=True)
+        time.sleep(600)  # the latency-aware strategy measures candidates here
+
+storage = optuna.storages.RDBStorage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
+study.sampler = HeartbeatFirst(Slow(), storage)
+study.ask()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_worker_killed_while_sampling_leaves_no_trial_running_forever(tmp_path, postgres_url):
+    """Optuna's heartbeat starts after `study.ask()`; the strategy's first heartbeat comes before it
+    samples, so a trial whose worker died there goes stale and is failed like any other."""
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_IN_ASK, postgres_url], cwd=root, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "sampling"
+    child.kill()
+    child.wait()
+    storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state for t in study.trials] == [State.RUNNING]
+    time.sleep(3)
+    optuna.storages.fail_stale_trials(study)  # what the next worker's optimize() does first
+    assert [t.state for t in study.trials] == [State.FAIL]
