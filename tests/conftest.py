@@ -32,6 +32,16 @@ def _materialize(out: Path, limit: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cifar100_dir(tmp_path_factory) -> Path:
+    """Real CIFAR-100, both formats: the first 1000 training and 200 test images (its fixed shuffled order)."""
+    out = tmp_path_factory.mktemp("cifar100")
+    subprocess.run(
+        [sys.executable, str(MATERIALIZE), str(out), "--dataset", "cifar100", "--limit", "200"], check=True, capture_output=True
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory) -> Path:
     """Real CIFAR-10, first 1000 images of every batch: 5000 train, 1000 test, both formats."""
     return _materialize(tmp_path_factory.mktemp("cifar"), 1000)

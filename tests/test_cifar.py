@@ -32,42 +32,27 @@ def test_train_val_split_is_fixed_and_disjoint(cifar_dir):
     assert len(set(train) & set(val)) == 0 and len(train) + len(val) == 5000
 
 
-def _write_cifar100_bin(root, n=20):
-    folder = root / "cifar-100-binary"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("train.bin", "test.bin"):
-        coarse = rng.integers(0, 20, n, dtype=np.uint8)
-        fine = rng.integers(0, 100, n, dtype=np.uint8)
-        pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        np.concatenate([coarse[:, None], fine[:, None], pixels], axis=1).tofile(folder / name)
-    return folder
-
-
-def test_cifar100_binary_reads_the_fine_label(tmp_path):
-    folder = _write_cifar100_bin(tmp_path)
-    records = np.fromfile(folder / "train.bin", dtype=np.uint8).reshape(20, 3074)
-    data = load_cifar("cifar100", data_dir=str(tmp_path))
-    assert data.num_classes == 100
-    np.testing.assert_array_equal(data.y_train, records[:, 1])
+def test_both_official_cifar100_formats_give_identical_real_data_with_the_fine_label(cifar100_dir, tmp_path):
+    binary = load_cifar("cifar100", data_dir=str(cifar100_dir))
+    assert binary.source.endswith("cifar-100-binary")
+    shutil.copytree(cifar100_dir / "cifar-100-python", tmp_path / "cifar-100-python")
+    python = load_cifar("cifar100", data_dir=str(tmp_path))
+    assert python.source.endswith("cifar-100-python")
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(binary, name), getattr(python, name))
+    assert binary.x_train.shape == (1000, 32, 32, 3) and binary.x_test.shape == (200, 32, 32, 3)
+    assert binary.num_classes == 100 and binary.class_names[:3] == ("apple", "aquarium_fish", "baby")
+    # the fine label, not the superclass: the official files carry both
+    with open(cifar100_dir / "cifar-100-python" / "train", "rb") as f:
+        official = pickle.load(f, encoding="bytes")
+    np.testing.assert_array_equal(binary.y_train, official[b"fine_labels"])
+    assert not np.array_equal(binary.y_train, official[b"coarse_labels"])
+    assert len(np.unique(binary.y_train)) > 90 and binary.y_train.max() > 19  # 100 classes in a shuffled prefix
+    records = np.fromfile(cifar100_dir / "cifar-100-binary" / "train.bin", dtype=np.uint8).reshape(-1, 3074)
+    np.testing.assert_array_equal(binary.y_train, records[:, 1])  # byte 0 is the superclass, byte 1 the class
     # channel-major planes become HWC: pixel (0, 0) of image 0 is (R, G, B) = bytes 2, 1026, 2050
-    np.testing.assert_array_equal(data.x_train[0, 0, 0], records[0, [2, 2 + 1024, 2 + 2048]])
-
-
-def test_cifar100_python_format(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for name in ("train", "test"):
-        document = {
-            b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
-            b"fine_labels": list(range(90, 98)),
-            b"coarse_labels": [1] * 8,
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(document, f)
-    data = load_cifar("cifar100", data_dir=str(tmp_path))
-    assert list(data.y_test) == list(range(90, 98))
+    np.testing.assert_array_equal(binary.x_train[0, 0, 0], records[0, [2, 2 + 1024, 2 + 2048]])
+    assert 100 < binary.x_train.mean() < 140  # real photographs (published mean 0.48 of 255)
 
 
 def test_truncated_binary_batch_is_named(cifar_dir, tmp_path):

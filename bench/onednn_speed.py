@@ -1,0 +1,78 @@
+"""Does TensorFlow's oneDNN path speed up retraining on this CPU? TensorFlow turns oneDNN on by
+default only on CPUs with AVX-512 VNNI/BF16 or AMX; on an AVX2-only machine it is off unless
+`TF_ENABLE_ONEDNN_OPTS=1`. The variable is read when TensorFlow is imported, so each setting runs in
+a process of its own; the two alternate, round after round, so a drift of the machine's speed
+touches both. Each round trains the recipe's fused step (batch 128) on real CIFAR-10.
+
+    python bench/onednn_speed.py --data-dir data [--arch mobilenetv2-0.5] [--steps 60] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SETTINGS = {"default (off on AVX2)": "0", "TF_ENABLE_ONEDNN_OPTS=1": "1"}
+
+
+def child(args) -> None:
+    """One round in this process: print the steady-state images per second of the fused step."""
+    import keras
+
+    from nas.choice import parse_arch
+    from search_spaces.keras_blocks import build
+    from trainers.cifar import load_cifar
+    from trainers.fused import FusedStep, StepRecipe, batches
+
+    batch = 128
+    data = load_cifar("cifar10", data_dir=args.data_dir)
+    x, y = data.x_train[: batch * (args.steps + 1)], data.y_train[: batch * (args.steps + 1)]
+    recipe = StepRecipe(optimizer="sgd", peak_lr=0.05, warmup_steps=0, total_steps=10_000, weight_decay=5e-4, label_smoothing=0.1)
+    keras.utils.set_random_seed(0)
+    step = FusedStep(build(parse_arch(args.arch), bn_momentum=0.99, fused_bn=True), recipe)
+    stream = iter(batches(x, y, num_classes=10, batch_size=batch, seed=0, key=0, cutout=16))
+    float(step.run(*next(stream)))  # trace
+    start = time.perf_counter()
+    for images, labels in stream:
+        loss = step.run(images, labels)
+    float(loss)
+    print(args.steps * batch / (time.perf_counter() - start))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--arch", default="mobilenetv2-0.5")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--data-dir", args.data_dir, "--arch", args.arch]
+    command += ["--steps", str(args.steps)]
+    results: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for _ in range(args.rounds):
+        for name, value in SETTINGS.items():
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            results[name].append(float(done.stdout.strip().splitlines()[-1]))
+    print(f"{args.arch}, batch 128, {args.steps} steps per round, {args.rounds} rounds alternating\n")
+    print(f"{'setting':<26} {'img/s per round':>24} {'median':>8}")
+    medians = {}
+    for name, rows in results.items():
+        medians[name] = statistics.median(rows)
+        print(f"{name:<26} {' '.join(f'{r:.0f}' for r in rows):>24} {medians[name]:>8.0f}")
+    off, on = medians.values()
+    print(f"\noneDNN on / off: {on / off:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
