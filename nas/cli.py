@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--archs", type=int, default=12, help="random architectures of the space (default 12)")
     check.add_argument("--no-references", action="store_true", help="leave out the reference architectures")
+    check.add_argument("--references", help="comma-separated reference names to check (default: all the space can hold)")
+    check.add_argument("--trial", type=int, action="append", help="with --study: check this trial too (repeat for several)")
     check.add_argument("--train-images", type=int, help="proxy: training images (default: the search's, 8000)")
     check.add_argument("--epochs", type=int, help="proxy: epochs (default 1)")
     check.add_argument("--long-images", type=int, help="long budget: training images (default: 10x the proxy's, at most 45000)")
@@ -645,12 +647,24 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         against = f"the retraining recipe ({long.recipe.describe()}; final validation accuracy)"
     else:
         against = f"{long.label} images x epochs ({long.image_passes / proxy.image_passes:.1f}x the image-passes)"
-    which = f"{args.archs} members of study {args.study_name!r} spread over its front" if study else f"{args.archs} random"
-    print(
-        f"proxy {proxy.label} vs {against}; {which} {config.space} architectures"
-        + ("" if args.no_references else " + the references"),
-        flush=True,
-    )
+    trials = tuple(args.trial or ())
+    if trials and study is None:
+        raise ConfigError("--trial needs --study")
+    if args.no_references:
+        references: tuple[str, ...] = ()
+    elif args.references is not None:
+        references = tuple(n.strip() for n in args.references.split(",") if n.strip())
+        unknown = [n for n in references if n not in proxy_check.REFERENCES]
+        if unknown:
+            raise ConfigError(f"reference {unknown[0]!r} is unknown; known: {', '.join(proxy_check.REFERENCES)}")
+    else:
+        references = proxy_check.default_references(config)
+    if study:
+        given = f"trials {', '.join(map(str, trials))} and " if trials else ""
+        which = f"{given}{args.archs} more of study {args.study_name!r} spread over its latency range"
+    else:
+        which = f"{args.archs} random {config.space} architectures"
+    print(f"proxy {proxy.label} vs {against}; {which}" + (f" + {', '.join(references)}" if references else ""), flush=True)
     print(f"results: {path} (re-run the same command to resume)", flush=True)
 
     def on_result(record, budget, result) -> None:
@@ -662,8 +676,9 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
         count=args.archs,
         proxy=proxy,
         long=long,
-        with_references=not args.no_references,
+        references=references,
         study=study,
+        trials=trials,
         path=path,
         on_result=on_result,
         on_epoch=_print_epoch if args.final_epochs else None,

@@ -7,9 +7,15 @@ is either another proxy (default 10x the image-passes) or, with `--final-epochs 
 retraining recipe itself on the full training split: then the comparison is with the *final*
 validation accuracy (the test split stays out), and the retrained models are the same ones
 `nas retrain` and `nas compare` reuse. The K architectures are random points of the space, or
-with `--study`, members of the study spread evenly over its front's latency range. Every result is appended to a JSON file as
-it arrives, so an interrupted check resumes, a finished one can be re-read, and checks of other
-proxy budgets against the same long budget reuse its results.
+with `--study`, the given trials (`--trial`) and K more of the study's trials spread evenly over
+the latency range of everything it measured: the proxy must rank the candidates a search actually
+compares, not only the front. Every result is appended to a JSON file as it arrives, so an
+interrupted check resumes, a finished one can be re-read, and checks of other proxy budgets
+against the same long budget reuse its results.
+
+Besides the proxy's held-out accuracy, the summary ranks by other signals the proxy run records
+for free (its accuracy half-way, its mean training loss; Ru et al., arXiv:2006.04492), and says
+whether the proxy's ranking error trends with the architecture's size or latency.
 """
 
 from __future__ import annotations
@@ -51,52 +57,62 @@ class FinalBudget:
 
 @dataclass
 class CheckRecord:
-    name: str  # a reference name or "sample-K"
+    name: str  # a reference name, "sample-K" or "trial-N"
     arch: str
     results: dict = field(default_factory=dict)  # budget label -> {"accuracy", "seconds", ...}
+    latency_ms: float | None = None  # as the study measured it (trials of a study only)
 
 
-def candidates(config: SearchConfig, count: int, *, with_references: bool, study=None) -> list[tuple[str, str]]:
-    """(name, arch string): `count` random architectures of the space, or of `study` spread over
-    its front's latency range; then the references."""
+def candidates(
+    config: SearchConfig, count: int, *, references: tuple[str, ...], study=None, trials: tuple[int, ...] = ()
+) -> list[tuple[str, str, float | None]]:
+    """(name, arch string, latency ms or None): the given trials of `study` and `count` more of it
+    spread over its latency range, or `count` random architectures of the space; then `references`."""
     from nas.latency_fit import random_architectures
 
     if study is not None:
-        chosen = spread_over_front(study, count)
+        chosen = study_candidates(study, count, trials=trials)
     else:
         specs = random_architectures(config, count, seed=config.seed)
-        chosen = [(f"sample-{k}", spec.to_string()) for k, spec in enumerate(specs)]
-    if with_references:
-        space = config.make_space()
-        chosen += [(name, reference(name).to_string()) for name in REFERENCES if space.mobilevit or "mobilevit" not in name]
-    return chosen
+        chosen = [(f"sample-{k}", spec.to_string(), None) for k, spec in enumerate(specs)]
+    return chosen + [(name, reference(name).to_string(), None) for name in references]
 
 
-def spread_over_front(study, count: int) -> list[tuple[str, str]]:
-    """`count` finished trials of `study` whose latencies spread evenly over its front's range:
-    for each of `count` evenly spaced latencies, the front member nearest to it, then (once the
-    front is used up) the nearest other trial; each architecture once."""
+def default_references(config: SearchConfig) -> tuple[str, ...]:
+    """Every reference the space can hold (MobileViT-XXS only with the MobileViT extension)."""
+    space = config.make_space()
+    return tuple(name for name in REFERENCES if space.mobilevit or "mobilevit" not in name)
+
+
+def study_candidates(study, count: int, *, trials: tuple[int, ...] = ()) -> list[tuple[str, str, float]]:
+    """The given trials, then `count` finished trials whose latencies spread evenly over the range of
+    all measured ones (for each of `count` evenly spaced latencies, the nearest unused trial); each
+    architecture once."""
     import numpy as np
 
     from results.pareto import pareto_info
 
     info = pareto_info(study)
-    measured = [r for r in info.rows if r.measured]
-    if not info.front:
+    measured = [r for r in info.rows if r.measured and r.reused_from is None]
+    if not measured:
         raise ConfigError(f"study {study.study_name!r} has no finished trial to check")
-    low, high = info.front[0].latency_ms, info.front[-1].latency_ms
-    on_front = {r.number for r in info.front}
+    by_number = {r.number: r for r in measured}
     chosen, seen = [], set()
-    for target in np.linspace(low, high, count):
+    for number in trials:
+        if number not in by_number:
+            raise ConfigError(f"trial {number} of study {study.study_name!r} is not a finished trial")
+        if by_number[number].arch_id not in seen:
+            seen.add(by_number[number].arch_id)
+            chosen.append(by_number[number])
+    low, high = min(r.latency_ms for r in measured), max(r.latency_ms for r in measured)
+    for target in np.linspace(low, high, count) if count else ():
         pool = [r for r in measured if r.arch_id not in seen]
         if not pool:
             break
-        # the front first: among its unused members, the nearest; else any trial
-        front_pool = [r for r in pool if r.number in on_front]
-        row = min(front_pool or pool, key=lambda r: abs(r.latency_ms - target))
+        row = min(pool, key=lambda r: (abs(r.latency_ms - target), r.number))
         seen.add(row.arch_id)
-        chosen.append((f"trial-{row.number}", row.arch))
-    return chosen
+        chosen.append(row)
+    return [(f"trial-{r.number}", r.arch, r.latency_ms) for r in chosen]
 
 
 def result_path(config: SearchConfig) -> str:
@@ -125,6 +141,8 @@ def save_records(path: str, records: dict[str, CheckRecord], settings: dict, *, 
         document["summary"] = {"n": summary["n"], "seconds": summary["seconds"]}
         if agreement is not None:
             document["summary"] |= asdict(agreement)
+            document["summary"]["estimators"] = {k: asdict(v) for k, v in summary["estimators"].items()}
+            document["summary"]["error_trend"] = {k: asdict(v) for k, v in summary["error_trend"].items()}
     write_text_atomic(path, json.dumps(document, indent=1) + "\n")
 
 
@@ -155,8 +173,9 @@ def run_check(
     count: int,
     proxy: Budget,
     long: Budget | FinalBudget,
-    with_references: bool = True,
+    references: tuple[str, ...] = (),
     study=None,
+    trials: tuple[int, ...] = (),
     path: str | None = None,
     on_result: Callable[[CheckRecord, Budget, dict], None] | None = None,
     on_epoch: Callable | None = None,
@@ -176,8 +195,9 @@ def run_check(
     }
     log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
-        for name, arch in candidates(config, count, with_references=with_references, study=study):
+        for name, arch, latency_ms in candidates(config, count, references=references, study=study, trials=trials):
             record = records.setdefault(arch, CheckRecord(name=name, arch=arch))
+            record.latency_ms = latency_ms if latency_ms is not None else record.latency_ms
             for budget in (proxy, long):
                 if budget.label in record.results:
                     continue
@@ -192,7 +212,14 @@ def run_check(
                 outcome = runner.run(job, timeout_s=config.trial_timeout_s)
                 result = {"seconds": round(time.perf_counter() - start, 2)}
                 if outcome.status is Status.OK:
-                    result |= {"accuracy": outcome.accuracy, "train_seconds": round(outcome.timings["train_seconds"], 2)}
+                    result |= {
+                        "accuracy": outcome.accuracy,
+                        "params_count": outcome.params_count,
+                        "train_seconds": round(outcome.timings["train_seconds"], 2),
+                        "train_loss_mean": outcome.train_loss_mean,
+                        "train_loss_late_mean": outcome.train_loss_late_mean,
+                        "curve": [list(point) for point in outcome.curve],
+                    }
                 else:
                     result["error"] = outcome.reason
                 record.results[budget.label] = result
@@ -202,9 +229,22 @@ def run_check(
     return path, records
 
 
+#: what a proxy run can rank by, each oriented so that higher means better: name -> value of a proxy result
+ESTIMATORS = {
+    "proxy accuracy": lambda result: result.get("accuracy"),
+    "accuracy half-way": lambda result: next((a for f, a in result.get("curve", []) if abs(f - 0.5) < 1e-6), None),
+    "- mean training loss": lambda result: None if result.get("train_loss_mean") is None else -result["train_loss_mean"],
+    "- late training loss": lambda result: (
+        None if result.get("train_loss_late_mean") is None else -result["train_loss_late_mean"]
+    ),
+}
+
+
 def summarize(records: dict[str, CheckRecord], proxy: Budget, long) -> dict:
-    """Rank agreement over the candidates that finished at both budgets, and the time spent."""
-    from results.ranking import agreement
+    """Rank agreement over the candidates that finished at both budgets (for the proxy's accuracy,
+    and for every other estimator the results hold), whether the proxy's ranking error trends with
+    size or latency, and the time spent."""
+    from results.ranking import agreement, ranks
 
     done = [
         r
@@ -212,11 +252,24 @@ def summarize(records: dict[str, CheckRecord], proxy: Budget, long) -> dict:
         if "accuracy" in r.results.get(proxy.label, {}) and "accuracy" in r.results.get(long.label, {})
     ]
     seconds = {b.label: sum(r.results.get(b.label, {}).get("seconds", 0.0) for r in records.values()) for b in (proxy, long)}
-    summary = {"n": len(done), "seconds": seconds, "agreement": None}
-    if len(done) >= 3:
-        summary["agreement"] = agreement(
-            [r.results[proxy.label]["accuracy"] for r in done], [r.results[long.label]["accuracy"] for r in done]
-        )
+    summary = {"n": len(done), "seconds": seconds, "agreement": None, "estimators": {}, "error_trend": {}}
+    if len(done) < 3:
+        return summary
+    final = [r.results[long.label]["accuracy"] for r in done]
+    summary["agreement"] = agreement([r.results[proxy.label]["accuracy"] for r in done], final)
+    for name, value_of in ESTIMATORS.items():
+        values = [value_of(r.results[proxy.label]) for r in done]
+        if all(v is not None for v in values):
+            summary["estimators"][name] = agreement(values, final)
+    # the proxy's ranking error: its rank of a candidate minus the final rank (positive: it overrates it)
+    error = ranks([r.results[proxy.label]["accuracy"] for r in done]) - ranks(final)
+    for name, values in (
+        ("params", [r.results[proxy.label].get("params_count") for r in done]),
+        ("latency", [r.latency_ms for r in done]),
+    ):
+        pairs = [(e, v) for e, v in zip(error, values, strict=True) if v is not None]
+        if len(pairs) >= 3:
+            summary["error_trend"][name] = agreement([e for e, _ in pairs], [v for _, v in pairs])
     return summary
 
 
@@ -240,6 +293,10 @@ def format_check(records: dict[str, CheckRecord], proxy: Budget, long) -> str:
         lines.append(f"{summary['n']} candidates finished both budgets: too few to compare rankings")
     else:
         lines.append(f"proxy {proxy.label} vs long {long.label} images x epochs: {summary['agreement'].describe()}")
+        for name, found in summary["estimators"].items():
+            lines.append(f"  ranked by {name:<22} {found.describe()}")
+        for name, found in summary["error_trend"].items():
+            lines.append(f"  proxy rank minus final rank against {name}: {found.describe()} (0: no trend)")
     lines.append(
         "time: "
         + ", ".join(f"{label} {seconds / 60:.1f} min" for label, seconds in summary["seconds"].items())

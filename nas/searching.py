@@ -226,7 +226,12 @@ class Objective:
         peers = early_stop.peers(self.study) if self.config.early_stop == "on" else None
         outcome = self.evaluator.accuracy(candidate, latency_ms=latency_ms, early_stop_peers=peers)
         timings = {name: round(value, 4) for name, value in outcome.timings.items()}
-        record = record.replace(**timings, curve=tuple(tuple(p) for p in outcome.curve))
+        record = record.replace(
+            **timings,
+            curve=tuple(tuple(p) for p in outcome.curve),
+            train_loss_mean=_rounded(outcome.train_loss_mean),
+            train_loss_late_mean=_rounded(outcome.train_loss_late_mean),
+        )
         if outcome.params_count and record.params_count is None:
             record = record.replace(params_count=outcome.params_count)
         if outcome.status is Status.FAILED:
@@ -242,6 +247,10 @@ class Objective:
         )
         finish(record.replace(accuracy=outcome.accuracy, reward=reward))
         return (outcome.accuracy, latency_ms) if self.config.mode == "pareto" else reward
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
 
 
 def with_latency(record: TrialRecord, latency: LatencyAnswer) -> TrialRecord:

@@ -89,6 +89,8 @@ class Outcome:
     latency: LatencyResult | None = None
     timings: dict = field(default_factory=dict)
     curve: tuple = ()  # ((fraction of training, held-out accuracy), ...)
+    train_loss_mean: float | None = None  # proxy training's mean loss, and over its second half
+    train_loss_late_mean: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +252,8 @@ def train_job(job: TrialJob) -> Outcome:
             accuracy=proxy.accuracy,
             timings=timings,
             curve=tuple(proxy.curve),
+            train_loss_mean=proxy.train_loss_mean,
+            train_loss_late_mean=proxy.train_loss_late_mean,
         )
     except Exception as error:  # the trial fails, the search goes on
         return _failed(error, timings)

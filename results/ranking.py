@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions)."""
+def ranks(values) -> np.ndarray:
+    """Average ranks from 0 (ties share the mean of their positions)."""
+    values = np.asarray(values, float)
     order = np.argsort(values, kind="mergesort")
     ranks = np.empty(len(values))
     sorted_values = values[order]
@@ -24,7 +25,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def spearman_rho(a, b) -> float:
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    ra, rb = ranks(a), ranks(b)
     if np.std(ra) == 0 or np.std(rb) == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])

@@ -45,6 +45,8 @@ class TrialRecord:
     reused_from: int | None = None  # an identical finished trial whose figures were copied
     fail_reason: str = ""
     curve: tuple[tuple[float, float], ...] = ()  # (fraction of training done, held-out accuracy)
+    train_loss_mean: float | None = None  # proxy training's mean loss (an estimator of final accuracy to check)
+    train_loss_late_mean: float | None = None  # the same over the second half of its steps
     # seconds
     trial_seconds: float | None = None
     build_seconds: float | None = None

@@ -116,7 +116,7 @@ def test_proxy_check_against_the_retraining_recipe(cifar_dir, tmp_path):
     recipe = Recipe(epochs=1, train_images=1024, val_images=500, batch_size=64)
     path = str(tmp_path / "proxy_vs_final.json")
     _, records = proxy_check.run_check(
-        config, count=3, proxy=proxy_check.Budget(256, 1), long=proxy_check.FinalBudget(recipe), with_references=False, path=path
+        config, count=3, proxy=proxy_check.Budget(256, 1), long=proxy_check.FinalBudget(recipe), references=(), path=path
     )
     with open(path) as f:
         document = json.load(f)

@@ -71,6 +71,10 @@ class ProxyResult:
     curve: tuple[tuple[float, float], ...] = ()  # (fraction of training done, held-out accuracy on a subset)
     curve_seconds: float = 0.0  # part of train_seconds spent evaluating the curve's points (with their trace)
     stopped: str = ""  # why training stopped early ("" = it ran to the end)
+    # training losses (label-smoothed cross-entropy): their sum ranks architectures like final accuracy
+    # in some studies (Ru et al., "Speedy Performance Estimation", arXiv:2006.04492); recorded to check it here
+    train_loss_mean: float | None = None  # over every step
+    train_loss_late_mean: float | None = None  # over the second half of the steps
 
 
 def step_recipe(budget: ProxyBudget, *, total_steps: int):
@@ -123,6 +127,7 @@ def train_proxy(model, x_train, y_train, x_val, y_val, *, budget: ProxyBudget, n
     step = FusedStep(model, step_recipe(budget, total_steps=total))
     predictor = Predictor(model)
     curve: list[tuple[float, float]] = []
+    losses = []  # tensors: read once at the end, so no step waits for the previous one
     stopped, steps, first_step_seconds, first_epoch_seconds, curve_seconds = "", 0, 0.0, 0.0, 0.0
     start = time.perf_counter()
     for epoch in range(budget.epochs):
@@ -132,6 +137,7 @@ def train_proxy(model, x_train, y_train, x_val, y_val, *, budget: ProxyBudget, n
         )
         for images, labels in data:
             loss = step.run(images, labels)
+            losses.append(loss)
             steps += 1
             if steps == 1:
                 float(loss)  # waits for the step to finish
@@ -157,6 +163,7 @@ def train_proxy(model, x_train, y_train, x_val, y_val, *, budget: ProxyBudget, n
     # Steady throughput: every step but the first (which traces the graph), curve points left out.
     images_per_second = (steps - 1) * budget.batch_size / max(1e-9, train_seconds - first_step_seconds - curve_seconds)
     log.info("proxy training: accuracy %.3f in %.1f s (%.0f img/s)", accuracy, train_seconds, images_per_second)
+    loss_values = np.array([float(v) for v in losses])
     return ProxyResult(
         accuracy=accuracy,
         train_seconds=train_seconds,
@@ -168,4 +175,6 @@ def train_proxy(model, x_train, y_train, x_val, y_val, *, budget: ProxyBudget, n
         curve=tuple(curve),
         curve_seconds=curve_seconds,
         stopped=stopped,
+        train_loss_mean=float(loss_values.mean()),
+        train_loss_late_mean=float(loss_values[len(loss_values) // 2 :].mean()),
     )
