@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+import trainers  # noqa: F401  (TensorFlow's settings, before a job imports it: see trainers/__init__.py)
 from latency.measure import LatencyResult
 from search_spaces.files import WORKER_LOG  # noqa: F401  (re-exported: the workers' stderr, in the run's directory)
 

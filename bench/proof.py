@@ -1,0 +1,179 @@
+"""The proof, run to the end (and across sessions): the found models against the references at equal
+latency, and the proxy against final accuracy, from one committed study.
+
+    python bench/proof.py --data-dir data              # every step not done yet, in order
+    python bench/proof.py --data-dir data --only compare
+    python bench/proof.py --show                        # what bench/data/proof/ holds
+
+Its inputs and results live in bench/data/proof/, which survives a change of machine:
+
+    study.db, trials.csv   the default search (`nas search --trials 60`) every step draws from
+    plan.json              which trials and references each step takes (chosen once, after the search)
+    compare_30.json        `nas compare` at 30 epochs: one record per model, merged run after run
+    proxy_vs_final.json    `nas proxy-check --final-epochs 30`: proxy and final accuracy per architecture
+    models/<arch_id>/      each finished model's result, model card and TFLite files (not its weights'
+                           checkpoint): a later session re-times them on its machine instead of retraining
+
+Steps, each resumable per epoch (its checkpoint is in runs/) and skipped when its results are there:
+
+    curve     MobileNetV2-0.5 at 30 epochs with the learning curve (bench/recipe_curves.py); also the
+              comparison's MobileNetV2-0.5
+    compare   `nas compare` one model at a time, so compare_30.json is committed after each
+    proxy     `nas proxy-check --study ... --final-epochs 30` (reuses the compared models)
+
+With `--commit`, every result file is committed the moment it lands (only those paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+EPOCHS = 30
+STUDY = "mnasnet-cifar10"
+KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
+
+
+def nas(*args: str, runs_dir: str) -> None:
+    """Run a `nas` command, its output on this terminal; stop on failure."""
+    command = [sys.executable, "-m", "nas.cli", *args, "--runs-dir", runs_dir]
+    print("$ nas " + " ".join(args), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def commit(paths: list[str], message: str, *, repo: str) -> None:
+    """Commit exactly these paths in `repo` (other work in progress there stays out)."""
+    relative = [os.path.relpath(p, repo) for p in paths]
+    for attempt in range(10):
+        added = subprocess.run(["git", "add", "--", *relative], cwd=repo, capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--only", "--", *relative], cwd=repo, capture_output=True, text=True
+        )
+        if added.returncode == 0 and (done.returncode == 0 or "nothing" in done.stdout + done.stderr):
+            return
+        time.sleep(2 + attempt)  # another git command holds the index lock
+    print(f"warning: could not commit {relative}: {done.stderr.strip()[:300]}", flush=True)
+
+
+def keep_models(runs_dir: str, out: str, recipe) -> list[str]:
+    """Copy every finished model of `recipe` into out/models/ (what a later session needs to re-time it)."""
+    from nas.choice import retrain_dir
+
+    written = []
+    base = os.path.dirname(retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id="x"))
+    for arch_id in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        source = os.path.join(base, arch_id)
+        if not os.path.exists(os.path.join(source, "model_card.json")):
+            continue
+        target = os.path.join(out, "models", arch_id)
+        os.makedirs(target, exist_ok=True)
+        for name in KEPT_FILES:
+            if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
+                shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+                written.append(os.path.join(target, name))
+    return written
+
+
+def restore_models(runs_dir: str, out: str, recipe) -> None:
+    """Put the committed models back where `nas compare` looks for them (a new machine has no runs/)."""
+    from nas.choice import retrain_dir
+
+    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
+        target = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=arch_id)
+        os.makedirs(target, exist_ok=True)
+        for name in KEPT_FILES:
+            source = os.path.join(out, "models", arch_id, name)
+            if os.path.exists(source) and not os.path.exists(os.path.join(target, name)):
+                shutil.copy2(source, os.path.join(target, name))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "proof"), help="where inputs and results live")
+    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy"))
+    parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
+    parser.add_argument("--show", action="store_true")
+    args = parser.parse_args()
+
+    from results.compare import format_table, load
+    from trainers.full import Recipe
+
+    out, runs = os.path.abspath(args.out), os.path.abspath(args.runs_dir)
+    compare_file = os.path.join(out, "compare_30.json")
+    proxy_file = os.path.join(out, "proxy_vs_final.json")
+    if args.show:
+        print(format_table(load(compare_file)) if os.path.exists(compare_file) else "no comparison yet")
+        if os.path.exists(proxy_file):
+            nas("proxy-check", "--show", "--out", proxy_file, *_study_flags(out), "--final-epochs", str(EPOCHS), runs_dir=runs)
+        return
+    with open(os.path.join(out, "plan.json")) as f:
+        plan = json.load(f)
+    repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
+    recipe = Recipe(epochs=EPOCHS)
+    steps = args.only or ("curve", "compare", "proxy")
+    restore_models(runs, out, recipe)
+    run_compare = os.path.join(runs, STUDY, "compare.json")
+    if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
+        os.makedirs(os.path.dirname(run_compare), exist_ok=True)
+        shutil.copy2(compare_file, run_compare)
+
+    def landed(paths: list[str], message: str) -> None:
+        if args.commit and repo:
+            commit(paths, message, repo=repo)
+
+    if "curve" in steps:
+        env = {**os.environ, "NAS_RECIPE_CURVES": os.path.join(os.path.dirname(out), "recipe_curves.json")}
+        command = [sys.executable, os.path.join(ROOT, "bench", "recipe_curves.py"), "--only", "mv2-0.5-e30"]
+        subprocess.run([*command, "--data-dir", args.data_dir, "--runs-dir", runs], cwd=ROOT, env=env, check=True)
+        landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
+
+    if "compare" in steps:
+        for model in plan["compare"]:
+            what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
+            if "reference" in model:  # with the first found model as its study anchor: one compare.json
+                what = ["--trial", str(plan["compare"][0]["trial"]), "--references", model["reference"]]
+            nas("compare", *_study_flags(out), *what, "--epochs", str(EPOCHS), "--data-dir", args.data_dir, runs_dir=runs)
+            shutil.copy2(run_compare, compare_file)
+            kept = keep_models(runs, out, recipe)
+            landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
+
+    if "proxy" in steps:
+        proxy = plan["proxy"]
+        trials = [word for number in proxy["trials"] for word in ("--trial", str(number))]
+        command = [
+            sys.executable, "-m", "nas.cli", "proxy-check", *_study_flags(out), *trials, "--archs", str(proxy["more"]),
+            "--references", ",".join(proxy["references"]), "--final-epochs", str(EPOCHS),
+            "--data-dir", args.data_dir, "--out", proxy_file, "--runs-dir", runs,
+        ]  # fmt: skip
+        check = subprocess.Popen(command, cwd=ROOT)
+        seen = _mtime(proxy_file)
+        while check.poll() is None:  # the check writes each result as it lands: commit it then
+            time.sleep(30)
+            if _mtime(proxy_file) != seen:
+                seen = _mtime(proxy_file)
+                landed([proxy_file], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
+        if check.returncode != 0:
+            raise SystemExit(f"proxy-check failed (exit {check.returncode})")
+        landed([proxy_file, *keep_models(runs, out, recipe)], f"bench data: proxy against final accuracy at {EPOCHS} epochs")
+
+
+def _mtime(path: str) -> float | None:
+    return os.path.getmtime(path) if os.path.exists(path) else None
+
+
+def _study_flags(out: str) -> list[str]:
+    return ["--study", STUDY, "--storage", f"sqlite:///{os.path.join(out, 'study.db')}"]
+
+
+if __name__ == "__main__":
+    main()
