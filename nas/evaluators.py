@@ -190,6 +190,10 @@ class TableEvaluator:
             )
         return cls(table, accuracies)
 
+    @property
+    def max_latency_ms(self) -> float:
+        return max(self.table.latencies_ms.values())
+
     def cached_latency(self, cell) -> LatencyAnswer | None:
         return None
 

@@ -65,7 +65,9 @@ def prior_evaluation(trials, arch_id: str, *, number: int) -> tuple[str, object]
     """How the study already answers trial `number`'s proposal of `arch_id`:
 
     - ("new", None): evaluate it;
-    - ("running", t): trial t (a lower number, another worker) is evaluating it right now;
+    - ("running", t): trial t (another worker) is evaluating it right now. Every trial records its
+      architecture before it asks, so of two that propose one architecture at once, at least the
+      second to record it defers (both may: then neither evaluates it now, and no point is doubled);
     - ("answer", t): t finished it (complete, pruned, screened or early-stopped), or it failed
       `FAILURES_BEFORE_GIVING_UP` times (t the last failure);
     - ("retry", t): it failed once (t), for a reason of its own: try once more.
@@ -81,7 +83,7 @@ def prior_evaluation(trials, arch_id: str, *, number: int) -> tuple[str, object]
         if t.state in (State.COMPLETE, State.PRUNED):
             return "answer", t
     for t, _ in originals:
-        if t.state == State.RUNNING and t.number < number:
+        if t.state == State.RUNNING:
             return "running", t
     failures = [t for t, r in originals if t.state == State.FAIL and not _interrupted(r)]
     if len(failures) >= FAILURES_BEFORE_GIVING_UP:

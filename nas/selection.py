@@ -1,24 +1,31 @@
 """Latency-aware candidate selection: train only what can move the front.
 
-Latency does not depend on the weights: it is known (measured, cached, looked up or predicted)
+Latency does not depend on the weights: it is known (looked up, measured, cached, or predicted)
 before anything is trained, while accuracy costs a training. So for each trial this strategy
 
-1. draws K candidates: random points of the space and mutations (one or two choices changed) of
-   the current front's members, leaving out every architecture the study has already seen;
-2. gets their latencies cheaply: the latency model's predictions where one is fitted, then a real
-   measurement for the few best (every latency of a table);
-3. predicts their accuracy with an uncertainty from the finished trials: a Gaussian process over
-   the architecture's choices (exponentiated Hamming kernel; hyperparameters by marginal
-   likelihood on a small grid);
-4. evaluates only the candidate with the highest expected hypervolume improvement (EHVI). With
-   latency known, the improvement is piecewise linear in accuracy along the front's staircase, so
-   its expectation under the Gaussian prediction has a closed form.
+1. starts without training: the first `startup_trials` candidates spread over the latency range
+   (one per latency quantile band), each the band's unseen candidate of the largest training-free
+   capacity (parameters of a NAS-Bench-201 cell, multiply-adds of a MnasNet network);
+2. then scores every candidate whose latency is known: all unseen cells of a table, or thousands of
+   unseen networks (random and mutations of the front) at the latency model's prediction, of which
+   the few best are measured and scored again;
+3. predicts accuracy with an uncertainty from the finished trials: a Gaussian process whose kernel
+   adds a linear kernel on training-free features (what the network is made of, log latency) to an
+   exponentiated Hamming kernel on the raw choices (what the features miss); its hyperparameters
+   by marginal likelihood on a small grid;
+4. evaluates the candidate with the highest expected hypervolume improvement (EHVI) over a fixed
+   reference point (accuracy 0 and the space's largest latency: no candidate the space can hold is
+   outside the box). With latency known, the improvement is piecewise linear in accuracy along the
+   front's staircase, so its expectation under the Gaussian prediction has a closed form, computed
+   for all candidates at once.
 
-Before `startup_trials` trials have finished, candidates are drawn at random (as TPE's start-up).
-It runs as an Optuna sampler: the study, its storage, enqueued trials and resumption behave as
-with any other strategy. References: expected hypervolume improvement (Emmerich et al., 2006);
-regularized evolution's mutations (Real et al., arXiv:1802.01548); BANANAS' surrogate-guided
-candidate pools (White et al., arXiv:1910.11858).
+Several workers: trials still running elsewhere count as measured at their predicted accuracy
+(kriging believer), so the next pick goes where they are not.
+
+It runs as an Optuna sampler: the study, its storage, enqueued trials and resumption behave as with
+any other strategy. Measured on NAS-Bench-201 (bench/sampler_efficiency.py, README). References:
+expected hypervolume improvement (Emmerich et al., 2006); BANANAS' surrogate over architectures
+(White et al., arXiv:1910.11858); the kriging believer (Ginsbourger et al., 2010).
 """
 
 from __future__ import annotations
@@ -26,86 +33,79 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 
 from results.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
+#: spaces this small are enumerated whole (NAS-Bench-201: 15,625 cells)
+ENUMERABLE = 100_000
+
+
+# -- training-free descriptions -------------------------------------------------------------
+
+
+def network_description(spec, *, num_classes: int = 10, input_hw: int = 32) -> tuple[list[float], float]:
+    """(features, capacity) of a MnasNet-space network without training: the log of its work by
+    kind (k x k, 1x1, depthwise and matmul multiply-adds, elements written, operators; the latency
+    model's accounting) and its block count; capacity = its multiply-adds."""
+    from latency.model import multiply_adds, network_features
+
+    work = network_features(spec, input_hw, num_classes=num_classes)
+    layers = sum(block.repeats for block in spec.blocks)
+    return [*np.log1p(work).tolist(), float(layers)], float(multiply_adds(spec, input_hw, num_classes=num_classes))
+
 
 # -- the surrogate ---------------------------------------------------------------------------
 
 
-class HammingGP:
-    """Gaussian-process regression on categorical vectors: k(x, x') = s^2 exp(-d(x, x') / l),
-    d = the number of differing choices. Targets are standardised; l and the noise are chosen by
-    the log marginal likelihood over a small grid."""
+class FeatureGP:
+    """Gaussian-process regression with k(x, x') = a f(x).f(x') + b exp(-d(c, c') / l), f the
+    standardised features, c the categorical choices and d the number that differ. Targets are
+    standardised; (a, b, l, noise) maximise the log marginal likelihood over a small grid."""
 
-    LENGTHS = (1.0, 2.0, 4.0, 8.0, 16.0)
-    NOISES = (1e-3, 1e-2, 0.05, 0.2)
+    #: a (linear weight), b (Hamming weight), l (Hamming length), noise
+    GRID = ((0.01, 0.1, 1.0), (0.1, 0.5, 1.0), (1.0, 2.0, 4.0), (0.01, 0.05, 0.2))
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, hyper: tuple[float, float] | None = None):
-        """`hyper` = (length, noise) skips the grid (a caller may refresh it only now and then)."""
-        self.x = np.asarray(x)
+    def __init__(self, features: np.ndarray, codes: np.ndarray, y: np.ndarray, *, hyper: tuple | None = None):
+        self.features, self.codes = np.asarray(features, float), np.asarray(codes)
         y = np.asarray(y, dtype=np.float64)
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.mean) / self.scale
-        distances = _hamming(self.x, self.x)
+        linear, distances = self.features @ self.features.T, _hamming(self.codes, self.codes)
+        grid = [hyper] if hyper else itertools.product(*self.GRID)
         best = None
-        for length in (hyper[0],) if hyper else self.LENGTHS:
-            kernel = np.exp(-distances / length)
-            for noise in (hyper[1],) if hyper else self.NOISES:
-                try:
-                    chol = np.linalg.cholesky(kernel + noise * np.eye(len(z)))
-                except np.linalg.LinAlgError:
-                    continue
-                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
-                evidence = -0.5 * z @ alpha - np.sum(np.log(np.diag(chol)))
-                if best is None or evidence > best[0]:
-                    best = (evidence, length, noise, chol, alpha)
+        for a, b, length, noise in grid:
+            kernel = a * linear + b * np.exp(-distances / length) + noise * np.eye(len(z))
+            try:
+                chol = np.linalg.cholesky(kernel)
+            except np.linalg.LinAlgError:
+                continue
+            alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+            evidence = -0.5 * z @ alpha - np.sum(np.log(np.diag(chol)))
+            if best is None or evidence > best[0]:
+                best = (evidence, (a, b, length, noise), chol, alpha)
         if best is None:  # the given hyperparameters failed: search the grid
-            self.__init__(x, y)
+            self.__init__(features, codes, y)
             return
-        _, self.length, self.noise, self._chol, self._alpha = best
+        _, self.hyper, self._chol, self._alpha = best
 
-    @property
-    def hyper(self) -> tuple[float, float]:
-        return self.length, self.noise
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation (of the latent function, in the targets' units)."""
-        cross = np.exp(-_hamming(np.asarray(x), self.x) / self.length)
+    def predict(self, features: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the latent function, in the targets' units."""
+        a, b, length, _ = self.hyper
+        features = np.asarray(features, float)
+        cross = a * features @ self.features.T + b * np.exp(-_hamming(np.asarray(codes), self.codes) / length)
         mean = cross @ self._alpha
         v = np.linalg.solve(self._chol, cross.T)
-        variance = np.clip(1.0 - np.sum(v * v, axis=0), 1e-12, None)
+        prior = a * np.sum(features * features, axis=1) + b
+        variance = np.clip(prior - np.sum(v * v, axis=0), 1e-12, None)
         return self.mean + self.scale * mean, self.scale * np.sqrt(variance)
-
-
-class LatencyTrendGP:
-    """Accuracy = a quadratic trend in log latency + a Hamming GP on the residual. Latency is
-    known before training, and larger (slower) networks tend to be more accurate: the trend
-    carries that, the GP what the choices add at equal latency. Measured on NAS-Bench-201 with 20
-    random training points, the rank correlation of predictions among the better half rose from
-    0.32 to 0.37-0.41 (Pixel 3, Raspberry Pi 4)."""
-
-    def __init__(self, x: np.ndarray, latencies_ms: np.ndarray, y: np.ndarray, *, hyper=None):
-        design = self._design(latencies_ms)
-        self.coefficients = np.linalg.lstsq(design, y, rcond=None)[0]
-        self.gp = HammingGP(x, y - design @ self.coefficients, hyper=hyper)
-
-    @staticmethod
-    def _design(latencies_ms: np.ndarray) -> np.ndarray:
-        log_latency = np.log(np.asarray(latencies_ms, dtype=np.float64))
-        return np.stack([np.ones_like(log_latency), log_latency, log_latency**2], axis=1)
-
-    def predict(self, x: np.ndarray, latencies_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, std = self.gp.predict(x)
-        return mean + self._design(latencies_ms) @ self.coefficients, std
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,30 +115,38 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # -- expected hypervolume improvement with a known latency ----------------------------------
 
 
-def expected_improvement(
-    latency_ms: float, mean: float, std: float, front: list[tuple[float, float]], *, reference: tuple[float, float]
-) -> float:
-    """E[HV(front + (latency, a)) - HV(front)] for a ~ N(mean, std^2), maximising accuracy and
-    minimising latency inside `reference` = (accuracy, latency). `front` holds (latency, accuracy)."""
+def expected_improvement(latencies_ms, means, stds, front: list[tuple[float, float]], *, reference) -> np.ndarray:
+    """E[HV(front + (latency, a)) - HV(front)] for each candidate, a ~ N(mean, std^2), maximising
+    accuracy and minimising latency inside `reference` = (accuracy, latency). `front` holds
+    (latency, accuracy). Along latency the front is a staircase: on each step the improvement is
+    the expected excess of a over the step's accuracy, times the part of the step at or beyond the
+    candidate's latency."""
+    latencies = np.asarray(latencies_ms, dtype=np.float64)
+    means, stds = np.asarray(means, dtype=np.float64), np.maximum(np.asarray(stds, dtype=np.float64), 1e-12)
     ref_accuracy, ref_latency = reference
-    if latency_ms >= ref_latency:
-        return 0.0
-    inside = sorted((lat, acc) for lat, acc in front if lat < ref_latency)
-    # the best accuracy the front already guarantees at each latency from the candidate's onwards
-    breaks = [latency_ms] + [lat for lat, _ in inside if lat > latency_ms] + [ref_latency]
-    total = 0.0
-    for start, end in itertools.pairwise(breaks):
-        floor = max([ref_accuracy] + [acc for lat, acc in inside if lat <= start])
-        total += (end - start) * _expected_excess(mean, std, floor)
+    steps = sorted((lat, acc) for lat, acc in front if lat < ref_latency)
+    starts = [-math.inf] + [lat for lat, _ in steps]
+    ends = [lat for lat, _ in steps] + [ref_latency]
+    floors = [ref_accuracy]
+    for _, accuracy in steps:
+        floors.append(max(floors[-1], accuracy))
+    total = np.zeros(len(latencies))
+    for start, end, floor in zip(starts, ends, floors, strict=True):
+        width = np.clip(end - np.maximum(start, latencies), 0.0, None)
+        z = (means - floor) / stds
+        excess = (means - floor) * _normal_cdf(z) + stds * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        total += width * excess
+    total[latencies >= ref_latency] = 0.0
     return total
 
 
-def _expected_excess(mean: float, std: float, floor: float) -> float:
-    """E[max(0, a - floor)] for a ~ N(mean, std^2)."""
-    if std <= 1e-12:
-        return max(0.0, mean - floor)
-    z = (mean - floor) / std
-    return (mean - floor) * 0.5 * math.erfc(-z / math.sqrt(2)) + std * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Vectorised, with erf by Abramowitz & Stegun 7.1.26 (error below 1.5e-7): numpy has no erf."""
+    x = np.abs(z) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
 
 
 def pareto_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -154,7 +162,7 @@ def pareto_points(points: list[tuple[float, float]]) -> list[tuple[float, float]
 # -- the strategy as an Optuna sampler -------------------------------------------------------
 
 
-HYPER_EVERY = 10  # finished trials between two searches of the GP's hyperparameter grid
+HYPER_EVERY = 5  # finished trials between two searches of the GP's hyperparameter grid
 
 
 @dataclass(frozen=True)
@@ -164,41 +172,80 @@ class Selection:
     predicted_accuracy: float | None
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Candidates as arrays: their parameters, training-free descriptions, capacities, choice codes
+    and (once known or predicted) latencies."""
+
+    params: list[dict]
+    description: np.ndarray
+    capacity: np.ndarray
+    codes: np.ndarray
+    latencies_ms: np.ndarray | None
+
+    def subset(self, indices) -> _Batch:
+        indices = np.asarray(indices, dtype=np.int64)
+        latencies = None if self.latencies_ms is None else self.latencies_ms[indices]
+        params = [self.params[i] for i in indices]
+        return _Batch(params, self.description[indices], self.capacity[indices], self.codes[indices], latencies)
+
+    def at(self, latencies_ms) -> _Batch:
+        return _Batch(self.params, self.description, self.capacity, self.codes, np.asarray(latencies_ms, dtype=np.float64))
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The surrogate's features before standardisation: the description, log latency and its square."""
+        u = np.log(self.latencies_ms)[:, None]
+        return np.hstack([self.description, u, u * u])
+
+    def standardised(self, scaling) -> np.ndarray:
+        center, spread = scaling
+        return (self.raw - center) / spread
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The study's evaluated (or running) architectures, as the surrogate sees them."""
+
+    params: list[dict]
+    latencies_ms: list[float]
+    accuracies: list[float | None]  # None: still running
+
+
 class LatencyAwareSampler(BaseSampler):
     """See the module docstring. `space` gives the choices and turns parameters into candidates;
-    `evaluator` gives latencies (`latency`, `predicted_latency`, `cheap_latency`)."""
+    `evaluator` gives latencies (`latency`, `predicted_latency`, `cheap_latency`); `describe` gives a
+    candidate's training-free (features, capacity); `reference_latency_ms` is the hypervolume's
+    latency bound (the space's largest latency)."""
 
     def __init__(
         self,
         *,
         space,
         evaluator,
+        describe: Callable,
+        reference_latency_ms: float,
         seed: int | None = None,
-        candidates: int = 64,
-        measured_per_trial: int = 4,
         startup_trials: int = 10,
-        mutation_share: float = 0.9,
+        pool: int = 2000,
+        measured_per_trial: int = 4,
+        mutation_share: float = 0.5,
         exploration: float = 1.0,
-        tpe_candidates: int = 32,
+        believe_running: bool = True,
     ):
-        self.space = space
-        self.evaluator = evaluator
-        self.candidates = candidates
-        self.measured_per_trial = measured_per_trial
+        self.space, self.evaluator, self.describe = space, evaluator, describe
+        self.reference = (0.0, float(reference_latency_ms))
         self.startup_trials = startup_trials
-        self.mutation_share = mutation_share
+        self.pool, self.measured_per_trial, self.mutation_share = pool, measured_per_trial, mutation_share
         self.exploration = exploration  # scales the surrogate's uncertainty (0: greedy on its mean)
+        self.believe_running = believe_running
         self._rng = np.random.default_rng(seed)
-        self._random = RandomSampler(seed=seed)
-        # TPE's density model proposes too (its own proposals are good; the selection adds what latency tells)
-        self.tpe_candidates = tpe_candidates
-        self._tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
-        self._distributions = {
-            name: optuna.distributions.CategoricalDistribution(list(choices)) for name, choices in space.choices().items()
-        }
         self._choices = space.choices()
+        self._codes = {name: {value: k for k, value in enumerate(values)} for name, values in self._choices.items()}
         self._selected: dict[int, Selection] = {}
-        self._hyper: tuple[float, float] | None = None  # the GP's, re-chosen every HYPER_EVERY new trials
+        self._descriptions: dict[tuple, tuple[list[float], float]] = {}
+        self._catalog = None  # every candidate of an enumerable space with a cheap latency: (params, ids, latencies)
+        self._hyper: tuple | None = None
         self._hyper_fitted_on = 0
 
     # Optuna's sampler interface: everything is decided in before_trial.
@@ -212,13 +259,14 @@ class LatencyAwareSampler(BaseSampler):
         selection = self._selected.get(trial.number)
         if selection is not None and param_name in selection.params:
             return selection.params[param_name]
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        choices = param_distribution.choices
+        return choices[self._rng.integers(len(choices))]
 
     def before_trial(self, study, trial) -> None:
         # an enqueued trial (seed, retry) or one Optuna re-created after its worker died keeps its parameters
         if "fixed_params" in trial.system_attrs or trial.params:
             return
-        selection = self.select(study, trial)
+        selection = self.select(study)
         self._selected[trial.number] = selection
         # the selection's own bookkeeping, on the trial (as NSGA-II records its generation)
         record = TrialRecord(candidates_measured=selection.candidates_measured, predicted_accuracy=selection.predicted_accuracy)
@@ -228,97 +276,166 @@ class LatencyAwareSampler(BaseSampler):
     def after_trial(self, study, trial, state, values) -> None:
         self._selected.pop(trial.number, None)
 
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+
     # The selection itself.
-    def select(self, study, trial=None) -> Selection:
+    def select(self, study) -> Selection:
         from nas.strategies import known_arch_ids
 
-        trials = study.get_trials(deepcopy=False)
         seen = known_arch_ids(study, self.space)
-        finished = [
-            (t.params, TrialRecord.from_trial(t))
-            for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE and TrialRecord.from_trial(t).accuracy is not None
-        ]
-        finished = [(p, r) for p, r in finished if r.latency_median_ms is not None and set(p) == set(self._choices)]
+        known = self._known(study)
+        finished = [k for k, a in enumerate(known.accuracies) if a is not None]
+        points = [(known.latencies_ms[k], known.accuracies[k]) for k in finished]
+        on_front = set(pareto_points(points))
+        parents = [known.params[k] for k in finished if (known.latencies_ms[k], known.accuracies[k]) in on_front]
+        looked_up = self._catalog is None  # this selection builds the catalog: it looks every latency up once
+        pool = self._candidates(seen, parents)
+        measured = len(self._catalog[1]) if looked_up and self._catalog is not None else 0
+        if not pool.params:
+            return Selection(self._random_params(), measured, None)
         if len(finished) < self.startup_trials:
-            return Selection(self._unseen_random(seen), 0, None)
+            return Selection(self._warm_start(pool, band=len(known.params)), measured, None)
 
-        points = [(r.latency_median_ms, r.accuracy) for _, r in finished]
-        # The region that matters: the better half of what was found. Its front is mutated, and
-        # improvements are measured inside its box (accuracy above the median, latency up to
-        # 1.1 x the slowest of the better half): a fast model of chance accuracy improves nothing.
-        floor = float(np.median([acc for _, acc in points]))
-        better = [(lat, acc) for lat, acc in points if acc >= floor]
-        reference = (floor, 1.1 * max(lat for lat, _ in better))
-        front = pareto_points(better)
-        on_front = set(front)
-        front_params = [p for (p, r) in finished if (r.latency_median_ms, r.accuracy) in on_front]
-        proposals = []
-        if trial is not None and self.tpe_candidates:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                proposals = [self._tpe.sample_relative(study, trial, self._distributions) for _ in range(self.tpe_candidates)]
-        pool = self._pool(front_params, seen, proposals=[p for p in proposals if p])
-        if not pool:
-            return Selection(self._unseen_random(seen), 0, None)
+        latencies = pool.latencies_ms
+        if latencies is None:
+            predicted = self.evaluator.predicted_latency([self.space.from_params(p) for p in pool.params])
+            latencies = None if predicted is None else np.asarray(predicted, dtype=np.float64)
+        trials = self._described(known.params, np.asarray(known.latencies_ms, dtype=np.float64))
+        # one standardisation for the trials and the candidates of this selection
+        both = trials.raw if latencies is None else np.vstack([trials.raw, pool.at(latencies).raw])
+        scaling = (both.mean(axis=0), both.std(axis=0) + 1e-9)
+        x_feat, x_code = trials.standardised(scaling), trials.codes
+        y = np.array([known.accuracies[k] for k in finished])
         refresh = self._hyper is None or len(finished) >= self._hyper_fitted_on + HYPER_EVERY
-        # Accuracies below the median are clipped to it: the surrogate need not tell bad from
-        # worse, and a few broken architectures (chance accuracy) would dominate its fit.
-        surrogate = LatencyTrendGP(
-            np.array([self._encode(p) for p, _ in finished]),
-            np.array([r.latency_median_ms for _, r in finished]),
-            np.maximum([r.accuracy for _, r in finished], floor),
-            hyper=None if refresh else self._hyper,
-        )
+        surrogate = FeatureGP(x_feat[finished], x_code[finished], y, hyper=None if refresh else self._hyper)
         if refresh:
-            self._hyper, self._hyper_fitted_on = surrogate.gp.hyper, len(finished)
-        encoded = np.array([self._encode(params) for params, _ in pool])
+            self._hyper, self._hyper_fitted_on = surrogate.hyper, len(finished)
+        running = [k for k, a in enumerate(known.accuracies) if a is None]
+        if running and self.believe_running:  # other workers' trials, believed at the surrogate's mean
+            believed, _ = surrogate.predict(x_feat[running], x_code[running])
+            order = finished + running
+            surrogate = FeatureGP(x_feat[order], x_code[order], np.concatenate([y, believed]), hyper=surrogate.hyper)
+            points += [(known.latencies_ms[k], float(b)) for k, b in zip(running, believed, strict=True)]
+        front = pareto_points(points)
 
-        def scores(indices, latencies_ms) -> list[tuple[float, int, float]]:
-            """(EHVI, pool index, predicted accuracy) of candidates at the given latencies."""
-            indices = list(indices)
-            if not indices:
-                return []
-            means, stds = surrogate.predict(encoded[indices], np.asarray(latencies_ms, dtype=np.float64))
-            return [
-                (expected_improvement(lat, mean, self.exploration * std, front, reference=reference), i, float(mean))
-                for i, lat, mean, std in zip(indices, latencies_ms, means, stds, strict=True)
-            ]
+        def scores(batch: _Batch):
+            means, stds = surrogate.predict(batch.standardised(scaling), batch.codes)
+            gain = expected_improvement(batch.latencies_ms, means, self.exploration * stds, front, reference=self.reference)
+            return gain, means
 
-        measured = 0
-        if getattr(self.evaluator, "cheap_latency", False):
-            shortlist = range(len(pool))
+        if pool.latencies_ms is not None:  # every latency known: one pass over all candidates
+            gain, means = scores(pool)
+            best = int(np.argmax(gain))
+            return Selection(pool.params[best], measured, float(means[best]))
+        # predicted latencies: score all, measure the few best, score those again at their measured latency
+        if latencies is None:  # no latency model yet: measure a few at random
+            shortlist = list(self._rng.permutation(len(pool.params))[: self.measured_per_trial])
         else:
-            predicted = self.evaluator.predicted_latency([spec for _, spec in pool])
-            if predicted is None:  # no latency model yet: measure a few at random
-                shortlist = self._rng.permutation(len(pool))[: self.measured_per_trial]
-            else:
-                ranked = sorted(scores(range(len(pool)), predicted), reverse=True)
-                shortlist = [i for _, i, _ in ranked[: self.measured_per_trial]]
-        known, latencies = [], []
+            gain, _ = scores(pool.at(latencies))
+            shortlist = list(np.argsort(-gain)[: self.measured_per_trial])
+        kept, exact = [], []
         for i in shortlist:
             try:
-                answer = self.evaluator.latency(pool[i][1])
+                answer = self.evaluator.latency(self.space.from_params(pool.params[i]))
             except Exception as error:  # a candidate that cannot be measured is left out, the others stay
-                log.info("candidate %s left out: %s", pool[i][1].arch_id, error)
+                log.info("candidate left out: %s", error)
                 continue
             measured += 0 if answer.cached else 1
-            known.append(i)
-            latencies.append(answer.median_ms)
-        scored = scores(known, latencies)
-        if not scored:
-            return Selection(self._unseen_random(seen), measured, None)
-        _, best, predicted_accuracy = max(scored)
-        return Selection(pool[best][0], measured, predicted_accuracy)
+            kept.append(int(i))
+            exact.append(answer.median_ms)
+        if not kept:
+            return Selection(pool.params[int(shortlist[0])] if shortlist else self._random_params(), measured, None)
+        gain, means = scores(pool.subset(kept).at(np.asarray(exact)))
+        best = int(np.argmax(gain))
+        return Selection(pool.params[kept[best]], measured, float(means[best]))
 
-    def _arch_id(self, params: dict) -> str:
+    # -- pieces
+
+    def _known(self, study) -> _Known:
+        """Finished trials with an accuracy and latency, and (for the believer) running ones."""
+        params, latencies, accuracies = [], [], []
+        State = optuna.trial.TrialState
+        for trial in study.get_trials(deepcopy=False):
+            record = TrialRecord.from_trial(trial)
+            if set(trial.params) != set(self._choices) or record.reused_from is not None:
+                continue
+            if trial.state == State.COMPLETE and record.accuracy is not None and record.latency_median_ms is not None:
+                params.append(trial.params)
+                latencies.append(record.latency_median_ms)
+                accuracies.append(record.accuracy)
+            elif trial.state == State.RUNNING and record.arch_id:
+                latency = record.latency_median_ms or self._cheap_latency(trial.params)
+                if latency is not None:
+                    params.append(trial.params)
+                    latencies.append(latency)
+                    accuracies.append(None)
+        return _Known(params, latencies, accuracies)
+
+    def _cheap_latency(self, params: dict) -> float | None:
+        if not getattr(self.evaluator, "cheap_latency", False):
+            return None
         try:
-            return self.space.from_params(params).arch_id
+            return self.evaluator.latency(self.space.from_params(params)).median_ms
         except Exception:
-            return ""
+            return None
 
-    def _encode(self, params: dict) -> list:
-        return [list(choices).index(params[name]) for name, choices in self._choices.items()]
+    def _candidates(self, seen: set[str], parents: list[dict]) -> _Batch:
+        """The unseen candidates, with their latencies when all are known cheaply: every point of an
+        enumerable space with a table's latencies, else a pool of `pool` unseen ones (mutations of
+        `parents`, the front, for `mutation_share` of it; random points)."""
+        size = math.prod(len(c) for c in self._choices.values())
+        if getattr(self.evaluator, "cheap_latency", False) and size <= ENUMERABLE:
+            if self._catalog is None:
+                names = list(self._choices)
+                params = [dict(zip(names, values, strict=True)) for values in itertools.product(*self._choices.values())]
+                specs = [self.space.from_params(p) for p in params]
+                latencies = np.array([self.evaluator.latency(s).median_ms for s in specs])
+                self._catalog = (self._described(params, latencies), np.array([s.arch_id for s in specs]))
+            catalog, ids = self._catalog
+            return catalog.subset(np.flatnonzero(~np.isin(ids, list(seen))))
+        pool, ids = [], set(seen)
+        for _ in range(self.pool * 5):
+            if len(pool) >= self.pool:
+                break
+            mutate = parents and self._rng.random() < self.mutation_share
+            params = self._mutate(parents[self._rng.integers(len(parents))]) if mutate else self._random_params()
+            arch_id = self.space.from_params(params).arch_id
+            if arch_id not in ids:
+                ids.add(arch_id)
+                pool.append(params)
+        return self._described(pool, None)
+
+    def _warm_start(self, pool: _Batch, *, band: int) -> dict:
+        """Band `band` of `startup_trials` latency quantile bands (capacity bands while latency is
+        unknown): its candidate of the largest capacity."""
+        spread = pool.capacity if pool.latencies_ms is None else pool.latencies_ms
+        edges = np.quantile(spread, np.linspace(0.0, 1.0, self.startup_trials + 1))
+        band = band % self.startup_trials
+        inside = np.flatnonzero((spread >= edges[band]) & (spread <= edges[band + 1]))
+        if not len(inside):
+            inside = np.arange(len(pool.params))
+        ties = self._rng.random(len(inside)) * 1e-9  # equal capacities: any of them
+        return pool.params[int(inside[np.argmax(pool.capacity[inside] + ties)])]
+
+    def _described(self, params_list: list[dict], latencies_ms) -> _Batch:
+        """Candidates with their training-free descriptions (cached per architecture) and codes."""
+        names = list(self._choices)
+        descriptions, codes = [], []
+        for params in params_list:
+            key = tuple(params[n] for n in names)
+            if key not in self._descriptions:
+                self._descriptions[key] = self.describe(self.space.from_params(params))
+            descriptions.append(self._descriptions[key])
+            codes.append([self._codes[n][params[n]] for n in names])
+        width = len(descriptions[0][0]) if descriptions else 0
+        return _Batch(
+            params=list(params_list),
+            description=np.array([d[0] for d in descriptions], dtype=np.float64).reshape(len(descriptions), width),
+            capacity=np.array([d[1] for d in descriptions], dtype=np.float64),
+            codes=np.array(codes, dtype=np.int64).reshape(len(codes), len(names)),
+            latencies_ms=None if latencies_ms is None else np.asarray(latencies_ms, dtype=np.float64),
+        )
 
     def _random_params(self) -> dict:
         return {name: choices[self._rng.integers(len(choices))] for name, choices in self._choices.items()}
@@ -331,31 +448,3 @@ class LatencyAwareSampler(BaseSampler):
             others = [c for c in self._choices[name] if c != child[name]]
             child[name] = others[self._rng.integers(len(others))]
         return child
-
-    def _pool(self, front_params: list[dict], seen: set[str], *, proposals: list[dict] = ()) -> list[tuple[dict, object]]:
-        """Up to `candidates` unseen (params, candidate) pairs: TPE's proposals, then mutations of
-        front members (`mutation_share` of the rest) and random points."""
-        pool, ids = [], set(seen)
-        queue = list(proposals)
-        for _attempt in range(self.candidates * 10):
-            if len(pool) >= self.candidates:
-                break
-            mutate = front_params and self._rng.random() < self.mutation_share
-            if queue:
-                params = queue.pop(0)
-            elif mutate:
-                params = self._mutate(front_params[self._rng.integers(len(front_params))])
-            else:
-                params = self._random_params()
-            candidate = self.space.from_params(params)
-            if candidate.arch_id not in ids:
-                ids.add(candidate.arch_id)
-                pool.append((params, candidate))
-        return pool
-
-    def _unseen_random(self, seen: set[str]) -> dict:
-        for _ in range(100):
-            params = self._random_params()
-            if self._arch_id(params) not in seen:
-                return params
-        return params

@@ -66,9 +66,11 @@ def _rdb_storage(url: str, options: dict) -> optuna.storages.RDBStorage:
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, **options)
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Workers started together on an empty database race to create Optuna's tables; the
-            # loser sees a duplicate key and finds the tables there a moment later.
+            # loser sees a duplicate key or "relation already exists" and finds the tables there a moment later.
+            if isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" not in str(error):
+                raise
             time.sleep(1.0 + attempt)
     return optuna.storages.RDBStorage(url, **options)
 

@@ -99,3 +99,28 @@ class Nb201Space:
 
     def parse(self, text: str) -> CellSpec:
         return CellSpec.from_string(text)
+
+    def describe(self, cell: CellSpec) -> tuple[list[float], float]:
+        """What a cell is, without training: (features, capacity). An edge counts only if it lies on a
+        path from the input node to the output node (a 'none' edge cuts; a cell with no such path
+        outputs zeros). Features: connected (0/1), live skip, 1x1 conv, 3x3 conv and pool edges, and
+        the most convolutions on one input-output path. Capacity: the live convolutions' weights per
+        channel pair (9 per 3x3, 1 per 1x1), proportional to the cell's parameter count."""
+        ops = [OPS.index(op) for op in cell.ops]
+        reach = {0}  # nodes reachable from the input
+        for node in (1, 2, 3):
+            if any(ops[k] and source in reach for k, (to, source) in enumerate(EDGES) if to == node):
+                reach.add(node)
+        leads = {3}  # nodes with a path to the output
+        for node in (2, 1, 0):
+            if any(ops[k] and to in leads for k, (to, source) in enumerate(EDGES) if source == node):
+                leads.add(node)
+        live = [k for k, (to, source) in enumerate(EDGES) if ops[k] and source in reach and to in leads]
+        counts = [sum(ops[k] == OPS.index(name) for k in live) for name in OPS[1:]]
+        depth = {0: 0}
+        for node in (1, 2, 3):
+            into = [depth[s] + (ops[k] in (2, 3)) for k, (to, s) in enumerate(EDGES) if to == node and k in live and s in depth]
+            if into:
+                depth[node] = max(into)
+        features = [float(3 in reach), *map(float, counts), float(depth.get(3, 0))]
+        return features, float(9 * counts[2] + counts[1])

@@ -13,7 +13,7 @@ import pytest
 
 from nas.config import SearchConfig
 from nas.evaluators import TableEvaluator, load_nb201_accuracies
-from nas.selection import HammingGP, LatencyAwareSampler, expected_improvement, pareto_points
+from nas.selection import FeatureGP, LatencyAwareSampler, expected_improvement, pareto_points
 from results.record import TrialRecord
 from search_spaces import CellSpec, Nb201Space, SpecError
 
@@ -73,7 +73,8 @@ def test_a_short_nb201_search_stores_complete_trials(tmp_path):
         cell = CellSpec.from_string(record.arch)  # NAS-Bench-201's own notation
         assert record.arch_id == cell.arch_id and 0 < record.accuracy <= 1 and record.latency_median_ms > 0
     assert len({r.arch_id for r in records}) == 15  # the selection never proposes an architecture twice
-    assert any(r.candidates_measured for r in records[10:])  # after the start-up, it looked up candidates
+    assert records[0].candidates_measured == 15_625  # every latency of the table, looked up once
+    assert all(r.predicted_accuracy is not None for r in records[10:])  # after the start-up, the surrogate chose
 
 
 def test_re_proposed_architectures_do_not_count_towards_the_trials_asked(tmp_path):
@@ -126,7 +127,39 @@ def _finished(space, evaluator, cells):
     return trials
 
 
-def test_selection_falls_back_and_never_picks_a_seen_architecture(evaluator):
+def _sampler(space, evaluator, **kw):
+    return LatencyAwareSampler(
+        space=space, evaluator=evaluator, describe=space.describe, reference_latency_ms=evaluator.max_latency_ms, seed=0, **kw
+    )
+
+
+def test_the_start_spreads_over_latency_bands_and_takes_each_bands_largest_cell(evaluator):
+    """Before any accuracy is known, no training is needed to choose well: band k of ten latency
+    deciles gives its unseen cell of the most convolution weights."""
+    space = Nb201Space()
+    sampler = _sampler(space, evaluator)
+    picks = []
+    for _ in range(10):
+        chosen = sampler.select(_Study(_finished(space, evaluator, picks)))
+        assert chosen.predicted_accuracy is None  # no model yet
+        picks.append(space.from_params(chosen.params))
+    assert len({c.arch_id for c in picks}) == 10
+    latencies = np.array(sorted(evaluator.latency(c).median_ms for c in evaluator_cells(space)))
+    edges = np.quantile(latencies, np.linspace(0, 1, 11))
+    bands = [int(np.searchsorted(edges, evaluator.latency(c).median_ms, side="right") - 1) for c in picks]
+    assert sorted(min(b, 9) for b in bands) == list(range(10))
+    capacity = [space.describe(c)[1] for c in picks]
+    assert capacity[-1] == 9 * 6  # the slowest band holds the all-3x3 cell: six live 3x3 convolutions
+
+
+def evaluator_cells(space):
+    import itertools
+
+    names = list(space.choices())
+    return [space.from_params(dict(zip(names, v, strict=True))) for v in itertools.product(*space.choices().values())]
+
+
+def test_selection_never_picks_a_seen_architecture_and_its_reference_is_fixed(evaluator):
     space = Nb201Space()
     rng = np.random.default_rng(0)
     cells = []
@@ -134,36 +167,36 @@ def test_selection_falls_back_and_never_picks_a_seen_architecture(evaluator):
         cell = space.from_params({n: c[rng.integers(len(c))] for n, c in space.choices().items()})
         if cell not in cells:
             cells.append(cell)
-    sampler = LatencyAwareSampler(space=space, evaluator=evaluator, seed=0, tpe_candidates=0)
-    few = sampler.select(_Study(_finished(space, evaluator, cells[:3])))
-    assert few.candidates_measured == 0 and few.predicted_accuracy is None  # too few trials: a random, unseen candidate
-    assert space.from_params(few.params) not in cells[:3]
+    sampler = _sampler(space, evaluator)
+    assert sampler.reference == (0.0, max(evaluator.table.latencies_ms.values()))
     seen = {c.arch_id for c in cells}
     study = _Study(_finished(space, evaluator, cells))
-    for _ in range(5):
+    for _ in range(3):
         chosen = sampler.select(study)
-        assert chosen.candidates_measured > 0 and chosen.predicted_accuracy is not None
+        assert chosen.predicted_accuracy is not None and 0.0 < chosen.predicted_accuracy < 1.0
         assert space.from_params(chosen.params).arch_id not in seen
+    assert sampler.reference == (0.0, max(evaluator.table.latencies_ms.values()))  # whatever the trials
 
 
 def test_expected_improvement_is_exact_where_the_prediction_is_certain():
     front = [(1.0, 0.6), (2.0, 0.8)]
     reference = (0.5, 3.0)
     # a point at latency 1.5 with accuracy 0.7 adds the rectangle [1.5, 2.0] x [0.6, 0.7] only
-    assert expected_improvement(1.5, 0.7, 0.0, front, reference=reference) == pytest.approx(0.5 * 0.1)
-    assert expected_improvement(1.5, 0.5, 0.0, front, reference=reference) == 0.0
-    assert expected_improvement(3.5, 0.99, 0.0, front, reference=reference) == 0.0  # outside the box
+    gains = expected_improvement([1.5, 1.5, 3.5, 0.5], [0.7, 0.5, 0.99, 0.9], [0.0] * 4, front, reference=reference)
+    assert gains == pytest.approx([0.5 * 0.1, 0.0, 0.0, 0.5 * 0.4 + 1.0 * 0.3 + 1.0 * 0.1])
     # uncertainty can only add expected improvement to a point that would improve nothing
-    assert expected_improvement(1.5, 0.55, 0.05, front, reference=reference) > 0.0
+    assert expected_improvement([1.5], [0.55], [0.05], front, reference=reference)[0] > 0.0
     assert pareto_points([(1, 0.5), (2, 0.4), (2, 0.9), (3, 0.9)]) == [(1, 0.5), (2, 0.9)]
 
 
-def test_the_surrogate_fits_what_it_saw():
-    x = np.array([[0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 0, 1]])
+def test_the_surrogate_fits_what_it_saw_and_is_unsure_far_from_it():
+    features = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    codes = np.array([[0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 0, 1]])
     y = np.array([0.2, 0.8, 0.4, 0.6])
-    mean, std = HammingGP(x, y).predict(x)
-    assert np.allclose(mean, y, atol=0.05) and np.all(std < 0.2)
-    _, far_std = HammingGP(x, y).predict(np.array([[2, 2, 2]]))
+    gp = FeatureGP(features, codes, y)
+    mean, std = gp.predict(features, codes)
+    assert np.allclose(mean, y, atol=0.06) and np.all(std < 0.2)
+    _, far_std = gp.predict(np.array([[3.0, 3.0]]), np.array([[2, 2, 2]]))
     assert far_std[0] > std.max()
 
 

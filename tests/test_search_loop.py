@@ -42,7 +42,7 @@ def frozen(number: int, state, **record) -> optuna.trial.FrozenTrial:
         ([frozen(0, State.FAIL, arch_id="a", fail_reason="interrupted: the search stopped during this trial")], ("new", None)),
         ([frozen(0, State.FAIL, arch_id="a")], ("new", None)),  # a stale heartbeat: Optuna gives no reason
         ([frozen(2, State.RUNNING, arch_id="a")], ("running", 2)),
-        ([frozen(9, State.RUNNING, arch_id="a")], ("new", None)),  # a later trial defers to this one
+        ([frozen(9, State.RUNNING, arch_id="a")], ("running", 9)),  # whichever number: it may have checked first
         ([frozen(1, State.FAIL, arch_id="a", reused_from=0, fail_reason="re-proposal")], ("new", None)),  # answers don't count
         ([frozen(0, State.COMPLETE, arch_id="b")], ("new", None)),
     ],
