@@ -162,9 +162,6 @@ def pareto_points(points: list[tuple[float, float]]) -> list[tuple[float, float]
 # -- the strategy as an Optuna sampler -------------------------------------------------------
 
 
-HYPER_EVERY = 5  # finished trials between two searches of the GP's hyperparameter grid
-
-
 @dataclass(frozen=True)
 class Selection:
     params: dict
@@ -218,6 +215,8 @@ class LatencyAwareSampler(BaseSampler):
     candidate's training-free (features, capacity); `reference_latency_ms` is the hypervolume's
     latency bound (the space's largest latency)."""
 
+    surrogate = FeatureGP  # (features, codes, accuracies, hyper=) -> .predict(features, codes), .hyper
+
     def __init__(
         self,
         *,
@@ -230,23 +229,25 @@ class LatencyAwareSampler(BaseSampler):
         pool: int = 2000,
         measured_per_trial: int = 4,
         mutation_share: float = 0.5,
-        exploration: float = 1.0,
+        exploration: float = 0.5,
         believe_running: bool = True,
+        warm_start: bool = True,
+        score_all: bool = True,
     ):
         self.space, self.evaluator, self.describe = space, evaluator, describe
         self.reference = (0.0, float(reference_latency_ms))
         self.startup_trials = startup_trials
         self.pool, self.measured_per_trial, self.mutation_share = pool, measured_per_trial, mutation_share
-        self.exploration = exploration  # scales the surrogate's uncertainty (0: greedy on its mean)
+        # scales the surrogate's uncertainty (0: greedy on its mean); 0.5 beat 1.0 on 3 of 4 NAS-Bench-201 devices at 50
+        self.exploration = exploration
         self.believe_running = believe_running
+        self.warm_start, self.score_all = warm_start, score_all  # off: the ablations of bench/strategy_ablation.py
         self._rng = np.random.default_rng(seed)
         self._choices = space.choices()
         self._codes = {name: {value: k for k, value in enumerate(values)} for name, values in self._choices.items()}
         self._selected: dict[int, Selection] = {}
         self._descriptions: dict[tuple, tuple[list[float], float]] = {}
-        self._catalog = None  # every candidate of an enumerable space with a cheap latency: (params, ids, latencies)
-        self._hyper: tuple | None = None
-        self._hyper_fitted_on = 0
+        self._catalog = None  # every candidate of an enumerable space with a cheap latency: (batch, arch ids)
 
     # Optuna's sampler interface: everything is decided in before_trial.
     def infer_relative_search_space(self, study, trial):
@@ -295,7 +296,11 @@ class LatencyAwareSampler(BaseSampler):
         if not pool.params:
             return Selection(self._random_params(), measured, None)
         if len(finished) < self.startup_trials:
+            if not self.warm_start:
+                return Selection(pool.params[int(self._rng.integers(len(pool.params)))], measured, None)
             return Selection(self._warm_start(pool, band=len(known.params)), measured, None)
+        if pool.latencies_ms is not None and not self.score_all and len(pool.params) > self.pool:
+            pool = pool.subset(self._rng.choice(len(pool.params), self.pool, replace=False))
 
         latencies = pool.latencies_ms
         if latencies is None:
@@ -307,15 +312,12 @@ class LatencyAwareSampler(BaseSampler):
         scaling = (both.mean(axis=0), both.std(axis=0) + 1e-9)
         x_feat, x_code = trials.standardised(scaling), trials.codes
         y = np.array([known.accuracies[k] for k in finished])
-        refresh = self._hyper is None or len(finished) >= self._hyper_fitted_on + HYPER_EVERY
-        surrogate = FeatureGP(x_feat[finished], x_code[finished], y, hyper=None if refresh else self._hyper)
-        if refresh:
-            self._hyper, self._hyper_fitted_on = surrogate.hyper, len(finished)
+        surrogate = self.surrogate(x_feat[finished], x_code[finished], y)  # the grid costs milliseconds at 200 points
         running = [k for k, a in enumerate(known.accuracies) if a is None]
         if running and self.believe_running:  # other workers' trials, believed at the surrogate's mean
             believed, _ = surrogate.predict(x_feat[running], x_code[running])
             order = finished + running
-            surrogate = FeatureGP(x_feat[order], x_code[order], np.concatenate([y, believed]), hyper=surrogate.hyper)
+            surrogate = self.surrogate(x_feat[order], x_code[order], np.concatenate([y, believed]), hyper=surrogate.hyper)
             points += [(known.latencies_ms[k], float(b)) for k, b in zip(running, believed, strict=True)]
         front = pareto_points(points)
 

@@ -105,7 +105,8 @@ class Nb201Space:
         path from the input node to the output node (a 'none' edge cuts; a cell with no such path
         outputs zeros). Features: connected (0/1), live skip, 1x1 conv, 3x3 conv and pool edges, and
         the most convolutions on one input-output path. Capacity: the live convolutions' weights per
-        channel pair (9 per 3x3, 1 per 1x1), proportional to the cell's parameter count."""
+        channel pair (9 per 3x3, 1 per 1x1), proportional to the cell's parameter count; among equals,
+        the deeper cell (a hundredth per convolution on its longest path)."""
         ops = [OPS.index(op) for op in cell.ops]
         reach = {0}  # nodes reachable from the input
         for node in (1, 2, 3):
@@ -123,4 +124,4 @@ class Nb201Space:
             if into:
                 depth[node] = max(into)
         features = [float(3 in reach), *map(float, counts), float(depth.get(3, 0))]
-        return features, float(9 * counts[2] + counts[1])
+        return features, float(9 * counts[2] + counts[1]) + 0.01 * features[-1]
