@@ -30,6 +30,7 @@ expected hypervolume improvement (Emmerich et al., 2006); BANANAS' surrogate ove
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 
 #: spaces this small are enumerated whole (NAS-Bench-201: 15,625 cells)
 ENUMERABLE = 100_000
+
+
+def known_arch_ids(study, space) -> set[str]:
+    """Every architecture the study holds, whatever became of it (running ones too: the objective
+    records the architecture when its trial starts), and those enqueued to come."""
+    known = set()
+    for trial in study.get_trials(deepcopy=False):
+        arch_id = TrialRecord.from_trial(trial).arch_id
+        if arch_id:
+            known.add(arch_id)
+        elif "fixed_params" in trial.system_attrs:
+            with contextlib.suppress(Exception):  # a hand-enqueued trial of other parameters is no architecture of ours
+                known.add(space.from_params(trial.system_attrs["fixed_params"]).arch_id)
+    return known
 
 
 # -- training-free descriptions -------------------------------------------------------------
@@ -282,8 +297,6 @@ class LatencyAwareSampler(BaseSampler):
 
     # The selection itself.
     def select(self, study) -> Selection:
-        from nas.strategies import known_arch_ids
-
         seen = known_arch_ids(study, self.space)
         known = self._known(study)
         finished = [k for k, a in enumerate(known.accuracies) if a is not None]

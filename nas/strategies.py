@@ -4,7 +4,6 @@ storage and its resumption behave the same whichever proposes the architectures.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from functools import partial
@@ -13,27 +12,13 @@ import optuna
 from optuna.samplers import BaseSampler
 
 from nas.config import SearchConfig
+from nas.selection import known_arch_ids
 from nas.storage import sqlite_path
-from results.record import TrialRecord
 
 #: trials drawn at random before the model-based strategies start to model (TPE's own default too)
 STARTUP_TRIALS = 10
 #: proposals asked of a strategy for one trial before an unseen architecture is drawn at random
 PROPOSALS_PER_TRIAL = 16
-
-
-def known_arch_ids(study, space) -> set[str]:
-    """Every architecture the study holds, whatever became of it (running ones too: the objective
-    records the architecture when its trial starts), and those enqueued to come."""
-    known = set()
-    for trial in study.get_trials(deepcopy=False):
-        arch_id = TrialRecord.from_trial(trial).arch_id
-        if arch_id:
-            known.add(arch_id)
-        elif "fixed_params" in trial.system_attrs:
-            with contextlib.suppress(Exception):  # a hand-enqueued trial of other parameters is no architecture of ours
-                known.add(space.from_params(trial.system_attrs["fixed_params"]).arch_id)
-    return known
 
 
 def sampler_seed(config: SearchConfig, *, existing_trials: int) -> int:

@@ -149,7 +149,7 @@ def test_the_start_spreads_over_latency_bands_and_takes_each_bands_largest_cell(
     bands = [int(np.searchsorted(edges, evaluator.latency(c).median_ms, side="right") - 1) for c in picks]
     assert sorted(min(b, 9) for b in bands) == list(range(10))
     capacity = [space.describe(c)[1] for c in picks]
-    assert capacity[-1] == pytest.approx(9 * 6 + 0.03)  # the slowest band holds the all-3x3 cell: six live 3x3 convolutions, three deep
+    assert capacity[-1] == pytest.approx(9 * 6 + 0.03)  # the slowest band: the all-3x3 cell (six live 3x3s, three deep)
 
 
 def evaluator_cells(space):
