@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_trial(trial, done: int, total: int, *, started: float) -> None:
+def _print_trial(trial, done: int, total: int, *, started: float, chance: float) -> None:
     from results.record import TrialRecord
 
     record = TrialRecord.from_trial(trial)
@@ -319,6 +319,7 @@ def _print_trial(trial, done: int, total: int, *, started: float) -> None:
     tags = f" (reused trial {record.reused_from}: not counted)" if record.reused_from is not None else ""
     tags += f" (seed: {record.seeded_from})" if record.seeded_from else ""
     tags += f" (retry of {record.retry_of})" if record.retry_of is not None else ""
+    tags += " (within noise of chance)" if acc is not None and acc <= chance else ""
     print(
         f"[{done:>3}/{total}] trial {trial.number:>3}  {record.arch_id or '?'}  {figures}  "
         f"{record.trial_seconds or 0:.1f} s{tags}  | elapsed {elapsed / 60:.1f} min, eta {eta}",
@@ -349,9 +350,11 @@ def _config_flags(args: argparse.Namespace) -> dict:
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     from results.pareto import format_front
+    from trainers.proxy import chance_ceiling
 
     config = load_config(toml_path=args.config, overrides=_config_flags(args))
     started = time.perf_counter()
+    chance = 0.0 if config.is_tabular else chance_ceiling(num_classes=config.num_classes, val_images=config.val_images)
 
     def on_start(study, fingerprint) -> None:
         finished = len(study.get_trials(deepcopy=False))
@@ -365,12 +368,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         print(f"latency on: {_describe(fingerprint)}", flush=True)
 
-    summary = search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started))
+    summary = search(config, on_start=on_start, on_trial=lambda t, d, n: _print_trial(t, d, n, started=started, chance=chance))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.info.counts.items()))
     reused = f" (and {summary.reused_trials} re-proposed, answered from the study)" if summary.reused_trials else ""
     print(f"\n{summary.new_trials} new architectures{reused} in {summary.wall_seconds / 60:.1f} min; study now holds {counts}")
     if summary.converged:
         print(f"stopped early: the {config.strategy} sampler proposed only architectures the study already knows")
+    trained = [r.accuracy for r in summary.info.rows if r.measured and r.reused_from is None]
+    noise = sum(a <= chance for a in trained)
+    if trained and noise > len(trained) / 2:
+        print(
+            f"warning: {noise} of {len(trained)} trials scored within noise of chance (<= {chance:.3f} on {config.val_images} "
+            f"images, {config.num_classes} classes): this proxy budget ranks noise here; raise --train-images or --epochs"
+        )
     print(f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}")
     print(f"\nall trials: {summary.csv_path}")
     study = _study_words(config)

@@ -85,3 +85,12 @@ def test_cutout_fills_one_square_per_image_with_the_mean_pixel():
         assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
     sizes = erased.reshape(64, -1).sum(1)
     assert (sizes == 64).mean() > 0.2 and sizes.min() < 64  # whole squares, and squares clipped at the edges
+
+
+def test_the_chance_ceiling_is_chance_plus_three_standard_errors():
+    from trainers.proxy import chance_ceiling
+
+    # CIFAR-100, 2,000 validation images: chance 0.01, standard error 0.0022
+    assert chance_ceiling(num_classes=100, val_images=2000) == pytest.approx(0.01 + 3.1 * (0.01 * 0.99 / 2000) ** 0.5)
+    assert 0.016 < chance_ceiling(num_classes=100, val_images=2000) < 0.018  # the 0.018 and 0.031 trials: one is noise
+    assert 0.11 < chance_ceiling(num_classes=10, val_images=2000) < 0.125

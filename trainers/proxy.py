@@ -59,6 +59,13 @@ class ProxyBudget:
             raise ValueError(f"peak_lr={self.peak_lr} must be positive")
 
 
+def chance_ceiling(*, num_classes: int, val_images: int) -> float:
+    """The accuracy a model that learned nothing stays below with 99.9 % probability: chance plus 3.1
+    binomial standard errors on `val_images` images. A proxy whose trials score under it ranks noise."""
+    chance = 1.0 / num_classes
+    return chance + 3.1 * math.sqrt(chance * (1.0 - chance) / val_images)
+
+
 @dataclass(frozen=True)
 class ProxyResult:
     accuracy: float  # held-out fraction in [0, 1]
