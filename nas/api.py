@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nas.config import ConfigError, SearchConfig
 from search_spaces import INPUT_SHAPE
@@ -27,7 +27,9 @@ __all__ = [
     "compare",
     "export",
     "front",
+    "latency_fit",
     "open_study",
+    "proxy_check",
     "report",
     "retrain",
     "search",
@@ -138,16 +140,26 @@ class Selection:
     the data they train on. The dataset is the study's (a different one is refused) or, for strings
     alone, `dataset` (default cifar10)."""
 
-    study: str | None = None
-    storage: str | None = None
-    runs_dir: str = "runs"
-    trials: tuple[int, ...] = ()
-    front: bool = False
-    top: int | None = None
-    archs: tuple[str, ...] = ()
-    dataset: str | None = None
-    data_dir: str | None = None
-    out: str | None = None
+    study: str | None = field(default=None, metadata={"help": "the study to take models from", "aliases": ("--study-name",)})
+    storage: str | None = field(default=None, metadata={"help": "its storage", "default_text": "sqlite:///runs/<study>/study.db"})
+    runs_dir: str = field(default="runs", metadata={"help": "directory holding one folder per study and the retrained models"})
+    trials: tuple[int, ...] = field(
+        default=(), metadata={"help": "a trial number of --study (repeat for several)", "flag": "--trial", "append": True}
+    )
+    front: bool = field(default=False, metadata={"help": "every member of --study's Pareto front (best reward first)"})
+    top: int | None = field(default=None, metadata={"help": "with --front: only the K best by reward"})
+    archs: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "an architecture string or a reference name (repeat for several)", "flag": "--arch", "append": True},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "cifar10 or cifar100", "default_text": "the study's; cifar10 for --arch alone"}
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "folder holding the official CIFAR folders"})
+    out: str | None = field(
+        default=None,
+        metadata={"help": "working folder of one model", "default_text": "runs/retrained/<dataset>/<recipe_id>/<arch_id>/"},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trials", tuple(self.trials))
@@ -321,3 +333,46 @@ def compare(
         runs=[*document["runs"], {"timed": timed, "code": code_version(), "recipe_id": recipe.recipe_id, "models": len(records)}],
     )
     return merged, path
+
+
+def proxy_check(plan, *, on_result=None, on_epoch=None):
+    """Run (or resume) the check `nas.proxy_check.plan` made; (result path, records)."""
+    from nas import proxy_check as checking
+    from trainers.cifar import DataError, check_cifar
+
+    try:
+        check_cifar(plan.config.dataset, data_dir=plan.config.data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    return checking.run_check(
+        plan.config,
+        count=plan.count,
+        proxy=plan.proxy,
+        long=plan.long,
+        references=plan.references,
+        study=plan.study,
+        trials=plan.trials,
+        path=plan.path,
+        on_result=on_result,
+        on_epoch=on_epoch,
+    )
+
+
+def latency_fit(config: SearchConfig, *, samples: int = 0, on_start=None, on_sample=None):
+    """Measure `samples` random architectures of the space, then fit the latency model to every
+    measurement of this device in the cache and save it; (report, path of the saved model)."""
+    from latency.devices import DeviceError
+    from nas import latency_fit as fitting
+
+    if samples < 0:
+        raise ConfigError(f"samples={samples} must be >= 0")
+    try:
+        fingerprint = config.make_device().fingerprint()
+    except DeviceError as error:
+        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+    if on_start:
+        on_start(fingerprint)
+    if samples:
+        fitting.measure_samples(config, fingerprint, samples, seed=config.seed, on_sample=on_sample)
+    report = fitting.fit(config, fingerprint)
+    return report, fitting.save_model(config, report.model)

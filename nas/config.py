@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from latency.devices import DEFAULT_PATTERN, make_device
 from latency.measure import LatencyProtocol
@@ -33,51 +33,77 @@ class ConfigError(ValueError):
     """A bad setting; the message is one line naming the value and what is allowed."""
 
 
+def _setting(default, help: str, **flag):
+    """A field with its command-line flag (see nas.flags)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     # what is searched and how it is scored
-    study_name: str | None = None  # default: <space>-<dataset>, e.g. mnasnet-cifar10
-    mode: str = "pareto"
-    space: str = "mnasnet"
-    width: float = 0.5
-    stem_stride: int = 1  # 1: the stem sees 32 x 32 and block 2 downsamples; 2: MobileNetV2's stride-2 stem
-    target_ms: float = 1.0
-    constraint: str = "soft"
-    alpha: float | None = None  # None: the constraint preset's value
-    beta: float | None = None
-    max_latency_ms: float | None = None  # above this, a model is timed but not trained (hard: 2 x target)
+    study_name: str | None = _setting(
+        None, "study name", flag="--study-name", aliases=("--study",), default_text="<space>-<dataset>, e.g. mnasnet-cifar10"
+    )
+    mode: str = _setting("pareto", "pareto (accuracy up, latency down) or reward (MnasNet's scalar)")
+    space: str = _setting(
+        "mnasnet",
+        "mnasnet, mnasnet-mobilevit (MobileViT blocks where the map is 8x8 or smaller) or nb201 (NAS-Bench-201's cells "
+        "from published tables, with --device table:FILE:COLUMN)",
+    )
+    width: float = _setting(0.5, "width multiplier of the skeleton")
+    stem_stride: int = _setting(1, "1: the stem sees 32x32 and block 2 downsamples; 2: MobileNetV2's stride-2 stem (cheaper)")
+    target_ms: float = _setting(1.0, "target latency T in ms (host CPU, 1 thread: CIFAR models take well under 1 ms)")
+    constraint: str = _setting("soft", "soft (alpha = beta = -0.07) or hard (alpha 0, beta -1; models over 2 T not trained)")
+    alpha: float | None = _setting(None, "reward exponent when LAT <= T", default_text="from --constraint")
+    beta: float | None = _setting(None, "reward exponent when LAT > T", default_text="from --constraint")
+    max_latency_ms: float | None = _setting(
+        None, "time but do not train models slower than this", default_text="none; hard constraint: 2 x T"
+    )
     # how it runs
-    strategy: str = "tpe"
-    trials: int = 20
-    timeout_s: float | None = None
-    seed: int = 0
-    seed_references: bool = False
-    storage: str | None = None  # default: SQLite under runs/<study>/
-    runs_dir: str = "runs"
-    trials_per_worker: int = 8  # each worker process is replaced after this many trials (TF leaks memory)
-    trial_timeout_s: float = 1800.0  # a worker job (measurement or training) that takes longer is stopped
-    # data and the proxy budget
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    train_images: int = ProxyBudget.train_images  # the proxy budget's defaults live in trainers.proxy
-    val_images: int = ProxyBudget.val_images
-    epochs: int = ProxyBudget.epochs
-    batch_size: int = ProxyBudget.batch_size
-    early_stop: str = "off"  # on: stop trials dominated at equal training progress (nas.early_stop)
+    strategy: str = _setting("tpe", "tpe, nsga2, random or latency-aware (docs/strategies.md)", aliases=("--sampler",))
+    trials: int = _setting(20, "new architectures to evaluate (re-proposals answered from the study do not count)")
+    study_trials: int | None = _setting(
+        None,
+        "many workers: stop when the study holds this many new architectures, every worker's together (instead of --trials)",
+        default_text="none: --trials counts this process's",
+    )
+    timeout_s: float | None = _setting(None, "start no trial after this many seconds", flag="--timeout")
+    seed: int = _setting(0, "sampler and training seed")
+    seed_references: bool = _setting(False, "first evaluate the reference architectures' projections onto the space")
+    storage: str | None = _setting(None, "Optuna storage URL", default_text="sqlite:///runs/<study>/study.db")
+    runs_dir: str = _setting("runs", "directory holding one folder per study")
+    trials_per_worker: int = _setting(8, "replace the worker process after this many trainings (TensorFlow keeps memory)")
+    trial_timeout_s: float = _setting(
+        1800.0, "stop a measurement or training that takes longer than this many seconds", flag="--trial-timeout"
+    )
+    # data and the proxy budget (its defaults live in trainers.proxy)
+    dataset: str = _setting("cifar10", "cifar10, cifar100, or imagenet16 (nb201 only)")
+    data_dir: str | None = _setting(
+        None, "folder holding the official CIFAR folders", default_text="$NAS_DATA_DIR, ./data, ~/.keras/datasets"
+    )
+    train_images: int = _setting(ProxyBudget.train_images, "proxy: training images per epoch")
+    val_images: int = _setting(ProxyBudget.val_images, "held-out images carved from the training set")
+    epochs: int = _setting(ProxyBudget.epochs, "proxy: epochs")
+    batch_size: int = _setting(ProxyBudget.batch_size, "proxy: batch size")
+    early_stop: str = _setting("off", "on: stop a trial dominated part-way by a faster finished one (nas.early_stop)")
     # latency measurement (see latency.devices)
-    device: str = "host"  # host | adb[:SERIAL] | cmd:COMMAND | table:FILE:COLUMN (--space nb201)
-    latency_threads: int = 1
-    latency_precision: str = "fp32"  # measure the float model, or the int8 one that ships
-    latency_warmup: int = 30
-    latency_runs: int = 200  # timed runs, in 5 rounds
-    latency_max_cv: float = 0.05  # re-measure (up to 3 attempts) when the rounds spread more
-    latency_pin_core: int | None = None
-    device_timeout_s: float = 120.0
-    adb_path: str = "adb"
-    benchmark_binary: str = "/data/local/tmp/benchmark_model"
-    delegate: str = "xnnpack"
-    latency_regex: str = DEFAULT_PATTERN
-    latency_screen: bool = True  # skip candidates the latency model is sure exceed the hard limit
+    device: str = _setting(
+        "host", "host (LiteRT here), adb[:SERIAL] (benchmark_model on a phone), cmd:'COMMAND {model}' or table:FILE:COLUMN"
+    )
+    latency_threads: int = _setting(1, "interpreter threads")
+    latency_precision: str = _setting("fp32", "fp32, or int8 (the full-integer model, as shipped)")
+    latency_warmup: int = _setting(30, "untimed runs first")
+    latency_runs: int = _setting(200, "timed runs, in 5 rounds")
+    latency_max_cv: float = _setting(0.05, "re-measure (up to 3 attempts) when the rounds' spread exceeds this")
+    latency_pin_core: int | None = _setting(None, "host: pin the measurement to this CPU core")
+    device_timeout_s: float = _setting(120.0, "seconds per device command", flag="--device-timeout")
+    adb_path: str = _setting("adb", "adb binary", flag="--adb")
+    benchmark_binary: str = _setting("/data/local/tmp/benchmark_model", "benchmark_model on the phone")
+    delegate: str = _setting("xnnpack", "adb: xnnpack, none, gpu or nnapi")
+    latency_regex: str = _setting(
+        DEFAULT_PATTERN, "cmd: regex whose group 1 is a latency in ms", default_text="a number before 'ms'"
+    )
+    latency_screen: bool = _setting(True, "with a hard limit: do not skip candidates the latency model is sure exceed it")
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -122,6 +148,8 @@ class SearchConfig:
                 raise ConfigError(f"{name}={value!r} must be <= 0 (MnasNet's soft constraint uses -0.07)")
         if self.batch_size > self.train_images:
             raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
+        if self.study_trials is not None and (not isinstance(self.study_trials, int) or self.study_trials < 1):
+            raise ConfigError(f"study-trials={self.study_trials!r} must be an integer >= 1")
         if not self.is_tabular:
             self.make_device()  # validates device, pinning, delegate and regex
         if self.study_name is None:
@@ -231,6 +259,18 @@ def _positive(name: str, value) -> None:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(SearchConfig)}
+#: the flags of every command that reads a study, and of every command that measures latency
+STUDY_FIELDS = ("study_name", "storage", "runs_dir")
+LATENCY_FIELDS = (
+    "device", "latency_threads", "latency_precision", "latency_warmup", "latency_runs", "latency_max_cv",
+    "latency_pin_core", "device_timeout_s", "adb_path", "benchmark_binary", "delegate", "latency_regex",
+)  # fmt: skip
+#: the search's own flags, besides those
+SEARCH_FIELDS = (
+    "mode", "target_ms", "constraint", "alpha", "beta", "max_latency_ms", "strategy", "space", "width", "stem_stride",
+    "trials", "study_trials", "timeout_s", "seed", "seed_references", "dataset", "data_dir", "train_images",
+    "val_images", "epochs", "batch_size", "early_stop", "latency_screen", "trials_per_worker", "trial_timeout_s",
+)  # fmt: skip
 
 
 def field_default(name: str):

@@ -112,7 +112,18 @@ def save_model(config: SearchConfig, model: LatencyModel) -> str:
     return path
 
 
-def format_report(report: FitReport) -> str:
+def summarize(report: FitReport) -> str:
+    """One line: how many architectures the model was fitted on, and its held-out error."""
+    errors = np.abs(report.relative_errors)
+    return (
+        f"fitted on {len(report.specs)} architectures; held-out: {100 * report.within_10_percent:.0f} % within +-10 %, "
+        f"median |error| {100 * np.median(errors):.1f} %  (--report for details)"
+    )
+
+
+def format_report(report: FitReport, *, every_architecture: bool = False) -> str:
+    """The model's held-out error, rank agreement and coefficients; with `every_architecture`, a
+    line per measured architecture."""
     from results.ranking import agreement
 
     errors = report.relative_errors
@@ -130,4 +141,13 @@ def format_report(report: FitReport) -> str:
             f"screening bound: a candidate is skipped when prediction x {min(1.0, model.min_ratio):.3f} x 0.95 exceeds the "
             "hard limit",
         ]
+        + (_every_architecture(report) if every_architecture else [])
     )
+
+
+def _every_architecture(report: FitReport) -> list[str]:
+    lines = ["", f"{'arch_id':<13} {'measured ms':>11} {'held-out ms':>11} {'error':>7}"]
+    rows = sorted(zip(report.specs, report.measured_ms, report.held_out_ms, strict=True), key=lambda item: item[1])
+    for spec, measured, predicted in rows:
+        lines.append(f"{spec.arch_id:<13} {measured:>11.3f} {predicted:>11.3f} {100 * (predicted / measured - 1):>+6.1f}%")
+    return lines

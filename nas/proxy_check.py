@@ -55,6 +55,109 @@ class FinalBudget:
         return f"final-e{self.recipe.epochs}-{self.recipe.recipe_id}"
 
 
+@dataclass(frozen=True)
+class CheckSettings:
+    """What `nas proxy-check` compares (its own flags; the proxy budget, space and data are the
+    search's settings, or the study's with --study)."""
+
+    archs: int = field(default=12, metadata={"help": "architectures: random ones, or with --study more of its trials"})
+    references: str | None = field(
+        default=None, metadata={"help": "comma-separated reference names ('' for none)", "default_text": "all the space holds"}
+    )
+    trials: tuple[int, ...] = field(
+        default=(), metadata={"help": "with --study: check this trial (repeat for several)", "flag": "--trial", "append": True}
+    )
+    long_images: int | None = field(
+        default=None, metadata={"help": "long budget: training images", "default_text": "10x the proxy's, at most 45000"}
+    )
+    long_epochs: int | None = field(
+        default=None, metadata={"help": "long budget: epochs", "default_text": "enough for 10x the proxy's image-passes"}
+    )
+    final_epochs: int | None = field(
+        default=None, metadata={"help": "long budget: the retraining recipe with this many epochs on the full split (>= 15)"}
+    )
+    out: str | None = field(default=None, metadata={"help": "result file", "default_text": "runs/proxy-check/<settings>.json"})
+    show: bool = field(default=False, metadata={"help": "print the saved result of this check without training"})
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    config: SearchConfig  # the search's settings (the study's, with --study)
+    study: object  # optuna.Study or None
+    proxy: Budget
+    long: Budget | FinalBudget
+    references: tuple[str, ...]
+    trials: tuple[int, ...]
+    count: int
+    path: str
+
+    def describe(self) -> str:
+        if isinstance(self.long, FinalBudget):
+            against = f"the retraining recipe ({self.long.recipe.describe()}; final validation accuracy)"
+        else:
+            against = (
+                f"{self.long.label} images x epochs ({self.long.image_passes / self.proxy.image_passes:.1f}x the image-passes)"
+            )
+        if self.study is not None:
+            given = f"trials {', '.join(map(str, self.trials))} and " if self.trials else ""
+            which = f"{given}{self.count} more of study {self.study.study_name!r} spread over its latency range"
+        else:
+            which = f"{self.count} random {self.config.space} architectures"
+        return f"proxy {self.proxy.label} vs {against}; {which}" + (f" + {', '.join(self.references)}" if self.references else "")
+
+
+def plan(config: SearchConfig, settings: CheckSettings, *, study=None, given: set[str] = frozenset()) -> CheckPlan:
+    """The check `settings` ask for. With `study`, its space, data and proxy budget apply, except the
+    settings named in `given` (flags the user set)."""
+    import dataclasses
+    import math
+
+    from results.record import study_settings
+
+    if settings.archs < 0 or (settings.archs == 0 and settings.references == ""):
+        raise ConfigError(f"archs={settings.archs}: nothing to check")
+    if settings.trials and study is None:
+        raise ConfigError("--trial needs --study")
+    if study is not None:
+        stored = study_settings(study)
+        inherited = {k: stored[k] for k in config.study_identity() if k in stored and k not in given and k != "mode"}
+        config = dataclasses.replace(config, **inherited)
+    proxy = Budget(config.train_images, config.epochs)
+    long_images = (
+        settings.long_images if settings.long_images is not None else min(10 * proxy.train_images, 50_000 - config.val_images)
+    )
+    long_epochs = settings.long_epochs
+    if long_epochs is None:
+        long_epochs = math.ceil(10 * proxy.image_passes / max(1, long_images))
+    for name, value in (("long-images", long_images), ("long-epochs", long_epochs)):
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1")
+    long: Budget | FinalBudget = Budget(long_images, long_epochs)
+    if settings.final_epochs is not None:
+        from trainers.full import Recipe
+
+        if settings.final_epochs < 1:
+            raise ConfigError(f"final-epochs={settings.final_epochs} must be at least 1")
+        long = FinalBudget(Recipe(epochs=settings.final_epochs))
+    if settings.references is None:
+        references = default_references(config)
+    else:
+        references = tuple(n.strip() for n in settings.references.split(",") if n.strip())
+        unknown = [n for n in references if n not in REFERENCES]
+        if unknown:
+            raise ConfigError(f"reference {unknown[0]!r} is unknown; known: {', '.join(REFERENCES)}")
+    path = settings.out or result_path(config)
+    return CheckPlan(config, study, proxy, long, references, settings.trials, settings.archs, path)
+
+
+def saved_report(plan: CheckPlan) -> str:
+    """The check's file and table, from what it saved (no training)."""
+    records = load_records(plan.path)
+    if not any(plan.proxy.label in r.results for r in records.values()):
+        raise ConfigError(f"no saved proxy check at {plan.path}")
+    return f"{plan.path}\n\n{format_check(records, plan.proxy, plan.long)}"
+
+
 @dataclass
 class CheckRecord:
     name: str  # a reference name, "sample-K" or "trial-N"

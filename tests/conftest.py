@@ -3,16 +3,13 @@ downloads are disabled for every test so none can hang on a machine without netw
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import temporary_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 MATERIALIZE = Path(os.environ.get("NAS_CIFAR_PACK", REPO.parent / "shared" / "cifar")) / "materialize.py"
@@ -50,45 +47,10 @@ def cifar_dir(tmp_path_factory) -> Path:
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        pytest.fail("PostgreSQL is not installed (tests/install-system-deps.sh installs Debian's postgresql)")
-    return found[-1]
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    # the server refuses to run as root; Debian's package creates the postgres user
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
 @pytest.fixture
 def postgres_url():
-    # pytest's own tmp folders are private to root; the server runs as the postgres user
-    data = Path(tempfile.mkdtemp(prefix="nas-pg-")) / "pgdata"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(data.parent, "postgres")
-        shutil.chown(data, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(
-        _as_postgres([_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), check=True, capture_output=True
-    )
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
     try:
-        subprocess.run(
-            _as_postgres([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "nas"]),
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql://postgres@127.0.0.1:{port}/nas"  # the plain form of Optuna's documentation
-    finally:
-        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(data.parent, ignore_errors=True)
+        with temporary_postgres() as url:
+            yield url
+    except FileNotFoundError as error:
+        pytest.fail(str(error))

@@ -1,6 +1,7 @@
 import os
 import pickle
 import shutil
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -115,3 +116,25 @@ def test_offline_fails_fast_with_where_to_put_files(tmp_path, monkeypatch):
 def test_data_dir_from_environment(cifar_dir, monkeypatch):
     monkeypatch.setenv("NAS_DATA_DIR", str(cifar_dir))
     assert locate_cifar()[0] == "bin"
+
+
+def test_the_cifar_reader_refuses_a_declared_size_before_allocating_it(tmp_path):
+    """A pickle of 89 bytes declaring a 2-billion-element array: refused with a message, and
+    nothing close to its size is ever allocated."""
+    from trainers.cifar import DataError, _unpickle
+
+    class Bomb:
+        def __reduce__(self):
+            return (np._core.multiarray._reconstruct, (np.ndarray, (2_000_000_000,), b"b"))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(Bomb(), protocol=4))
+    assert path.stat().st_size < 100
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="larger than any official CIFAR array"):
+            _unpickle(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000

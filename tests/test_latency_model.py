@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import optuna
 import pytest
 
 from latency.cache import LatencyCache, cache_key
@@ -231,3 +232,71 @@ def test_the_search_screens_only_what_is_surely_over_a_hard_limit():
         None,
         None,
     )
+
+
+def _tflite_macs_of(job: tuple[str, int]) -> int:
+    """In a worker process: build, convert (unchecked: only the graph's shapes matter), count."""
+    import tempfile
+
+    from latency.convert import _convert, converter_options
+    from latency.macs import tflite_macs
+    from search_spaces import ArchSpec
+    from search_spaces.keras_blocks import build
+
+    arch, classes = job
+    model = build(ArchSpec.from_string(arch), input_shape=(32, 32, 3), num_classes=classes)
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(_convert(model, (32, 32, 3), converter_options("fp32")))
+        f.flush()
+        return tflite_macs(f.name)
+
+
+def _choices_of(arch: str) -> set[tuple]:
+    """What an architecture chooses, block by block, each choice with the block's op: kernels, strides,
+    expansions, squeeze-excite, skips, attention (not the layer counts and widths, which take every
+    value anyway)."""
+    import re
+
+    blocks = [block.split("_") for block in arch.split("-")]
+    return {(i, parts[0], part) for i, parts in enumerate(blocks) for part in parts[1:] if not re.fullmatch(r"[rc]\d+", part)}
+
+
+def covering(archs: list[str]) -> list[str]:
+    """Greedily, a few of `archs` that together make every choice any of them makes."""
+    chosen, covered = [], set()
+    wanted = set().union(*map(_choices_of, archs))
+    while covered != wanted:
+        best = max(archs, key=lambda arch: len(_choices_of(arch) - covered))
+        chosen.append(best)
+        covered |= _choices_of(best)
+    return chosen
+
+
+@pytest.mark.slow
+def test_the_latency_models_walk_counts_what_the_tflite_graph_multiplies():
+    """Every reference, and per space a few sampled architectures that together make every choice 300
+    random draws make (the first two also with 100 classes): the latency model's own walk over the
+    network counts the same multiply-adds as the converted graph. Two worker processes convert side by
+    side (the converter is single-threaded)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from latency.model import multiply_adds
+    from search_spaces import REFERENCES, ArchSpec, get_space, reference
+
+    jobs = [(reference(name).to_string(), 10) for name in REFERENCES]
+    for name in ("mnasnet", "mnasnet-mobilevit"):
+        space = get_space(name, stem_stride=1)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+        chosen = covering([space.sample(study.ask()).to_string() for _ in range(300)])
+        jobs += [(arch, 10) for arch in chosen] + [(arch, 100) for arch in chosen[:2]]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        counted = list(pool.map(_tflite_macs_of, jobs))
+    for (arch, classes), macs in zip(jobs, counted, strict=True):
+        assert multiply_adds(ArchSpec.from_string(arch), 32, num_classes=classes) == macs, arch
+
+
+def test_the_sample_that_covers_every_choice_makes_every_choice():
+    a, b = "conv_r1_k3_s1_c16-mbconv_r2_k3_s1_e6_c16", "conv_r1_k5_s1_c16-mbconv_r2_k3_s1_e6_c16"
+    same_as_a = "conv_r2_k3_s1_c24-mbconv_r1_k3_s1_e6_c8"  # other layer counts and widths: no choice of its own
+    assert covering([a, same_as_a, b]) == [a, b]

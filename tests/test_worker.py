@@ -28,3 +28,21 @@ def test_the_worker_is_replaced_after_its_trainings_not_its_measurements(cifar_d
         outcomes.append(runner.run(measure))
         assert runner.worker_pid not in (None, first)
     assert [o.status for o in outcomes] == [Status.OK] * 4, [o.reason for o in outcomes]
+
+
+def test_a_hung_worker_job_is_stopped_after_its_timeout():
+    from nas.worker import Status, TrialJob, TrialRunner
+
+    job = TrialJob(
+        arch="conv_r1_k3_s2_c8-head_c16",
+        dataset="cifar10",
+        data_dir="/nonexistent",
+        train_images=1,
+        val_images=1,
+        epochs=1,
+        batch_size=1,
+        seed=0,
+    )
+    with TrialRunner() as runner:
+        outcome = runner.run(job, timeout_s=0.5)  # the worker cannot even import TensorFlow in that time
+    assert outcome.status is Status.FAILED and outcome.reason.startswith("timed out after 0.5 s")

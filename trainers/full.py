@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -39,25 +39,32 @@ RESULT = "result.json"
 MODEL = "model.keras"
 
 
+def _knob(default, help: str, **flag):
+    """A recipe field with its command-line flag (read by nas.flags)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Every knob of a retraining. Defaults chosen by measurement (README, "The retraining recipe")."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "sgd"  # "sgd" (Nesterov), "rmsprop" (MnasNet's) or "adam"
-    lr: float = 0.1  # peak learning rate
-    warmup_epochs: float | None = None  # None: 2 epochs, or a tenth of a shorter run
-    weight_decay: float = 5e-4  # L2 on kernels
-    label_smoothing: float = 0.1
-    cutout: int = 16  # side of the erased square in pixels; 0 = off
-    dropout: float = 0.2
-    ema_decay: float = 0.999  # per step; 0 = no weight averaging
-    ema_bn_batches: int = 32  # training batches that re-estimate BatchNorm's statistics for the averaged weights
-    val_images: int = 5_000
-    train_images: int | None = None  # None: every training image not held out
-    seed: int = 0
-    deterministic: bool = False  # bit-exact kernels (a resumed run equals an uninterrupted one), slower
+    epochs: int = _knob(100, "epochs")
+    batch_size: int = _knob(128, "batch size")
+    optimizer: str = _knob("sgd", "sgd (Nesterov), rmsprop (MnasNet's) or adam")
+    lr: float = _knob(0.1, "peak learning rate")
+    warmup_epochs: float | None = _knob(
+        None, "linear warm-up before the cosine decay", default_text="2, or a tenth of a shorter run"
+    )
+    weight_decay: float = _knob(5e-4, "L2 on conv and dense kernels only, not BatchNorm or biases")
+    label_smoothing: float = _knob(0.1, "label smoothing")
+    cutout: int = _knob(16, "side of the erased square in pixels, 0 = off")
+    dropout: float = _knob(0.2, "dropout before the classifier")
+    ema_decay: float = _knob(0.999, "per-step weight averaging, 0 = off")
+    ema_bn_batches: int = _knob(32, "training batches that re-estimate BatchNorm's statistics for the averaged weights")
+    val_images: int = _knob(5_000, "validation images carved from the training set")
+    train_images: int | None = _knob(None, "use only this many training images", default_text="every one not held out")
+    seed: int = _knob(0, "seed")
+    deterministic: bool = _knob(False, "bit-exact kernels: a resumed run equals an uninterrupted one (slower)")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_images", "ema_bn_batches"):

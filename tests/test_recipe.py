@@ -1,6 +1,7 @@
-"""The weight average (EMA) of full retraining: its decay stays in [0, 1) for every run length, it
-averages the trainable weights only, and the averaged weights get BatchNorm statistics measured for
-them (not averaged along with the kernels), after which the model's own weights come back intact."""
+"""The retraining recipe: the run lengths it accepts, and its weight average (EMA), whose decay stays
+in [0, 1) for every run length, which averages the trainable weights only, and whose weights get
+BatchNorm statistics measured for them (not averaged along with the kernels), after which the
+model's own weights come back intact."""
 
 import numpy as np
 import pytest
@@ -106,3 +107,11 @@ def test_a_run_too_short_to_average_delivers_its_trained_weights(tmp_path):
         assert record["weights"] in ("raw", "average")
     assert result.best_weights in ("raw", "average")
     assert result.val_accuracy == max(r["val_accuracy"] for r in result.history)
+
+
+def test_one_epoch_is_a_valid_recipe():
+    from trainers.full import Recipe
+
+    recipe = Recipe(epochs=1)
+    assert recipe.warmup == pytest.approx(0.1)
+    assert Recipe(epochs=30).warmup == 2.0
