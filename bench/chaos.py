@@ -40,7 +40,7 @@ def completed(storage: str, study: str) -> dict[int, tuple]:
 
     from results.record import TrialRecord
 
-    if not os.path.exists(storage[len("sqlite:///") :]):
+    if storage.startswith("sqlite:///") and not os.path.exists(storage[len("sqlite:///") :]):
         return {}
     try:
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
@@ -118,35 +118,128 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
         }
 
 
+def run_shared(*, kills: int, trials: int, data_dir: str, seed: int) -> dict:
+    """Two workers on one study on a real PostgreSQL server, `--study-trials` between them; `kills`
+    times, one of them (at random) SIGKILLed at a random moment and restarted. Then both run to the
+    end, and once a dead worker's last trial has gone stale (its heartbeat stopped), one more run
+    fails and retries it and finishes the budget."""
+    import optuna
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from helpers import temporary_postgres
+
+    from nas.searching import study_evaluations, was_interrupted
+    from nas.storage import HEARTBEAT_SECONDS
+    from results.record import TrialRecord
+
+    rng = random.Random(seed)
+    name = "chaos-postgres"
+    with temporary_postgres() as url, tempfile.TemporaryDirectory() as workdir:
+        runs = os.path.join(workdir, "runs")
+        command = [
+            sys.executable, "-m", "nas.cli", "search", "--study-name", name, "--storage", url, "--runs-dir", runs,
+            "--data-dir", data_dir, *TINY, "--study-trials", str(trials),
+        ]  # fmt: skip
+
+        def start(k: int) -> subprocess.Popen:
+            # each worker's output in a file of its own: a pipe nobody reads would block it
+            with open(os.path.join(workdir, f"worker{k}.log"), "a") as log:
+                return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        workers = [start(k) for k in range(2)]
+        lost, delays, killed = 0, [], []
+        for _ in range(kills):
+            delay = rng.uniform(2.0, 25.0)
+            time.sleep(delay)
+            k = rng.randrange(2)
+            if workers[k].poll() is not None:  # it finished the budget: nothing to kill
+                continue
+            before = completed(url, name)
+            workers[k].send_signal(signal.SIGKILL)
+            workers[k].wait(timeout=60)
+            delays.append(round(delay, 1))
+            killed.append(k)
+            after = completed(url, name)
+            lost += sum(1 for number, values in before.items() if after.get(number) != values)
+            workers[k] = start(k)
+        exits = [w.wait(timeout=3600) for w in workers]
+        time.sleep(4 * HEARTBEAT_SECONDS + 10)  # the grace period: a killed worker's trial is stale now
+        final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        study = optuna.load_study(study_name=name, storage=url)
+        all_trials = study.get_trials(deepcopy=False)
+        records = [(t, TrialRecord.from_trial(t)) for t in all_trials]
+        trained = [r.arch_id for t, r in records if t.state.name == "COMPLETE" and r.reused_from is None]
+        with open(os.path.join(runs, name, "trials.csv")) as f:
+            rows = list(csv.DictReader(f))
+        with open(os.path.join(runs, "latency_cache.json")) as f:
+            cache = json.load(f)
+        return {
+            "scenario": "2 workers, PostgreSQL",
+            "signal": "SIGKILL",
+            "kills": len(delays),
+            "killed_worker": killed,
+            "delays_s": delays,
+            "exit_codes": sorted({-9, *exits}) if delays else sorted(set(exits)),
+            "final_exit": final.returncode,
+            "lost": lost,
+            "duplicated": len(trained) - len(set(trained)),
+            "running_left": sum(t.state.name == "RUNNING" for t in all_trials),
+            "numbers_consecutive": [t.number for t in all_trials] == list(range(len(all_trials))),
+            "csv_rows_match": [int(r["number"]) for r in rows] == [t.number for t in all_trials],
+            "cache_entries": len(cache),
+            "completed": study_evaluations(all_trials),
+            "asked": trials,
+            "failed_interrupted": sum(was_interrupted(r) for t, r in records if t.state.name == "FAIL"),
+            "retried": sum(r.retry_of is not None for _, r in records),
+        }
+
+
+def verdict(r: dict) -> bool:
+    ok = r["lost"] == 0 and r["duplicated"] == 0 and r["numbers_consecutive"] and r["csv_rows_match"]
+    return ok and r.get("running_left", 0) == 0 and r["completed"] == r["asked"] and r["final_exit"] == 0
+
+
+def report(r: dict) -> str:
+    running = f", {r['running_left']} left RUNNING" if "running_left" in r else ""
+    return (
+        f"{r.get('scenario', SINGLE)}, {r['signal']}: {r['kills']} kills (after {min(r['delays_s']):.0f}-"
+        f"{max(r['delays_s']):.0f} s; exit codes {r['exit_codes']}), then a final run (exit {r['final_exit']})\n"
+        f"  finished trials lost {r['lost']}, duplicated {r['duplicated']}{running}; trial numbers consecutive "
+        f"{r['numbers_consecutive']}; trials.csv rows match {r['csv_rows_match']}; latency cache parses "
+        f"({r['cache_entries']} entries)\n"
+        f"  completed {r['completed']} of {r['asked']} asked; {r['failed_interrupted']} trials failed as interrupted, "
+        f"{r['retried']} retries  -> {'OK' if verdict(r) else 'FAILED'}"
+    )
+
+
+SINGLE = "1 worker, SQLite"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenario", choices=("single", "postgres", "all"), default="all")
     args = parser.parse_args()
     started = time.perf_counter()
-    results = [
-        run(signum, kills=args.kills, trials=args.trials, data_dir=os.path.abspath(args.data_dir), seed=args.seed)
-        for signum in (signal.SIGKILL, signal.SIGINT)
-    ]
+    settings = {"kills": args.kills, "trials": args.trials, "data_dir": os.path.abspath(args.data_dir), "seed": args.seed}
+    results = []
+    if args.scenario in ("single", "all"):
+        results += [run(signum, **settings) for signum in (signal.SIGKILL, signal.SIGINT)]
+    if args.scenario in ("postgres", "all"):
+        results.append(run_shared(**settings))
     for r in results:
-        ok = r["lost"] == 0 and r["duplicated"] == 0 and r["numbers_consecutive"] and r["csv_rows_match"]
-        ok = ok and r["completed"] == r["asked"] and r["final_exit"] == 0
-        print(
-            f"{r['signal']}: {r['kills']} kills (after {min(r['delays_s']):.0f}-{max(r['delays_s']):.0f} s; exit codes "
-            f"{r['exit_codes']}), then a final run (exit {r['final_exit']})\n"
-            f"  finished trials lost {r['lost']}, duplicated {r['duplicated']}; trial numbers consecutive "
-            f"{r['numbers_consecutive']}; trials.csv rows match {r['csv_rows_match']}; latency cache parses "
-            f"({r['cache_entries']} entries)\n"
-            f"  completed {r['completed']} of {r['asked']} asked; {r['failed_interrupted']} trials failed as interrupted, "
-            f"{r['retried']} retries  -> {'OK' if ok else 'FAILED'}"
-        )
+        print(report(r))
     print(f"\n{(time.perf_counter() - started) / 60:.1f} min")
-    out = os.path.join(ROOT, "bench", "data", "chaos.json")
-    from search_spaces.files import write_text_atomic
+    from search_spaces.files import read_json, write_text_atomic
 
-    write_text_atomic(out, json.dumps(results, indent=1) + "\n")
+    out = os.path.join(ROOT, "bench", "data", "chaos.json")
+    # merged by scenario and signal: a run of one scenario keeps the others' figures
+    key = lambda r: (r.get("scenario", SINGLE), r["signal"])  # noqa: E731
+    kept = [r for r in read_json(out, default=[]) if key(r) not in {key(n) for n in results}]
+    write_text_atomic(out, json.dumps(kept + results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class AlreadyKnown(TrialFailed):
 FAILURES_BEFORE_GIVING_UP = 2
 
 
-def _interrupted(record: TrialRecord) -> bool:
+def was_interrupted(record: TrialRecord) -> bool:
     """Failed because its process stopped, not because of the architecture: a Ctrl-C, a kill found at
     the next start, or a stale heartbeat (Optuna fails those without a reason of ours)."""
     return not record.fail_reason or record.fail_reason.startswith("interrupted")
@@ -85,12 +85,26 @@ def prior_evaluation(trials, arch_id: str, *, number: int) -> tuple[str, object]
     for t, _ in originals:
         if t.state == State.RUNNING:
             return "running", t
-    failures = [t for t, r in originals if t.state == State.FAIL and not _interrupted(r)]
+    failures = [t for t, r in originals if t.state == State.FAIL and not was_interrupted(r)]
     if len(failures) >= FAILURES_BEFORE_GIVING_UP:
         return "answer", failures[-1]
     if failures:
         return "retry", failures[-1]
     return "new", None
+
+
+def study_evaluations(trials) -> int:
+    """New architectures the study holds or is evaluating, every worker's together: finished original
+    evaluations and running trials (each becomes one, or an answer, which then no longer counts);
+    not answers, not interruptions (their architecture is retried)."""
+    State = optuna.trial.TrialState
+    count = 0
+    for t in trials:
+        record = TrialRecord.from_trial(t)
+        if record.reused_from is not None or t.state == State.WAITING:
+            continue
+        count += t.state != State.FAIL or not was_interrupted(record)
+    return count
 
 
 #: samplers re-propose architectures they like; answered from the study, such trials cost half a second
@@ -165,17 +179,17 @@ class Objective:
         self.sampler = sampler
         self.space = config.make_space()
         self.screen = LatencyScreen(config, evaluator)
-        self.current: optuna.Trial | None = None  # the running trial, failed and retried if the search is interrupted
+        # the trial an interrupt stopped, retried by the search; only that one: a trial that ended
+        # pruned or failed before an interrupt between two trials is no interrupted trial
+        self.interrupted: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial):
-        self.current = trial
         try:
             return self._evaluate(trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: while the trial still runs, say why it will fail
             store(trial, TrialRecord(fail_reason=STOPPED), previous=TrialRecord.from_trial(trial))
+            self.interrupted = trial
             raise
-        finally:  # however it ended, it is no longer the running trial (an interrupt later must not retry it)
-            self.current = None
 
     def _evaluate(self, trial: optuna.Trial):
         start = time.perf_counter()
@@ -355,6 +369,8 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
     check_identity(config, fingerprint, study)
     if path:
         retry_interrupted(study)
+    elif storage.get_heartbeat_interval() is not None:  # dead workers' trials: failed and retried now, not at the next trial
+        optuna.storages.fail_stale_trials(study)
     if config.seed_references and hasattr(space, "project"):
         seed_references(study, space)
     if on_start:
@@ -363,6 +379,14 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
     csv_path = os.path.join(config.run_dir, TRIALS_CSV)
     done = reused = reused_in_a_row = 0
     start = time.perf_counter()
+
+    def budget_spent(study: optuna.Study) -> tuple[int, int, bool]:
+        """(evaluations counted, the budget, whether it is spent): this process's, or the study's
+        with --study-trials (running trials count, so that workers together do not overshoot)."""
+        if config.study_trials is None:
+            return done, config.trials, done >= config.trials
+        count = study_evaluations(study.get_trials(deepcopy=False))
+        return count, config.study_trials, count >= config.study_trials
 
     def after_trial(study: optuna.Study, trial) -> None:
         nonlocal done, reused, reused_in_a_row, target_checked
@@ -373,25 +397,27 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
         if not target_checked:
             target_checked = _warn_about_target(config, fingerprint, study)
         write_trials_csv(study, csv_path)
+        count, budget, spent = budget_spent(study)
         if on_trial:
-            on_trial(trial, done, config.trials)
-        if done >= config.trials or reused_in_a_row >= MAX_REUSED_IN_A_ROW:
+            on_trial(trial, count, budget)
+        if spent or reused_in_a_row >= MAX_REUSED_IN_A_ROW:
             study.stop()
 
     objective = Objective(config, study, evaluator, sampler)
     try:
         with terminate_as_interrupt():
-            study.optimize(
-                objective,
-                n_trials=None,  # ended by after_trial: --trials counts new architectures only
-                timeout=config.timeout_s,
-                catch=(TrialFailed,),
-                callbacks=[after_trial],
-                gc_after_trial=False,
-            )
+            if not budget_spent(study)[2]:  # with --study-trials, other workers may have spent it
+                study.optimize(
+                    objective,
+                    n_trials=None,  # ended by after_trial: --trials counts new architectures only
+                    timeout=config.timeout_s,
+                    catch=(TrialFailed,),
+                    callbacks=[after_trial],
+                    gc_after_trial=False,
+                )
     except KeyboardInterrupt:
-        if objective.current is not None:  # failed with its reason (Objective); run its architecture again next time
-            trial = study._storage.get_trial(objective.current._trial_id)
+        if objective.interrupted is not None:  # failed with its reason (Objective); run its architecture again next time
+            trial = study._storage.get_trial(objective.interrupted._trial_id)
             if trial.state == optuna.trial.TrialState.RUNNING:
                 fail_and_retry(study, trial, STOPPED)
             else:

@@ -3,6 +3,7 @@ a re-proposed architecture is answered without giving the sampler a second copy 
 failed one is tried once more at most, an architecture being evaluated is reserved, and the running
 trial is forgotten however it ended."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -122,9 +123,9 @@ def test_a_failed_architecture_is_tried_once_more_then_answered(tmp_path, monkey
     assert records[2].reused_from == 1 and "answered from the study" in records[2].fail_reason
 
 
-def test_the_running_trial_is_forgotten_however_it_ended(tmp_path):
-    """A pruned or failed trial must not stay `current`: Ctrl-C before the next trial would enqueue it
-    again as a retry."""
+def test_only_an_interrupted_trial_is_marked_for_retry(tmp_path):
+    """A pruned or failed trial is no interrupted one: Ctrl-C before the next trial must not enqueue
+    it again as a retry (test_robustness checks that an interrupted trial is)."""
     from nas.evaluators import TableEvaluator
     from nas.searching import Objective
 
@@ -133,15 +134,21 @@ def test_the_running_trial_is_forgotten_however_it_ended(tmp_path):
     objective = Objective(config, study, TableEvaluator.from_config(config), study.sampler)
     study.optimize(objective, n_trials=2)
     assert [t.state for t in study.trials] == [State.PRUNED, State.PRUNED]
-    assert objective.current is None
+    assert objective.interrupted is None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["latency-aware", "tpe"])
-def test_two_workers_on_one_postgresql_study_never_evaluate_an_architecture_twice(tmp_path, postgres_url, strategy):
+@pytest.mark.parametrize(
+    ("strategy", "budget", "evaluations"),
+    [("latency-aware", ["--trials", "25"], 50), ("tpe", ["--study-trials", "37"], 37)],
+    ids=["latency-aware, 25 each", "tpe, 37 together"],
+)
+def test_two_workers_on_one_postgresql_study_never_evaluate_an_architecture_twice(
+    tmp_path, postgres_url, strategy, budget, evaluations
+):
     command = [
         sys.executable, "-m", "nas.cli", "search", "--space", "nb201", "--device", f"table:{TABLE}:pixel3",
-        "--strategy", strategy, "--trials", "25", "--storage", postgres_url, "--study-name", "shared",
+        "--strategy", strategy, *budget, "--storage", postgres_url, "--study-name", "shared",
         "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -151,8 +158,35 @@ def test_two_workers_on_one_postgresql_study_never_evaluate_an_architecture_twic
         assert worker.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     evaluated = [TrialRecord.from_trial(t) for t in study.trials if TrialRecord.from_trial(t).reused_from is None]
-    assert len(evaluated) == 50 and all(t.state != State.RUNNING for t in study.trials)
-    assert len({r.arch_id for r in evaluated}) == 50  # no architecture evaluated twice, by either worker
+    assert len(evaluated) == evaluations and all(t.state != State.RUNNING for t in study.trials)
+    assert len({r.arch_id for r in evaluated}) == evaluations  # no architecture evaluated twice, by either worker
+
+
+def test_the_study_budget_counts_every_workers_evaluations_and_running_trials():
+    from nas.searching import study_evaluations
+
+    trials = [
+        frozen(0, State.COMPLETE, arch_id="a"),
+        frozen(1, State.PRUNED, arch_id="b", fail_reason="latency over the limit"),
+        frozen(2, State.FAIL, arch_id="c", fail_reason="conversion failed"),
+        frozen(3, State.FAIL, arch_id="a", reused_from=0, fail_reason="re-proposal"),  # an answer: not counted
+        frozen(4, State.FAIL, arch_id="d"),  # a stale heartbeat: retried, not counted
+        frozen(5, State.FAIL, arch_id="e", fail_reason="interrupted: stopped"),
+        frozen(6, State.RUNNING, arch_id="f"),  # another worker's: counted, so workers together do not overshoot
+        frozen(7, State.WAITING),  # a retry not started yet
+    ]
+    assert study_evaluations(trials) == 4
+
+
+def test_a_worker_whose_study_budget_is_spent_evaluates_nothing(tmp_path):
+    from nas.searching import run_search
+
+    config = _config(tmp_path, trials=6)
+    run_search(config)
+    again = run_search(dataclasses.replace(config, study_trials=5))
+    assert again.new_trials == 0
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    assert len(study.trials) == 6
 
 
 _KILLED_IN_ASK = """
