@@ -128,21 +128,26 @@ def make_sampler(
     """The strategy's sampler: one that proposes architectures the study does not hold yet (Optuna's
     own, wrapped in `UnseenFirst`, or the latency-aware selection); on a storage with heartbeats
     (many workers), with its first heartbeat recorded before sampling (`HeartbeatFirst`)."""
-    sampler = _strategy_sampler(config, existing_trials=existing_trials, space=space, evaluator=evaluator)
+    # a server database with heartbeats is the many-workers setting; SQLite serves one process
+    shared = isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None
+    sampler = _strategy_sampler(config, existing_trials=existing_trials, space=space, evaluator=evaluator, shared=shared)
     if config.strategy != "latency-aware" and space is not None:
         sampler = UnseenFirst(sampler, space, seed=sampler_seed(config, existing_trials=existing_trials))
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None:
-        return HeartbeatFirst(sampler, storage)
-    return sampler
+    return HeartbeatFirst(sampler, storage) if shared else sampler
 
 
-def _strategy_sampler(config: SearchConfig, *, existing_trials: int, space, evaluator) -> optuna.samplers.BaseSampler:
+def _strategy_sampler(
+    config: SearchConfig, *, existing_trials: int, space, evaluator, shared: bool
+) -> optuna.samplers.BaseSampler:
     seed = sampler_seed(config, existing_trials=existing_trials)
     if config.strategy == "tpe":
-        # constant_liar: running trials (other workers') count as bad points, so workers spread out
+        # constant_liar with many workers: running trials (other workers') count as bad points, so
+        # workers spread out. Only then: it turns off TPE's per-trial cache of the study's trials, and
+        # each of a trial's parameters re-reads the storage (2.6x the time of a 100-trial
+        # nb201 search, bench/search_overhead.py)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=True)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=shared)
     if config.strategy == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
     if config.strategy == "latency-aware":
