@@ -29,6 +29,8 @@ RECIPE = [
     "--deterministic",
 ]
 INT8_TOLERANCE = 0.03  # absolute accuracy on the 1000-image test subset
+# where nothing needs to learn (comparison plumbing, interruption), the least that runs the recipe
+QUICK = ["--epochs", "2", "--train-images", "1024", "--val-images", "500", "--batch-size", "64", "--lr", "0.05"]
 
 
 def nas(*args, cwd, **kwargs):
@@ -179,7 +181,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     """`nas compare` on a tiny recipe: a found architecture against a reference, both retrained with
     the same recipe, scored in fp32 and int8, timed side by side; compare.json and its report section."""
     found = "conv_r1_k3_s1_c16-dsconv_r1_k3_s2_c16-mbconv_r1_k3_s2_e3_c24-mbconv_r1_k3_s2_e3_c32-head_c256"
-    args = ["--arch", found, "--references", ARCH, *RECIPE[:-1], "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
+    args = ["--arch", found, "--references", ARCH, *QUICK, "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
     result = nas("compare", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Warning" not in result.stdout + result.stderr  # the converters' chatter stays off the terminal
@@ -189,7 +191,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     assert set(records) == {ARCH, ArchSpec.from_string(found).arch_id}
     (recipe_id,) = document["recipes"]
     for record in records.values():
-        assert record["epochs"] == 3 and record["recipe_id"] == recipe_id
+        assert record["epochs"] == 2 and record["recipe_id"] == recipe_id
         assert 0 < record["test_accuracy_int8"] <= 1 and record["latency_int8_ms"] > 0 and record["latency_fp32_ms"] > 0
         assert record["fingerprint"] in document["fingerprints"] and os.path.isdir(tmp_path / record["workdir"])
     assert len({r["timed"] for r in records.values()}) == 1  # one side-by-side timing
@@ -198,7 +200,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")
 
     # a run that names only the reference keeps the found model's record and times it again beside it
-    alone = nas("compare", "--arch", ARCH, "--references", "", *RECIPE[:-1], "--data-dir", str(cifar_dir), cwd=tmp_path)
+    alone = nas("compare", "--arch", ARCH, "--references", "", *QUICK, "--data-dir", str(cifar_dir), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-2000:]
     merged = json.loads(path.read_text())
     assert {r["model"] for r in merged["records"]} == set(records) and len(merged["runs"]) == 3
@@ -207,7 +209,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
 
 def test_sigterm_stops_a_retraining_with_one_line_and_keeps_its_epochs(cifar_dir, tmp_path):
     out = tmp_path / "model"
-    command = [sys.executable, "-m", "nas.cli", "retrain", "--arch", ARCH, *RECIPE[:-1], "--data-dir", str(cifar_dir)]
+    command = [sys.executable, "-m", "nas.cli", "retrain", "--arch", ARCH, *QUICK, "--data-dir", str(cifar_dir)]
     process = subprocess.Popen(
         [*command, "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
