@@ -148,12 +148,13 @@ def run_shared(*, kills: int, trials: int, data_dir: str, seed: int) -> dict:
 
         workers = [start(k) for k in range(2)]
         lost, delays, killed = 0, [], []
-        for _ in range(kills):
+        while len(delays) < kills:
             delay = rng.uniform(2.0, 25.0)
             time.sleep(delay)
-            k = rng.randrange(2)
-            if workers[k].poll() is not None:  # it finished the budget: nothing to kill
-                continue
+            alive = [k for k, worker in enumerate(workers) if worker.poll() is None]
+            if not alive:  # both finished the budget before every kill landed
+                break
+            k = rng.choice(alive)
             before = completed(url, name)
             workers[k].send_signal(signal.SIGKILL)
             workers[k].wait(timeout=60)

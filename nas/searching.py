@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -370,7 +371,9 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
     if path:
         retry_interrupted(study)
     elif storage.get_heartbeat_interval() is not None:  # dead workers' trials: failed and retried now, not at the next trial
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: the documented way (see open_storage)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     if config.seed_references and hasattr(space, "project"):
         seed_references(study, space)
     if on_start:
