@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from latency.cache import LatencyCache, cache_key
 from latency.measure import LatencyResult
@@ -50,10 +51,27 @@ def latency_cache_key(config: SearchConfig, fingerprint: dict, arch_id: str) -> 
     return cache_key(arch_id, INPUT_SHAPE, num_classes=config.num_classes, fingerprint=fingerprint, protocol=protocol)
 
 
-class RealEvaluator:
+class Evaluator(Protocol):
+    """What the search loop and the strategies ask of an evaluator; every member is there, an
+    evaluator without a capability says so (`cheap_latency` False, `latency_model()` None)."""
+
+    fingerprint: dict  # the latency device's identity, checked against the study's
+    cheap_latency: bool  # latencies cost nothing (a table): a strategy may look up every candidate
+
+    def cached_latency(self, spec) -> LatencyAnswer | None: ...
+    def latency(self, spec) -> LatencyAnswer: ...
+    def predicted_latency(self, specs: list) -> list[float] | None: ...
+    def latency_model(self):  # a fitted `latency.model` model, or None
+        ...
+    def accuracy(self, spec, *, latency_ms: float, early_stop_peers: tuple | None = None) -> Outcome: ...
+
+
+class RealEvaluator:  # an Evaluator
     """Latency on the study's device (cached by a complete key), accuracy from proxy training.
     Measured .tflite files are kept in `models_dir` (default: the run's models/ folder), or
     deleted when it is None and `keep_models` is False."""
+
+    cheap_latency = False  # each latency is a conversion and a measurement
 
     def __init__(self, config: SearchConfig, runner: TrialRunner, fingerprint: dict, *, keep_models: bool = True):
         self.config = config
@@ -196,6 +214,9 @@ class TableEvaluator:
 
     def cached_latency(self, cell) -> LatencyAnswer | None:
         return None
+
+    def latency_model(self):
+        return None  # every latency is in the table: nothing to screen
 
     def latency(self, cell) -> LatencyAnswer:
         self.looked_up.add(cell.arch_id)

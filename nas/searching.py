@@ -156,7 +156,7 @@ class LatencyScreen:
 
     def reject(self, spec) -> tuple[str | None, float | None]:
         """(reason to skip or None, the prediction made)."""
-        model = self.evaluator.latency_model() if self.limit_ms is not None and hasattr(self.evaluator, "latency_model") else None
+        model = self.evaluator.latency_model() if self.limit_ms is not None else None
         if model is None:
             return None, None
         predicted, bound = model.predict(spec), model.lower_bound(spec)
@@ -374,7 +374,7 @@ def _run_search(config, stack, evaluator, *, on_trial, on_start) -> SearchSummar
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9: the documented way (see open_storage)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    if config.seed_references and hasattr(space, "project"):
+    if config.seed_references:
         seed_references(study, space)
     if on_start:
         on_start(study, fingerprint)

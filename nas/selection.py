@@ -388,7 +388,7 @@ class LatencyAwareSampler(BaseSampler):
         return _Known(params, latencies, accuracies)
 
     def _cheap_latency(self, params: dict) -> float | None:
-        if not getattr(self.evaluator, "cheap_latency", False):
+        if not self.evaluator.cheap_latency:
             return None
         try:
             return self.evaluator.latency(self.space.from_params(params)).median_ms
@@ -400,7 +400,7 @@ class LatencyAwareSampler(BaseSampler):
         enumerable space with a table's latencies, else a pool of `pool` unseen ones (mutations of
         `parents`, the front, for `mutation_share` of it; random points)."""
         size = math.prod(len(c) for c in self._choices.values())
-        if getattr(self.evaluator, "cheap_latency", False) and size <= ENUMERABLE:
+        if self.evaluator.cheap_latency and size <= ENUMERABLE:
             if self._catalog is None:
                 names = list(self._choices)
                 params = [dict(zip(names, values, strict=True)) for values in itertools.product(*self._choices.values())]

@@ -1,5 +1,7 @@
 """The search vocabulary: architecture specs, the MnasNet space, references and (lazily) builders."""
 
+from typing import Protocol
+
 from search_spaces.mnasnet import MnasNetSpace, Skeleton, make_divisible
 from search_spaces.nb201 import CellSpec, Nb201Space
 from search_spaces.references import REFERENCES, reference
@@ -12,7 +14,19 @@ SPACES = ("mnasnet", "mnasnet-mobilevit", "nb201")
 TABULAR_SPACES = ("nb201",)
 
 
-def get_space(name: str, *, width: float = 0.5, stem_stride: int = 2) -> MnasNetSpace | Nb201Space:
+class SearchSpace(Protocol):
+    """What the search loop and the strategies ask of a space (`MnasNetSpace`, `Nb201Space`)."""
+
+    name: str
+
+    def choices(self) -> dict[str, tuple]: ...  # every Optuna parameter and its choices
+    def sample(self, trial): ...  # a candidate (ArchSpec or CellSpec), drawn through the trial
+    def from_params(self, params: dict): ...
+    def parse(self, text: str): ...
+    def project(self, spec: ArchSpec) -> dict: ...  # the nearest parameters; ValueError if none
+
+
+def get_space(name: str, *, width: float = 0.5, stem_stride: int = 2) -> SearchSpace:
     if name not in SPACES:
         raise ValueError(f"space={name!r} is unknown; expected one of {', '.join(SPACES)}")
     if name == "nb201":
@@ -30,6 +44,7 @@ __all__ = [
     "CellSpec",
     "MnasNetSpace",
     "Nb201Space",
+    "SearchSpace",
     "Skeleton",
     "SpecError",
     "feature_sizes",

@@ -94,6 +94,9 @@ class Nb201Space:
     def params_of(self, cell: CellSpec) -> dict:
         return {self.param_name(k): op for k, op in enumerate(cell.ops)}
 
+    def project(self, spec) -> dict:
+        raise ValueError("NAS-Bench-201's cells hold no MnasNet-style network: nothing projects onto them")
+
     def from_params(self, params: dict) -> CellSpec:
         return CellSpec(tuple(params[name] for name in self.choices()))
 
