@@ -57,10 +57,34 @@ def new_architectures(storage: str, study: str) -> int:
     return sum(not reused for _, reused in completed(storage, study).values())
 
 
-def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> dict:
+def study_checks(storage: str, name: str, runs: str) -> dict:
+    """What is checked after the last run: duplicates, trials left RUNNING, numbering, trials.csv
+    and the latency cache parsing, interrupted and retried trials; `trained` = new complete ones."""
     import optuna
 
+    from nas.searching import was_interrupted
     from results.record import TrialRecord
+
+    all_trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    records = [(t, TrialRecord.from_trial(t)) for t in all_trials]
+    trained = [r.arch_id for t, r in records if t.state.name == "COMPLETE" and r.reused_from is None]
+    with open(os.path.join(runs, name, "trials.csv")) as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(runs, "latency_cache.json")) as f:
+        cache = json.load(f)
+    return {
+        "duplicated": len(trained) - len(set(trained)),
+        "running_left": sum(t.state.name == "RUNNING" for t in all_trials),
+        "numbers_consecutive": [t.number for t in all_trials] == list(range(len(all_trials))),
+        "csv_rows_match": [int(r["number"]) for r in rows] == [t.number for t in all_trials],
+        "cache_entries": len(cache),
+        "failed_interrupted": sum(was_interrupted(r) for t, r in records if t.state.name == "FAIL"),
+        "retried": sum(r.retry_of is not None for _, r in records),
+        "trained": len(trained),
+    }
+
+
+def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> dict:
 
     rng = random.Random(seed)
     name = f"chaos-{signal.Signals(signum).name.lower()}"
@@ -92,14 +116,8 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
             text=True,
             timeout=1800,
         )
-        study = optuna.load_study(study_name=name, storage=storage)
-        all_trials = study.get_trials(deepcopy=False)
-        records = [(t, TrialRecord.from_trial(t)) for t in all_trials]
-        trained = [r.arch_id for t, r in records if t.state.name == "COMPLETE" and r.reused_from is None]
-        with open(os.path.join(runs, name, "trials.csv")) as f:
-            rows = list(csv.DictReader(f))
-        with open(os.path.join(runs, "latency_cache.json")) as f:
-            cache = json.load(f)
+        after_all = study_checks(storage, name, runs)
+        trained = after_all.pop("trained")
         return {
             "signal": signal.Signals(signum).name,
             "kills": len(delays),
@@ -107,14 +125,9 @@ def run(signum: int, *, kills: int, trials: int, data_dir: str, seed: int) -> di
             "exit_codes": sorted(set(exits)),
             "final_exit": final.returncode,
             "lost": lost,
-            "duplicated": len(trained) - len(set(trained)),
-            "numbers_consecutive": [t.number for t in all_trials] == list(range(len(all_trials))),
-            "csv_rows_match": [int(r["number"]) for r in rows] == [t.number for t in all_trials],
-            "cache_entries": len(cache),
-            "completed": len(trained),
+            **after_all,
+            "completed": trained,
             "asked": trials,
-            "failed_interrupted": sum(r.fail_reason.startswith("interrupted") for t, r in records if t.state.name == "FAIL"),
-            "retried": sum(r.retry_of is not None for _, r in records),
         }
 
 
@@ -128,9 +141,8 @@ def run_shared(*, kills: int, trials: int, data_dir: str, seed: int) -> dict:
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from helpers import temporary_postgres
 
-    from nas.searching import study_evaluations, was_interrupted
+    from nas.searching import study_evaluations
     from nas.storage import HEARTBEAT_SECONDS
-    from results.record import TrialRecord
 
     rng = random.Random(seed)
     name = "chaos-postgres"
@@ -167,13 +179,8 @@ def run_shared(*, kills: int, trials: int, data_dir: str, seed: int) -> dict:
         time.sleep(4 * HEARTBEAT_SECONDS + 10)  # the grace period: a killed worker's trial is stale now
         final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
         study = optuna.load_study(study_name=name, storage=url)
-        all_trials = study.get_trials(deepcopy=False)
-        records = [(t, TrialRecord.from_trial(t)) for t in all_trials]
-        trained = [r.arch_id for t, r in records if t.state.name == "COMPLETE" and r.reused_from is None]
-        with open(os.path.join(runs, name, "trials.csv")) as f:
-            rows = list(csv.DictReader(f))
-        with open(os.path.join(runs, "latency_cache.json")) as f:
-            cache = json.load(f)
+        after_all = study_checks(url, name, runs)
+        del after_all["trained"]  # with a study budget, every new evaluation counts, not only complete ones
         return {
             "scenario": "2 workers, PostgreSQL",
             "signal": "SIGKILL",
@@ -183,15 +190,9 @@ def run_shared(*, kills: int, trials: int, data_dir: str, seed: int) -> dict:
             "exit_codes": sorted({-9, *exits}) if delays else sorted(set(exits)),
             "final_exit": final.returncode,
             "lost": lost,
-            "duplicated": len(trained) - len(set(trained)),
-            "running_left": sum(t.state.name == "RUNNING" for t in all_trials),
-            "numbers_consecutive": [t.number for t in all_trials] == list(range(len(all_trials))),
-            "csv_rows_match": [int(r["number"]) for r in rows] == [t.number for t in all_trials],
-            "cache_entries": len(cache),
-            "completed": study_evaluations(all_trials),
+            **after_all,
+            "completed": study_evaluations(study.get_trials(deepcopy=False)),
             "asked": trials,
-            "failed_interrupted": sum(was_interrupted(r) for t, r in records if t.state.name == "FAIL"),
-            "retried": sum(r.retry_of is not None for _, r in records),
         }
 
 
