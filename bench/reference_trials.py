@@ -36,7 +36,7 @@ def main() -> None:
     print(f"{'reference':16} {'params':>10} {'acc':>6} {'lat ms':>7} {'p90 ms':>7} {'cv':>6} {'trial s':>8} {'img/s':>6}")
     with tempfile.TemporaryDirectory() as workdir, TrialRunner(trials_per_worker=100) as runner:
         config = dataclasses.replace(config, runs_dir=workdir)
-        evaluator = RealEvaluator(config, runner, config.make_device().fingerprint())  # the search's own path
+        evaluator = RealEvaluator(config, runner, *config.device_config.open())  # the search's own path
         for name in names:
             spec = ArchSpec.from_string(REFERENCES[name])
             start = time.perf_counter()

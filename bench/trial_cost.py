@@ -50,7 +50,7 @@ def trial_breakdown(args, config: SearchConfig, workdir: str) -> None:
     for repeat in range(args.repeats):
         # the search's own evaluator, latency first (its cache in a fresh folder per repeat: measured every time)
         trial_config = dataclasses.replace(config, seed=repeat, runs_dir=os.path.join(workdir, str(repeat)))
-        evaluator = RealEvaluator(trial_config, runner, trial_config.make_device().fingerprint())
+        evaluator = RealEvaluator(trial_config, runner, *trial_config.device_config.open())
         start = time.perf_counter()
         latency = evaluator.latency(spec)
         outcome = evaluator.accuracy(spec, latency_ms=latency.median_ms)

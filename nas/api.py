@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nas.config import ConfigError, SearchConfig
+from nas.config import ConfigError, DeviceConfig, SearchConfig
 from search_spaces import INPUT_SHAPE
 from search_spaces.files import COMPARE_JSON, STUDY_DB, code_version
 from trainers.full import Recipe
@@ -86,16 +86,19 @@ def comparison_path(config: SearchConfig) -> str:
 
 
 def calibrate(
-    config: SearchConfig | None = None, *, input_size: int = INPUT_SHAPE[0], names: list[str] | None = None, on_row=None
+    device_config: DeviceConfig | None = None,
+    *,
+    input_size: int = INPUT_SHAPE[0],
+    names: list[str] | None = None,
+    runs_dir: str = "runs",
+    on_row=None,
 ) -> tuple[list, dict, str]:
-    """Measure the reference architectures on `config`'s device at `input_size` (>= 128: the papers'
-    own strides, 1000 classes); (rows, fingerprint, path of the calibration store)."""
+    """Measure the reference architectures on the device of `device_config` (default the host) at
+    `input_size` (>= 128: the papers' own strides, 1000 classes); (rows, fingerprint, path of the
+    calibration store in `runs_dir`)."""
     import tempfile
 
-    from latency.devices import DeviceError
     from nas import calibration
-
-    config = config or SearchConfig()
     from nas.worker import WORKER_LOG
     from search_spaces import SpecError, reference, validate
 
@@ -115,11 +118,7 @@ def calibrate(
             misfits[name] = f"does not fit {input_size}x{input_size}: {error}{hint}"
     if len(misfits) == len(names):
         raise ConfigError(f"no reference fits input-size={input_size}: " + "; ".join(f"{n} {e}" for n, e in misfits.items()))
-    device = config.make_device()
-    try:
-        fingerprint = device.fingerprint()
-    except DeviceError as error:
-        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+    device, fingerprint = (device_config or DeviceConfig()).open()
     with tempfile.TemporaryDirectory() as workdir:
         rows = calibration.calibrate(
             device=device,
@@ -128,10 +127,10 @@ def calibrate(
             names=names,
             misfits=misfits,
             workdir=workdir,
-            log_path=os.path.join(config.runs_dir, WORKER_LOG),
+            log_path=os.path.join(runs_dir, WORKER_LOG),
             on_row=on_row,
         )
-    return rows, fingerprint, calibration.save(config.runs_dir, fingerprint, input_size, rows)
+    return rows, fingerprint, calibration.save(runs_dir, fingerprint, input_size, rows)
 
 
 @dataclass(frozen=True)
@@ -177,17 +176,17 @@ class Selection:
 def resolve(selection: Selection, recipe: Recipe):
     """(chosen models, dataset name, study or None): the data set follows the study's provenance."""
     from nas.choice import choose
-    from results.record import study_settings
+    from results.record import StudySettings
 
     study, dataset = None, selection.dataset or "cifar10"
     if selection.uses_study:
         config, study = open_study(selection.study, storage=selection.storage, runs_dir=selection.runs_dir)
-        settings = study_settings(study)
-        if settings.get("space") == "nb201":
+        settings = StudySettings.of(study)
+        if settings.space == "nb201":
             raise ConfigError(
                 f"study {config.study_name!r} searched NAS-Bench-201 cells from tables: there is nothing to retrain"
             )
-        dataset = settings.get("dataset", "cifar10")
+        dataset = settings.dataset or "cifar10"
         if selection.dataset is not None and selection.dataset != dataset:
             raise ConfigError(
                 f"study {config.study_name!r} searched on {dataset}, not dataset={selection.dataset!r}: "
@@ -249,12 +248,11 @@ def retrain(
 
 
 def export(
-    selection: Selection, recipe: Recipe | None = None, *, device_config: SearchConfig | None = None, formats=None
+    selection: Selection, recipe: Recipe | None = None, *, device_config: DeviceConfig | None = None, formats=None
 ) -> list:
     """Export every chosen, retrained model (.keras, TFLite fp32/fp16/int8, each checked on the test
     split, timed on the device of `device_config`, default the host) with its model card; the cards."""
     recipe = recipe or Recipe()
-    from latency.devices import DeviceError
     from results.export import FORMATS, export_retrained
     from trainers.full import load_result
 
@@ -265,12 +263,7 @@ def export(
             raise ConfigError(f"{item.workdir} holds no finished retraining of {item.spec.arch_id}: run nas retrain first")
         if result.dataset != dataset_name:
             raise ConfigError(f"{item.workdir} was retrained on {result.dataset}, not {dataset_name}")
-    device_config = device_config or SearchConfig()
-    device = device_config.make_device()
-    try:
-        device.fingerprint()
-    except DeviceError as error:
-        raise ConfigError(f"device {device_config.device!r} cannot be used: {error}") from None
+    device, _ = (device_config or DeviceConfig()).open()
     dataset = load_dataset(dataset_name, selection.data_dir)
     return [
         (item, export_retrained(item.workdir, dataset=dataset, device=device, formats=tuple(formats or FORMATS)))
@@ -283,7 +276,7 @@ def compare(
     recipe: Recipe | None = None,
     *,
     references: tuple[str, ...] | None = None,
-    device_config: SearchConfig | None = None,
+    device_config: DeviceConfig | None = None,
     on_model: Callable | None = None,
     on_epoch: Callable | None = None,
 ) -> tuple[list, str]:
@@ -294,7 +287,6 @@ def compare(
     import datetime
     from dataclasses import asdict, replace
 
-    from latency.devices import DeviceError
     from nas import comparison as comparing
     from results.compare import load_document, merge, records_of, save
 
@@ -313,12 +305,7 @@ def compare(
     chosen += comparing.earlier_models(
         earlier, recipe_id=recipe.recipe_id, dataset=dataset_name, exclude={item.spec.arch_id for item in chosen}
     )
-    device_config = device_config or SearchConfig()
-    device = device_config.make_device()
-    try:
-        fingerprint = device.fingerprint()
-    except DeviceError as error:
-        raise ConfigError(f"device {device_config.device!r} cannot be used: {error}") from None
+    device, fingerprint = (device_config or DeviceConfig()).open()
     dataset = load_dataset(dataset_name, selection.data_dir)
     timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     records = comparing.compare(
@@ -361,18 +348,14 @@ def proxy_check(plan, *, on_result=None, on_epoch=None):
 def latency_fit(config: SearchConfig, *, samples: int = 0, on_start=None, on_sample=None):
     """Measure `samples` random architectures of the space, then fit the latency model to every
     measurement of this device in the cache and save it; (report, path of the saved model)."""
-    from latency.devices import DeviceError
     from nas import latency_fit as fitting
 
     if samples < 0:
         raise ConfigError(f"samples={samples} must be >= 0")
-    try:
-        fingerprint = config.make_device().fingerprint()
-    except DeviceError as error:
-        raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+    device, fingerprint = config.device_config.open()
     if on_start:
         on_start(fingerprint)
     if samples:
-        fitting.measure_samples(config, fingerprint, samples, seed=config.seed, on_sample=on_sample)
+        fitting.measure_samples(config, device, fingerprint, samples, seed=config.seed, on_sample=on_sample)
     report = fitting.fit(config, fingerprint)
     return report, fitting.save_model(config, report.model)

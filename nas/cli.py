@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas import api, progress
-from nas.config import LATENCY_FIELDS, SEARCH_FIELDS, STUDY_FIELDS, ConfigError, SearchConfig, load_config
+from nas.config import LATENCY_FIELDS, SEARCH_FIELDS, STUDY_FIELDS, ConfigError, DeviceConfig, SearchConfig, load_config
 from nas.flags import EXIT_BAD_INPUT, Parser, add_fields, number, values_of, words_of
 from search_spaces import INPUT_SHAPE
 
@@ -37,7 +37,7 @@ def _study_flags(p) -> None:
 
 
 def _latency_flags(p) -> None:
-    add_fields(p, SearchConfig, LATENCY_FIELDS, title="latency measurement")
+    add_fields(p, DeviceConfig, LATENCY_FIELDS, title="latency measurement")
 
 
 def _models_flags(p) -> None:
@@ -51,9 +51,9 @@ def _config(args) -> SearchConfig:
     return load_config(toml_path=getattr(args, "config", None), overrides=values_of(args, SearchConfig))
 
 
-def _device_config(args) -> SearchConfig:
+def _device_config(args) -> DeviceConfig:
     """The measuring settings of a command that is not a search (its other flags are the recipe's)."""
-    return load_config(overrides=values_of(args, SearchConfig, (*LATENCY_FIELDS, "runs_dir")))
+    return DeviceConfig(**values_of(args, DeviceConfig))
 
 
 def _selection(args):
@@ -219,7 +219,9 @@ def cmd_calibrate(args) -> int:
 
     _say(f"calibrating at {args.input_size}x{args.input_size} on {config.device}")
     on_row = lambda row: _say(progress.calibration_line(row))  # noqa: E731
-    rows, fingerprint, path = api.calibrate(config, input_size=args.input_size, names=names, on_row=on_row)
+    rows, fingerprint, path = api.calibrate(
+        config.device_config, input_size=args.input_size, names=names, runs_dir=config.runs_dir, on_row=on_row
+    )
     print(progress.calibration_summary(rows, fingerprint, target_ms=target, path=path))
     return 0
 

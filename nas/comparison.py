@@ -17,9 +17,9 @@ import statistics
 from collections.abc import Callable
 
 from nas.choice import Chosen, save_provenance
+from results.card import ModelCard
 from results.compare import CompareRecord, with_dominance
 from search_spaces import ArchSpec
-from search_spaces.files import MODEL_CARD
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,6 @@ LATENCY_ROUNDS = 3
 
 def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
     """(result, model card) of `item`, retraining and exporting only what is not there yet."""
-    import json
-
     from results.export import export_retrained
     from trainers.full import load_result, retrain
 
@@ -39,14 +37,8 @@ def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
     result = load_result(item.workdir)
     if result is None:
         result = retrain(item.spec, dataset, recipe=recipe, workdir=item.workdir, on_epoch=on_epoch)
-    card_path = os.path.join(item.workdir, MODEL_CARD + ".json")
-    card = None
-    if os.path.exists(card_path):
-        with open(card_path) as f:
-            card = json.load(f)
-        if not all("test_accuracy" in card["formats"].get(p, {}) for p in ("fp32", "int8")):
-            card = None
-    if card is None:
+    card = ModelCard.load(item.workdir)
+    if card is None or not all(p in card.formats and card.formats[p].scored for p in ("fp32", "int8")):
         card = export_retrained(item.workdir, dataset=dataset, device=None, formats=("fp32", "int8"), measure=False)
     return result, card
 
@@ -78,28 +70,28 @@ def compare(
             on_model(k, len(chosen), item)
         finished.append((item, *retrain_and_export(item, dataset=dataset, recipe=recipe, on_epoch=on_epoch)))
     paths = {
-        (item.spec.arch_id, precision): os.path.join(item.workdir, card["formats"][precision]["file"])
+        (item.spec.arch_id, precision): os.path.join(item.workdir, card.formats[precision].file)
         for item, _, card in finished
         for precision in ("fp32", "int8")
-        if "file" in card["formats"].get(precision, {})
+        if precision in card.formats and card.formats[precision].file
     }
     latencies = time_side_by_side(paths, device)
     fingerprint = device.fingerprint()["id"]
     records = []
     for item, result, card in finished:
-        formats = card["formats"]
+        scored = {p: card.formats[p].test_accuracy for p in ("fp32", "int8") if p in card.formats}
         records.append(
             CompareRecord(
                 model=item.name,
                 kind="reference" if "reference" in item.provenance else "found",
                 arch=item.spec.to_string(),
                 arch_id=item.spec.arch_id,
-                params_count=card["params_count"],
-                multiply_adds=card["multiply_adds"],
+                params_count=card.params_count,
+                multiply_adds=card.multiply_adds,
                 latency_fp32_ms=latencies.get((item.spec.arch_id, "fp32")),
                 latency_int8_ms=latencies.get((item.spec.arch_id, "int8")),
-                test_accuracy_fp32=formats.get("fp32", {}).get("test_accuracy"),
-                test_accuracy_int8=formats.get("int8", {}).get("test_accuracy"),
+                test_accuracy_fp32=scored.get("fp32"),
+                test_accuracy_int8=scored.get("int8"),
                 val_accuracy=result.val_accuracy,
                 epochs=result.epochs_run,
                 train_seconds=result.train_seconds,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from latency.devices import DEFAULT_PATTERN, make_device
 from latency.measure import LatencyProtocol
+from results.record import IDENTITY, StudySettings
 from results.reward import CONSTRAINTS
 from search_spaces import SPACES, TABULAR_SPACES
 from search_spaces.files import LATENCY_CACHE, STUDY_DB
@@ -36,6 +37,94 @@ class ConfigError(ValueError):
 def _setting(default, help: str, **flag):
     """A field with its command-line flag (see nas.flags)."""
     return field(default=default, metadata={"help": help, **flag})
+
+
+def is_table(device: str) -> bool:
+    """`device` is a table of published latencies (table:FILE:COLUMN)."""
+    return device.startswith("table:")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Where and how latency is measured (see latency.devices): the settings of every command that
+    times models. `open()` makes the device once and checks that it answers."""
+
+    device: str = _setting(
+        "host", "host (LiteRT here), adb[:SERIAL] (benchmark_model on a phone), cmd:'COMMAND {model}' or table:FILE:COLUMN"
+    )
+    latency_threads: int = _setting(1, "interpreter threads")
+    latency_precision: str = _setting("fp32", "fp32, or int8 (the full-integer model, as shipped)")
+    latency_warmup: int = _setting(30, "untimed runs first")
+    latency_runs: int = _setting(200, "timed runs, in 5 rounds")
+    latency_max_cv: float = _setting(0.05, "re-measure (up to 3 attempts) when the rounds' spread exceeds this")
+    latency_pin_core: int | None = _setting(None, "host: pin the measurement to this CPU core")
+    device_timeout_s: float = _setting(120.0, "seconds per device command", flag="--device-timeout")
+    adb_path: str = _setting("adb", "adb binary", flag="--adb")
+    benchmark_binary: str = _setting("/data/local/tmp/benchmark_model", "benchmark_model on the phone")
+    delegate: str = _setting("xnnpack", "adb: xnnpack, none, gpu or nnapi")
+    latency_regex: str = _setting(
+        DEFAULT_PATTERN, "cmd: regex whose group 1 is a latency in ms", default_text="a number before 'ms'"
+    )
+
+    def __post_init__(self) -> None:
+        _choice("latency_precision", self.latency_precision, LATENCY_PRECISIONS)
+        _positive("latency_max_cv", self.latency_max_cv)
+        _positive("device_timeout_s", self.device_timeout_s)
+        if not isinstance(self.latency_warmup, int) or isinstance(self.latency_warmup, bool) or self.latency_warmup < 0:
+            raise ConfigError(f"latency-warmup={self.latency_warmup!r} must be an integer >= 0")
+        if not isinstance(self.latency_runs, int) or self.latency_runs < LATENCY_ROUNDS:
+            raise ConfigError(f"latency-runs={self.latency_runs!r} must be an integer >= {LATENCY_ROUNDS} (5 rounds)")
+        _count("latency_threads", self.latency_threads)
+        if not self.is_tabular:
+            self.make()  # validates device, pinning, delegate and regex
+
+    @property
+    def is_tabular(self) -> bool:
+        """Latencies come from a published table: nothing is measured."""
+        return is_table(self.device)
+
+    def protocol(self) -> LatencyProtocol:
+        return LatencyProtocol(
+            threads=self.latency_threads,
+            warmup_runs=self.latency_warmup,
+            rounds=LATENCY_ROUNDS,
+            runs_per_round=self.latency_runs // LATENCY_ROUNDS,
+            max_cv=self.latency_max_cv,
+        )
+
+    def make(self):
+        """The measuring device (a plain-value dataclass that can cross into the worker)."""
+        try:
+            return make_device(
+                self.device,
+                protocol=self.protocol(),
+                precision=self.latency_precision,
+                pin_core=self.latency_pin_core,
+                adb=self.adb_path,
+                binary=self.benchmark_binary,
+                delegate=self.delegate,
+                pattern=self.latency_regex,
+                timeout_s=self.device_timeout_s,
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def open(self):
+        """(device, fingerprint): the device made and asked what it is; one that cannot answer is a
+        ConfigError naming it."""
+        from latency.devices import DeviceError
+
+        device = self.make()
+        try:
+            return device, device.fingerprint()
+        except DeviceError as error:
+            raise ConfigError(f"device {self.device!r} cannot be used: {error}") from None
+
+
+def _as_in_device_config(name: str):
+    """A SearchConfig field that is DeviceConfig's `name`: the same default and help."""
+    original = DeviceConfig.__dataclass_fields__[name]
+    return field(default=original.default, metadata=original.metadata)
 
 
 @dataclass(frozen=True)
@@ -86,23 +175,19 @@ class SearchConfig:
     epochs: int = _setting(ProxyBudget.epochs, "proxy: epochs")
     batch_size: int = _setting(ProxyBudget.batch_size, "proxy: batch size")
     early_stop: str = _setting("off", "on: stop a trial dominated part-way by a faster finished one (nas.early_stop)")
-    # latency measurement (see latency.devices)
-    device: str = _setting(
-        "host", "host (LiteRT here), adb[:SERIAL] (benchmark_model on a phone), cmd:'COMMAND {model}' or table:FILE:COLUMN"
-    )
-    latency_threads: int = _setting(1, "interpreter threads")
-    latency_precision: str = _setting("fp32", "fp32, or int8 (the full-integer model, as shipped)")
-    latency_warmup: int = _setting(30, "untimed runs first")
-    latency_runs: int = _setting(200, "timed runs, in 5 rounds")
-    latency_max_cv: float = _setting(0.05, "re-measure (up to 3 attempts) when the rounds' spread exceeds this")
-    latency_pin_core: int | None = _setting(None, "host: pin the measurement to this CPU core")
-    device_timeout_s: float = _setting(120.0, "seconds per device command", flag="--device-timeout")
-    adb_path: str = _setting("adb", "adb binary", flag="--adb")
-    benchmark_binary: str = _setting("/data/local/tmp/benchmark_model", "benchmark_model on the phone")
-    delegate: str = _setting("xnnpack", "adb: xnnpack, none, gpu or nnapi")
-    latency_regex: str = _setting(
-        DEFAULT_PATTERN, "cmd: regex whose group 1 is a latency in ms", default_text="a number before 'ms'"
-    )
+    # latency measurement: DeviceConfig's fields (its defaults and help), flat for the flags and TOML keys
+    device: str = _as_in_device_config("device")
+    latency_threads: int = _as_in_device_config("latency_threads")
+    latency_precision: str = _as_in_device_config("latency_precision")
+    latency_warmup: int = _as_in_device_config("latency_warmup")
+    latency_runs: int = _as_in_device_config("latency_runs")
+    latency_max_cv: float = _as_in_device_config("latency_max_cv")
+    latency_pin_core: int | None = _as_in_device_config("latency_pin_core")
+    device_timeout_s: float = _as_in_device_config("device_timeout_s")
+    adb_path: str = _as_in_device_config("adb_path")
+    benchmark_binary: str = _as_in_device_config("benchmark_binary")
+    delegate: str = _as_in_device_config("delegate")
+    latency_regex: str = _as_in_device_config("latency_regex")
     latency_screen: bool = _setting(True, "with a hard limit: do not skip candidates the latency model is sure exceed it")
 
     def __post_init__(self) -> None:
@@ -121,10 +206,7 @@ class SearchConfig:
             _positive("max_latency_ms", self.max_latency_ms)
         if self.timeout_s is not None:
             _positive("timeout_s", self.timeout_s)
-        _choice("latency_precision", self.latency_precision, LATENCY_PRECISIONS)
         _choice("early_stop", self.early_stop, ("off", "on"))
-        _positive("latency_max_cv", self.latency_max_cv)
-        _positive("device_timeout_s", self.device_timeout_s)
         _positive("trial_timeout_s", self.trial_timeout_s)
         if self.space in TABULAR_SPACES and not self.is_tabular:
             raise ConfigError(
@@ -134,14 +216,8 @@ class SearchConfig:
             raise ConfigError(f"device={self.device!r} is a table of NAS-Bench-201 cells: use it with --space nb201")
         if self.dataset == "imagenet16" and self.space not in TABULAR_SPACES:
             raise ConfigError("dataset='imagenet16' exists only as NAS-Bench-201's table (--space nb201)")
-        if not isinstance(self.latency_warmup, int) or isinstance(self.latency_warmup, bool) or self.latency_warmup < 0:
-            raise ConfigError(f"latency-warmup={self.latency_warmup!r} must be an integer >= 0")
-        if not isinstance(self.latency_runs, int) or self.latency_runs < LATENCY_ROUNDS:
-            raise ConfigError(f"latency-runs={self.latency_runs!r} must be an integer >= {LATENCY_ROUNDS} (5 rounds)")
-        for name in ("trials", "trials_per_worker", "train_images", "val_images", "epochs", "batch_size", "latency_threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')}={value!r} must be an integer >= 1")
+        for name in ("trials", "trials_per_worker", "train_images", "val_images", "epochs", "batch_size"):
+            _count(name, getattr(self, name))
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value > 0):
@@ -150,8 +226,7 @@ class SearchConfig:
             raise ConfigError(f"batch-size={self.batch_size} exceeds train-images={self.train_images}")
         if self.study_trials is not None and (not isinstance(self.study_trials, int) or self.study_trials < 1):
             raise ConfigError(f"study-trials={self.study_trials!r} must be an integer >= 1")
-        if not self.is_tabular:
-            self.make_device()  # validates device, pinning, delegate and regex
+        _ = self.device_config  # built once here: it validates the latency settings
         if self.study_name is None:
             object.__setattr__(self, "study_name", f"{self.space}-{self.dataset}")
         if not self.study_name or any(c in self.study_name for c in "/\\") or self.study_name.startswith("."):
@@ -175,7 +250,7 @@ class SearchConfig:
     @property
     def is_tabular(self) -> bool:
         """Accuracy and latency come from published tables: nothing is trained or measured."""
-        return self.device.startswith("table:")
+        return is_table(self.device)
 
     @property
     def num_classes(self) -> int:
@@ -198,31 +273,9 @@ class SearchConfig:
 
         return get_space(self.space, width=self.width, stem_stride=self.stem_stride)
 
-    def latency_protocol(self) -> LatencyProtocol:
-        return LatencyProtocol(
-            threads=self.latency_threads,
-            warmup_runs=self.latency_warmup,
-            rounds=LATENCY_ROUNDS,
-            runs_per_round=self.latency_runs // LATENCY_ROUNDS,
-            max_cv=self.latency_max_cv,
-        )
-
-    def make_device(self):
-        """The measuring device (a plain-value dataclass that can cross into the worker)."""
-        try:
-            return make_device(
-                self.device,
-                protocol=self.latency_protocol(),
-                precision=self.latency_precision,
-                pin_core=self.latency_pin_core,
-                adb=self.adb_path,
-                binary=self.benchmark_binary,
-                delegate=self.delegate,
-                pattern=self.latency_regex,
-                timeout_s=self.device_timeout_s,
-            )
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+    @property
+    def device_config(self) -> DeviceConfig:
+        return DeviceConfig(**{name: getattr(self, name) for name in LATENCY_FIELDS})
 
     def reward_settings(self) -> dict:
         return {"target_ms": self.target_ms, "alpha": self.reward_alpha, "beta": self.reward_beta}
@@ -231,26 +284,22 @@ class SearchConfig:
         """Settings that must stay fixed for a study's trials to be comparable. The reward's
         settings are among them only in reward mode, where they define the objective; in Pareto
         mode the reward is a derived column, recomputed with the study's latest settings."""
-        identity = {
-            "mode": self.mode,
-            "space": self.space,
-            "width": self.width,
-            "stem_stride": self.stem_stride,
-            "dataset": self.dataset,
-            "train_images": self.train_images,
-            "val_images": self.val_images,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "latency_threads": self.latency_threads,
-            "device": self.device,
-            "latency_precision": self.latency_precision,
-        }
+        identity = {name: getattr(self, name) for name in IDENTITY}
         return identity | (self.reward_settings() if self.mode == "reward" else {})
+
+    def study_settings(self, fingerprint: dict) -> StudySettings:
+        """What a search with this configuration records on its study."""
+        return StudySettings(**self.study_identity(), **self.reward_settings(), strategy=self.strategy, fingerprint=fingerprint)
 
 
 def _choice(name: str, value, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _count(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name.replace('_', '-')}={value!r} must be an integer >= 1")
 
 
 def _positive(name: str, value) -> None:
@@ -261,10 +310,7 @@ def _positive(name: str, value) -> None:
 FIELD_NAMES = {f.name for f in dataclasses.fields(SearchConfig)}
 #: the flags of every command that reads a study, and of every command that measures latency
 STUDY_FIELDS = ("study_name", "storage", "runs_dir")
-LATENCY_FIELDS = (
-    "device", "latency_threads", "latency_precision", "latency_warmup", "latency_runs", "latency_max_cv",
-    "latency_pin_core", "device_timeout_s", "adb_path", "benchmark_binary", "delegate", "latency_regex",
-)  # fmt: skip
+LATENCY_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceConfig))
 #: the search's own flags, besides those
 SEARCH_FIELDS = (
     "mode", "target_ms", "constraint", "alpha", "beta", "max_latency_ms", "strategy", "space", "width", "stem_stride",

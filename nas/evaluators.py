@@ -47,7 +47,7 @@ class LatencyAnswer:
 
 def latency_cache_key(config: SearchConfig, fingerprint: dict, arch_id: str) -> str:
     """The cache key of an architecture measured as `config` measures, on `fingerprint`'s device."""
-    protocol = config.latency_protocol()
+    protocol = config.device_config.protocol()
     return cache_key(arch_id, INPUT_SHAPE, num_classes=config.num_classes, fingerprint=fingerprint, protocol=protocol)
 
 
@@ -73,11 +73,10 @@ class RealEvaluator:  # an Evaluator
 
     cheap_latency = False  # each latency is a conversion and a measurement
 
-    def __init__(self, config: SearchConfig, runner: TrialRunner, fingerprint: dict, *, keep_models: bool = True):
+    def __init__(self, config: SearchConfig, runner: TrialRunner, device, fingerprint: dict, *, keep_models: bool = True):
         self.config = config
         self.runner = runner
-        self.fingerprint = fingerprint
-        self.device = config.make_device()
+        self.device, self.fingerprint = device, fingerprint  # made and asked once (DeviceConfig.open)
         self.cache = LatencyCache(config.latency_cache_path)
         self.keep_models = keep_models
         self._latency_model = None

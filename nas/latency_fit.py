@@ -45,6 +45,7 @@ def random_architectures(config: SearchConfig, count: int, *, seed: int) -> list
 
 def measure_samples(
     config: SearchConfig,
+    device,
     fingerprint: dict,
     count: int,
     *,
@@ -60,7 +61,7 @@ def measure_samples(
     new = 0
     log_path = os.path.join(config.runs_dir, WORKER_LOG)
     with TrialRunner(trials_per_worker=config.trials_per_worker, log_path=log_path) as runner:
-        evaluator = RealEvaluator(config, runner, fingerprint, keep_models=False)  # samples are for the model only
+        evaluator = RealEvaluator(config, runner, device, fingerprint, keep_models=False)  # samples are for the model only
         for k, spec in enumerate(random_architectures(config, count, seed=seed), start=1):
             if evaluator.cached_latency(spec) is not None:
                 continue

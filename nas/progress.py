@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from results.formatting import number
 from search_spaces.files import MODEL_CARD
 
 
@@ -110,14 +111,14 @@ def retrain_line(result) -> str:
     )
 
 
-def export_lines(item, card: dict) -> str:
-    lines = [f"{card['arch_id']}: {card['params_count']:,} params, {card['multiply_adds']:,} multiply-adds"]
-    for name, entry in card["formats"].items():
-        if "error" in entry:
-            lines.append(f"  {name:6} failed: {entry['error']}")
+def export_lines(item, card) -> str:
+    lines = [f"{card.arch_id}: {card.params_count:,} params, {number(card.multiply_adds, ',')} multiply-adds"]
+    for name, entry in card.formats.items():
+        if entry.error is not None:
+            lines.append(f"  {name:6} failed: {entry.error}")
             continue
-        latency = f"{entry['latency_median_ms']:.3f} ms" if "latency_median_ms" in entry else "-"
-        lines.append(f"  {name:6} test accuracy {entry['test_accuracy']:.4f}  latency {latency:>9}  {entry['file']}")
+        latency = number(entry.latency_median_ms, ".3f") + (" ms" if entry.latency_median_ms is not None else "")
+        lines.append(f"  {name:6} test accuracy {entry.test_accuracy:.4f}  latency {latency:>9}  {entry.file}")
     return "\n".join([*lines, f"  model card: {os.path.join(item.workdir, MODEL_CARD + '.md')}"])
 
 

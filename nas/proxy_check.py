@@ -112,14 +112,14 @@ def plan(config: SearchConfig, settings: CheckSettings, *, study=None, given: se
     import dataclasses
     import math
 
-    from results.record import study_settings
+    from results.record import StudySettings
 
     if settings.archs < 0 or (settings.archs == 0 and settings.references == ""):
         raise ConfigError(f"archs={settings.archs}: nothing to check")
     if settings.trials and study is None:
         raise ConfigError("--trial needs --study")
     if study is not None:
-        stored = study_settings(study)
+        stored = StudySettings.of(study).to_attr()
         inherited = {k: stored[k] for k in config.study_identity() if k in stored and k not in given and k != "mode"}
         config = dataclasses.replace(config, **inherited)
     proxy = Budget(config.train_images, config.epochs)

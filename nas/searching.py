@@ -302,14 +302,11 @@ def run_search(
         if config.is_tabular:
             evaluator = TableEvaluator.from_config(config)
         else:
-            try:
-                fingerprint = config.make_device().fingerprint()
-            except DeviceError as error:
-                raise ConfigError(f"device {config.device!r} cannot be used: {error}") from None
+            device, fingerprint = config.device_config.open()
             runner = stack.enter_context(
                 TrialRunner(trials_per_worker=config.trials_per_worker, log_path=os.path.join(config.run_dir, WORKER_LOG))
             )
-            evaluator = RealEvaluator(config, runner, fingerprint)
+            evaluator = RealEvaluator(config, runner, device, fingerprint)
         return _run_search(config, stack, evaluator, on_trial=on_trial, on_start=on_start)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 
+from results.dominance import non_dominated
 from results.record import TrialRecord
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,8 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
 
 
 def pareto_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The non-dominated (latency, accuracy) points, by latency (one sweep after sorting)."""
-    front, best = [], -math.inf
-    for latency, accuracy in sorted(set(points), key=lambda p: (p[0], -p[1])):
-        if accuracy > best:
-            front.append((latency, accuracy))
-            best = accuracy
-    return front
+    """The distinct non-dominated (latency, accuracy) points, by latency."""
+    return non_dominated(set(points), lambda p: p)
 
 
 # -- the strategy as an Optuna sampler -------------------------------------------------------

@@ -7,6 +7,7 @@ kill interrupted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -18,7 +19,7 @@ import sqlalchemy.exc
 
 from latency.fingerprint import differences
 from nas.config import ConfigError, SearchConfig
-from results.record import SETTINGS_ATTR, TrialRecord, store, study_settings
+from results.record import StudySettings, TrialRecord, store
 
 log = logging.getLogger(__name__)
 
@@ -97,35 +98,32 @@ def lock_sqlite(path: str, stack: contextlib.ExitStack, study_name: str) -> None
         ) from None
 
 
-def settings_of(config: SearchConfig, fingerprint: dict) -> dict:
-    return {**config.study_identity(), **config.reward_settings(), "strategy": config.strategy, "fingerprint": fingerprint}
-
-
 def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> None:
     """Record the study's settings on its first run; on later runs refuse settings or a latency
     fingerprint that would make the new trials incomparable with the stored ones. The reward's
     settings may change in Pareto mode (the reward is a derived column, recomputed from them)."""
-    stored = study_settings(study) or None
-    wanted = settings_of(config, fingerprint)
-    if stored is None:
-        study.set_user_attr(SETTINGS_ATTR, wanted)
+    stored = StudySettings.of(study)
+    wanted = config.study_settings(fingerprint)
+    if not stored.recorded:
+        wanted.save(study)
         return
-    for key in config.study_identity():
-        # A key missing from an older study's record held that version's default.
-        if stored.get(key, LEGACY_DEFAULTS.get(key, getattr(SearchConfig, key, None))) != wanted[key]:
+    for key, value in config.study_identity().items():
+        # A setting missing from an older study's record held that version's default.
+        was = getattr(stored, key)
+        if (was if was is not None else LEGACY_DEFAULTS.get(key, getattr(SearchConfig, key, None))) != value:
             raise ConfigError(
-                f"study {config.study_name!r} was run with {key}={stored.get(key)!r}, not {wanted[key]!r}: "
+                f"study {config.study_name!r} was run with {key}={was!r}, not {value!r}: "
                 "its trials would not be comparable; use another --study-name"
             )
-    stored_fingerprint = stored.get("fingerprint", {})
-    if stored_fingerprint.get("id") != fingerprint["id"]:
+    if stored.fingerprint.get("id") != fingerprint["id"]:
         raise ConfigError(
-            f"study {config.study_name!r} measured latency on fingerprint {stored_fingerprint.get('id')} and this process "
-            f"measures on {fingerprint['id']} ({differences(stored_fingerprint, fingerprint)}): latencies would mix; "
+            f"study {config.study_name!r} measured latency on fingerprint {stored.fingerprint.get('id')} and this process "
+            f"measures on {fingerprint['id']} ({differences(stored.fingerprint, fingerprint)}): latencies would mix; "
             "use identical machines, one device hook for every worker, or another --study-name"
         )
-    if any(stored.get(k) != v for k, v in config.reward_settings().items()) or stored.get("strategy") != config.strategy:
-        study.set_user_attr(SETTINGS_ATTR, {**stored, **config.reward_settings(), "strategy": config.strategy})
+    changed = {**config.reward_settings(), "strategy": config.strategy}
+    if any(getattr(stored, k) != v for k, v in changed.items()):
+        dataclasses.replace(stored, **changed).save(study)
 
 
 def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from results.dominance import dominates as point_dominates
+from results.dominance import non_dominated
+from results.formatting import number
 from search_spaces.files import read_json, write_text_atomic
 
 PRECISIONS = ("fp32", "int8")
@@ -52,10 +55,9 @@ class CompareRecord:
 
 
 def dominates(a: CompareRecord, b: CompareRecord, precision: str) -> bool:
-    (lat_a, acc_a), (lat_b, acc_b) = a.point(precision), b.point(precision)
-    if None in (lat_a, acc_a, lat_b, acc_b):
-        return False
-    return acc_a >= acc_b and lat_a <= lat_b and (acc_a > acc_b or lat_a < lat_b)
+    """a dominates b in `precision` (never when either lacks a figure there)."""
+    pa, pb = a.point(precision), b.point(precision)
+    return None not in (*pa, *pb) and point_dominates(pa, pb)
 
 
 def with_dominance(records: list[CompareRecord]) -> list[CompareRecord]:
@@ -81,13 +83,7 @@ def merge(earlier: list[CompareRecord], new: list[CompareRecord]) -> list[Compar
 
 def front(records: list[CompareRecord], precision: str) -> list[CompareRecord]:
     """The retrained models no other retrained model dominates, by latency."""
-    scored = [r for r in records if None not in r.point(precision)]
-    kept = [r for r in scored if not any(dominates(o, r, precision) for o in scored)]
-    return sorted(kept, key=lambda r: r.point(precision)[0])
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return non_dominated((r for r in records if None not in r.point(precision)), lambda r: r.point(precision))
 
 
 def groups(records: list[CompareRecord]) -> dict[tuple, list[CompareRecord]]:
@@ -114,9 +110,9 @@ def format_table(records: list[CompareRecord]) -> str:
         for r in sorted(members, key=lambda r: r.latency_int8_ms if r.latency_int8_ms is not None else float("inf")):
             macs = None if r.multiply_adds is None else r.multiply_adds / 1e6
             lines.append(
-                f"{r.model:<18} {r.kind:<9} {r.arch_id:<12} {r.params_count:>9,} {_fmt(macs, '.1f'):>6} "
-                f"{_fmt(r.latency_fp32_ms, '.3f'):>8} {_fmt(r.latency_int8_ms, '.3f'):>8} "
-                f"{_fmt(r.test_accuracy_fp32, '.4f'):>8} {_fmt(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
+                f"{r.model:<18} {r.kind:<9} {r.arch_id:<12} {r.params_count:>9,} {number(macs, '.1f'):>6} "
+                f"{number(r.latency_fp32_ms, '.3f'):>8} {number(r.latency_int8_ms, '.3f'):>8} "
+                f"{number(r.test_accuracy_fp32, '.4f'):>8} {number(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
                 f"{r.train_seconds / 60:>9.1f}"
             )
         lines.append("")

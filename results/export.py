@@ -9,15 +9,15 @@ MobileViT model on these CPUs).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from search_spaces.files import MODEL_CARD, load_provenance, write_text_atomic
+from results.card import FormatEntry, ModelCard
+from search_spaces.files import load_provenance
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,12 @@ def tflite_accuracy(path: str, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(run_tflite(path, images), axis=1) == labels))
 
 
-def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, ...] = FORMATS, measure: bool = True) -> dict:
+def export_retrained(
+    workdir: str, *, dataset, device=None, formats: tuple[str, ...] = FORMATS, measure: bool = True
+) -> ModelCard:
     """Write `workdir`/model_<format>.tflite and model_card.{md,json}; return the card. With
-    `measure=False` the files are not timed (`nas compare` times all models side by side)."""
+    `measure=False` the files are not timed (`nas compare` times all models side by side) and the
+    card names no device."""
     import keras
 
     from latency.convert import to_tflite
@@ -54,18 +57,12 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
     input_shape = dataset.x_train.shape[1:]
     train_idx, _ = train_val_split(dataset, val_size=recipe["val_images"], seed=recipe["seed"])
     representative = dataset.x_train[np.random.default_rng(0).choice(train_idx, REPRESENTATIVE_IMAGES, replace=False)]
-    device = device or HostDevice()  # where the study measured, if it was told (nas export --device ...)
+    device = (device or HostDevice()) if measure else None  # where the study measured, if it was told (--device)
 
     keras_accuracy = float(
         np.mean(np.argmax(model.predict(dataset.x_test.astype(np.float32), batch_size=256, verbose=0), 1) == dataset.y_test)
     )
-    entries = {
-        "keras": {
-            "file": MODEL,
-            "test_accuracy": keras_accuracy,
-            "size_bytes": os.path.getsize(model_path),
-        }
-    }
+    entries = {"keras": FormatEntry(file=MODEL, test_accuracy=keras_accuracy, size_bytes=os.path.getsize(model_path))}
     for precision in formats:
         path = os.path.join(workdir, f"model_{precision}.tflite")
         start = time.perf_counter()
@@ -79,38 +76,32 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
                 check_inputs=dataset.x_test[:8].astype(np.float32),
             )
         except Exception as error:  # one format failing must not hide the others
-            entries[precision] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+            entries[precision] = FormatEntry(error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
             continue
-        entries[precision] = {
-            "file": os.path.basename(path),
-            "test_accuracy": tflite_accuracy(path, dataset.x_test, dataset.y_test),
-            "size_bytes": os.path.getsize(path),
-        }
-        if not measure:
-            entries[precision]["export_seconds"] = time.perf_counter() - start
-            continue
-        try:
-            latency = device.measure(path)
-            entries[precision] |= {
-                "latency_median_ms": latency.median_ms,
-                "latency_p90_ms": latency.p90_ms,
-                "latency_cv": latency.cv,
-            }
-        except DeviceError as error:  # the file is good; only its timing is missing
-            entries[precision]["latency_error"] = str(error)
-        entries[precision]["export_seconds"] = time.perf_counter() - start
+        entry = FormatEntry(
+            file=os.path.basename(path),
+            test_accuracy=tflite_accuracy(path, dataset.x_test, dataset.y_test),
+            size_bytes=os.path.getsize(path),
+        )
+        if device is not None:
+            try:
+                latency = device.measure(path)
+                entry = replace(entry, latency_median_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, latency_cv=latency.cv)
+            except DeviceError as error:  # the file is good; only its timing is missing
+                entry = replace(entry, latency_error=str(error))
+        entries[precision] = replace(entry, export_seconds=time.perf_counter() - start)
     fp32_path = os.path.join(workdir, "model_fp32.tflite")
-    card = {
-        "arch": spec.to_string(),
-        "arch_id": spec.arch_id,
-        "params_count": int(model.count_params()),
-        "multiply_adds": tflite_macs(fp32_path) if os.path.exists(fp32_path) else None,
-        "input": {"shape": list(input_shape), "dtype": "float32 pixels in [0, 255] (int8 model: uint8)", "dataset": dataset.name},
-        "classes": list(dataset.class_names),
-        "formats": entries,
-        "latency_fingerprint": device.fingerprint(),
-        "latency_protocol": asdict(device.protocol),
-        "training": {
+    card = ModelCard(
+        arch=spec.to_string(),
+        arch_id=spec.arch_id,
+        params_count=int(model.count_params()),
+        multiply_adds=tflite_macs(fp32_path) if os.path.exists(fp32_path) else None,
+        input={"shape": list(input_shape), "dtype": "float32 pixels in [0, 255] (int8 model: uint8)", "dataset": dataset.name},
+        classes=tuple(dataset.class_names),
+        formats=entries,
+        latency_fingerprint=device.fingerprint() if device is not None else None,
+        latency_protocol=asdict(device.protocol) if device is not None else None,
+        training={
             "recipe": recipe,
             "epochs_run": result["epochs_run"],
             "best_epoch": result["best_epoch"],
@@ -118,69 +109,7 @@ def export_retrained(workdir: str, *, dataset, device=None, formats: tuple[str, 
             "test_accuracy": result["test_accuracy"],
             "retrain_seconds": result["train_seconds"],
         },
-        "search": provenance,
-        "references": ["MnasNet: Tan et al., arXiv:1807.11626", "CIFAR: Krizhevsky, 2009"],
-    }
-    write_text_atomic(os.path.join(workdir, MODEL_CARD + ".json"), json.dumps(card, indent=1))
-    write_text_atomic(os.path.join(workdir, MODEL_CARD + ".md"), render_card(card))
+        search=provenance,
+    )
+    card.save(workdir)
     return card
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def render_card(card: dict) -> str:
-    fingerprint = card["latency_fingerprint"]
-    training = card["training"]
-    search = card["search"]
-    lines = [
-        f"# Model card: {card['arch_id']}",
-        "",
-        f"Architecture (block-string grammar of MnasNet/EfficientNet): `{card['arch']}`",
-        "",
-        f"- parameters: {card['params_count']:,}; multiply-adds per image: {_fmt(card['multiply_adds'], ',')}",
-        f"- input: {card['input']['shape']} {card['input']['dtype']}; classes: {', '.join(card['classes'])}",
-        "",
-        "## Formats (test split, evaluated once; latency on the device below)",
-        "",
-        "| format | file | test accuracy | latency p50 ms | latency p90 ms | size KB |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, entry in card["formats"].items():
-        if "error" in entry:
-            lines.append(f"| {name} | - | failed: {entry['error']} | | | |")
-            continue
-        lines.append(
-            f"| {name} | {entry['file']} | {entry['test_accuracy']:.4f} | {_fmt(entry.get('latency_median_ms'), '.3f')} | "
-            f"{_fmt(entry.get('latency_p90_ms'), '.3f')} | {entry['size_bytes'] / 1024:.0f} |"
-        )
-    lines += [
-        "",
-        f"Latency measured on: {fingerprint['device']} ({fingerprint['cpu']}), {fingerprint['runtime']}, "
-        f"{fingerprint['threads']} thread(s), delegate {fingerprint.get('delegate', '-')} (fingerprint {fingerprint['id']}); "
-        "batch 1, median of "
-        f"{card['latency_protocol']['rounds'] * card['latency_protocol']['runs_per_round']} runs after warm-up.",
-        "",
-        "## Training",
-        "",
-        f"Recipe: `{json.dumps(training['recipe'], sort_keys=True)}`",
-        "",
-        f"{training['epochs_run']} epochs in {training['retrain_seconds'] / 60:.1f} min; best validation accuracy "
-        f"{training['val_accuracy']:.4f} at epoch {training['best_epoch']} (validation carved from the training set); "
-        f"test accuracy {training['test_accuracy']:.4f}.",
-        "",
-        "## Search",
-        "",
-    ]
-    if search:
-        lines.append(
-            f"Study `{search.get('study')}`, trial {search.get('trial')}: "
-            f"proxy accuracy {_fmt(search.get('proxy_accuracy'), '.4f')}, "
-            f"latency {_fmt(search.get('latency_ms'), '.3f')} ms, reward {_fmt(search.get('reward'), '.4f')}; the study spent "
-            f"{_fmt(search.get('search_seconds', 0) / 60, '.1f')} min searching ({search.get('trials')} trials)."
-        )
-    else:
-        lines.append("Not from a search (architecture given directly).")
-    lines += ["", "References: " + "; ".join(card["references"]) + "."]
-    return "\n".join(lines) + "\n"

@@ -11,7 +11,10 @@ import io
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from results.record import TrialRecord, study_settings
+from results.dominance import non_dominated
+from results.formatting import number
+from results.record import StudySettings, TrialRecord
+from results.reward import Reward
 from search_spaces.files import write_text_atomic
 
 
@@ -59,11 +62,6 @@ def trial_row(trial) -> TrialRow:
     )
 
 
-def dominates(a: TrialRow, b: TrialRow) -> bool:
-    """a is at least as accurate and as fast as b, and strictly better in one."""
-    return a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and (a.accuracy > b.accuracy or a.latency_ms < b.latency_ms)
-
-
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
     """Non-dominated measured trials, sorted by latency; each architecture once (its earliest trial),
     while distinct architectures that tie are all kept."""
@@ -72,14 +70,7 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
         if row.arch_id not in seen or not row.arch_id:
             seen.add(row.arch_id)
             measured.append(row)
-    # one sweep in latency order (fastest first, the more accurate first among equals): a row is on the
-    # front if it is more accurate than every faster row, or ties the best exactly (a distinct architecture)
-    front, best = [], None
-    for row in sorted(measured, key=lambda r: (r.latency_ms, -r.accuracy, r.number)):
-        if best is None or row.accuracy > best.accuracy or (row.accuracy, row.latency_ms) == (best.accuracy, best.latency_ms):
-            front.append(row)
-            best = row if best is None or row.accuracy > best.accuracy else best
-    return front
+    return non_dominated(measured, lambda r: (r.latency_ms, r.accuracy))
 
 
 def hypervolume(rows: list[TrialRow], *, reference: tuple[float, float]) -> float:
@@ -144,7 +135,7 @@ class ParetoInfo:
     rows: tuple[TrialRow, ...]
     front: tuple[TrialRow, ...]
     best_reward: TrialRow | None
-    settings: dict
+    settings: StudySettings
     hypervolume_reference: tuple[float, float] = (0.0, 1.0)
     hypervolume_history: tuple[tuple[int, float], ...] = ()
     choice_frequencies: dict = field(default_factory=dict)
@@ -163,20 +154,15 @@ class ParetoInfo:
         return sum(row.reused_from is not None for row in self.rows)
 
 
-def with_reward(row: TrialRow, settings: dict) -> TrialRow:
+def with_reward(row: TrialRow, reward: Reward | None) -> TrialRow:
     """The row's MnasNet reward under the study's current target and exponents."""
-    if not row.measured or not {"target_ms", "alpha", "beta"} <= set(settings):
+    if not row.measured or reward is None:
         return row
-    from results.reward import mnasnet_reward
-
-    reward = mnasnet_reward(
-        row.accuracy, row.latency_ms, target_ms=settings["target_ms"], alpha=settings["alpha"], beta=settings["beta"]
-    )
-    return replace(row, reward=reward)
+    return replace(row, reward=reward.of(row.accuracy, row.latency_ms))
 
 
 def pareto_info(study) -> ParetoInfo:
-    settings = study_settings(study)
+    settings = StudySettings.of(study)
     rows = trial_rows(study)
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
@@ -187,7 +173,7 @@ def pareto_info(study) -> ParetoInfo:
         rows=tuple(rows),
         front=tuple(front),
         best_reward=best,
-        settings=dict(settings),
+        settings=settings,
         hypervolume_reference=reference,
         hypervolume_history=tuple(hypervolume_history(rows, reference=reference)),
         choice_frequencies=choice_frequencies(rows, front),
@@ -196,10 +182,6 @@ def pareto_info(study) -> ParetoInfo:
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def format_front(info: ParetoInfo, *, max_arch: int = 70) -> str:
@@ -212,9 +194,9 @@ def format_front(info: ParetoInfo, *, max_arch: int = 70) -> str:
     for row in info.front:
         arch = row.arch if len(row.arch) <= max_arch else row.arch[: max_arch - 3] + "..."
         lines.append(
-            f"{'*' if row.number == best else ' ':1} {row.number:>5} {_fmt(row.accuracy, '.3f'):>6} "
-            f"{_fmt(row.latency_ms, '.3f'):>7} {_fmt(row.latency_p90_ms, '.3f'):>7} "
-            f"{_fmt(row.params_count, ','):>8} {_fmt(row.reward, '.4f'):>7}  {arch}"
+            f"{'*' if row.number == best else ' ':1} {row.number:>5} {number(row.accuracy, '.3f'):>6} "
+            f"{number(row.latency_ms, '.3f'):>7} {number(row.latency_p90_ms, '.3f'):>7} "
+            f"{number(row.params_count, ','):>8} {number(row.reward, '.4f'):>7}  {arch}"
         )
     if best is not None and best not in {r.number for r in info.front}:
         lines.append(f"* best reward: trial {best} ({info.best_reward.reward:.4f}), not on the front")
@@ -230,8 +212,8 @@ def front_rows(info: ParetoInfo) -> list[dict]:
 
 def trial_rows(study) -> list[TrialRow]:
     """Every trial as a row, its reward under the study's current target and exponents."""
-    settings = study_settings(study)
-    return [with_reward(trial_row(t), settings) for t in study.get_trials(deepcopy=False)]
+    reward = StudySettings.of(study).reward
+    return [with_reward(trial_row(t), reward) for t in study.get_trials(deepcopy=False)]
 
 
 def write_trials_csv(study, path: str) -> None:

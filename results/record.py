@@ -8,15 +8,69 @@ missing ones take the field's default, so older studies stay readable.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from results.reward import Reward
 
 #: the study-level attribute holding the search's settings (identity, reward, fingerprint)
 SETTINGS_ATTR = "nas_settings"
 
 
-def study_settings(study) -> dict:
-    """The settings a search recorded on its study ({} for a study no search has run)."""
-    return dict(study.user_attrs.get(SETTINGS_ATTR) or {})
+@dataclass(frozen=True)
+class StudySettings:
+    """What a search records on its study, as one flat user attribute: the settings its trials must
+    share to be comparable (`IDENTITY`), the reward (a derived column in Pareto mode, which later
+    runs may change), the strategy and the latency fingerprint. None: not recorded (an older
+    study, or one no search has run)."""
+
+    mode: str | None = None
+    space: str | None = None
+    width: float | None = None
+    stem_stride: int | None = None
+    dataset: str | None = None
+    train_images: int | None = None
+    val_images: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    latency_threads: int | None = None
+    device: str | None = None
+    latency_precision: str | None = None
+    target_ms: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    strategy: str | None = None
+    fingerprint: dict = field(default_factory=dict)
+
+    @property
+    def recorded(self) -> bool:
+        return self != StudySettings()
+
+    @property
+    def reward(self) -> Reward | None:
+        if None in (self.target_ms, self.alpha, self.beta):
+            return None
+        return Reward(self.target_ms, self.alpha, self.beta)
+
+    def to_attr(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, {})}
+
+    @classmethod
+    def from_attr(cls, attr: dict | None) -> StudySettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (attr or {}).items() if k in known})
+
+    @classmethod
+    def of(cls, study) -> StudySettings:
+        return cls.from_attr(study.user_attrs.get(SETTINGS_ATTR))
+
+    def save(self, study) -> None:
+        """Record these settings on `study`; keys a newer version recorded there stay as they are."""
+        study.set_user_attr(SETTINGS_ATTR, {**(study.user_attrs.get(SETTINGS_ATTR) or {}), **self.to_attr()})
+
+
+#: the settings that must stay fixed for a study's trials to be comparable (the reward's too in reward mode)
+IDENTITY = ("mode", "space", "width", "stem_stride", "dataset", "train_images", "val_images", "epochs", "batch_size",
+            "latency_threads", "device", "latency_precision")  # fmt: skip
 
 
 @dataclass(frozen=True)

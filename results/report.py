@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict
 
+from results.formatting import number
 from results.pareto import ParetoInfo, TrialRow, write_csv_atomic, write_text_atomic
 
 FRONT_COLOR, OTHER_COLOR, TARGET_COLOR = "#d62728", "#9fb3c8", "#2ca02c"
@@ -32,16 +33,10 @@ CHOICE_KINDS = (
 
 def _hover(row: TrialRow) -> str:
     arch = "<br>".join(row.arch.split("-"))
-    reward = "-" if row.reward is None else f"{row.reward:.4f}"
-    params = "-" if row.params_count is None else f"{row.params_count:,}"
+    reward, params = number(row.reward, ".4f"), number(row.params_count, ",")
     seed = f"<br>seeded from {row.seeded_from}" if row.seeded_from else ""
     figures = f"acc {row.accuracy:.3f}, lat {row.latency_ms:.3f} ms<br>params {params}, reward {reward}"
     return f"trial {row.number}<br>{figures}{seed}<br>{arch}"
-
-
-def iso_reward_curve(reward: float, *, target_ms: float, alpha: float, beta: float, latencies: list[float]) -> list[float]:
-    """Accuracy needed for `reward` at each latency: ACC = R / (LAT/T)^w."""
-    return [reward / (lat / target_ms) ** (alpha if lat <= target_ms else beta) for lat in latencies]
 
 
 def front_figure(info: ParetoInfo):
@@ -102,10 +97,10 @@ def front_figure(info: ParetoInfo):
                 hoverinfo="text",
             )
         )
-    settings = info.settings
+    reward = info.settings.reward
     title = "Accuracy vs measured latency"
-    if measured and {"target_ms", "alpha", "beta"} <= set(settings):
-        target = settings["target_ms"]
+    if measured and reward is not None:
+        target = reward.target_ms
         fastest, slowest = min(r.latency_ms for r in measured), max(r.latency_ms for r in measured)
         # A target far from every measurement (75 ms is a phone figure; CIFAR nets run in ~0.3 ms
         # on a host thread) would squash the front against an axis end: keep the axis on the data.
@@ -119,9 +114,7 @@ def front_figure(info: ParetoInfo):
             fig.add_trace(
                 go.Scatter(
                     x=latencies,
-                    y=iso_reward_curve(
-                        level, target_ms=target, alpha=settings["alpha"], beta=settings["beta"], latencies=latencies
-                    ),
+                    y=[reward.accuracy_for(level, latency) for latency in latencies],
                     mode="lines",
                     name=f"reward = {level:.3f}",
                     line={"dash": "dot", "width": 1, "color": "#7f7f7f"},
@@ -262,7 +255,7 @@ def _front_table(info: ParetoInfo) -> str:
         cells = []
         for _, attr, spec in columns:
             value = getattr(row, attr)
-            text = "-" if value is None else format(value, spec)
+            text = number(value, spec)
             sort_key = value if isinstance(value, (int, float)) else html.escape(str(value))
             cells.append(f'<td data-sort="{sort_key}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -319,7 +312,7 @@ def render_html(info: ParetoInfo, comparison: list | None = None) -> str:
         counts += f"; and {info.reused} re-proposals answered from the study"
     best = info.best_reward
     best_text = f"best reward {best.reward:.4f} (trial {best.number})" if best else "no trained trial yet"
-    settings = html.escape(json.dumps(info.settings, indent=2, sort_keys=True))
+    settings = html.escape(json.dumps(info.settings.to_attr(), indent=2, sort_keys=True))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>nas report: {html.escape(info.study_name)}</title>
 <style>{_STYLE}</style>
@@ -348,6 +341,6 @@ def write_report(info: ParetoInfo, out_dir: str, *, comparison: list | None = No
     write_csv_atomic(list(info.front), paths["front.csv"])
     front = [asdict(row) for row in info.front]
     write_text_atomic(
-        paths["front.json"], json.dumps({"study": info.study_name, "settings": info.settings, "front": front}, indent=1)
+        paths["front.json"], json.dumps({"study": info.study_name, "settings": info.settings.to_attr(), "front": front}, indent=1)
     )
     return paths

@@ -89,6 +89,8 @@ BAD = [
     (["compare", "--arch", "mnasnet-small", "--device", "tpu"], "device='tpu' is not one of"),
     (["compare", "--study", "never-ran"], "say what to take from the study: --trial N or --front"),
     (["export", "--arch", "mnasnet-small", "--device", "cmd:true"], "has no {model} placeholder"),
+    (["export", "--arch", "mnasnet-small", "--latency-runs", "3"], "latency-runs=3 must be an integer >= 5"),
+    (["compare", "--arch", "mnasnet-small", "--latency-threads", "0"], "latency-threads=0 must be an integer >= 1"),
     (["dashboard", "--study", "never-ran", "--port", "70000"], "port=70000 must be in 1..65535"),
     (["proxy-check", "--archs", "-1"], "archs=-1: nothing to check"),
     (["proxy-check", "--long-epochs", "0"], "long-epochs=0 must be at least 1"),
@@ -97,6 +99,7 @@ BAD = [
     (["calibrate", "--input-size", "4"], "input-size=4 must be in 8..1024"),
     (["calibrate", "--input-size", "224", "--references", "mobilevit-xxs"], "no reference fits input-size=224: mobilevit-xxs"),
     (["calibrate", "--device", "cmd:true"], "has no {model} placeholder"),
+    (["calibrate", "--device", "adb", "--adb", "/nonexistent/adb"], "device 'adb' cannot be used: adb: '/nonexistent/adb'"),
     (["latency-fit", "--samples", "-3"], "samples=-3 must be >= 0"),
     (["latency-fit", "--runs-dir", "{empty}"], "0 measured architectures are too few"),
 ]

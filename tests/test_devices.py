@@ -244,3 +244,17 @@ def test_a_search_measures_through_a_command_and_survives_its_failure(cifar_dir,
     assert "device error: device command: exit code 3: board not responding" in failing.stdout
     (trial,) = optuna.load_study(study_name="failingcmd", storage=f"sqlite:///{tmp_path}/runs/failingcmd/study.db").trials
     assert trial.state == optuna.trial.TrialState.FAIL
+
+
+def test_a_search_measures_with_exactly_the_device_settings_other_commands_take():
+    """SearchConfig's latency flags are DeviceConfig's (one default and help), and it hands them on whole."""
+    import dataclasses
+
+    from nas.config import LATENCY_FIELDS, DeviceConfig, SearchConfig
+
+    search_fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
+    for f in dataclasses.fields(DeviceConfig):
+        assert (search_fields[f.name].default, search_fields[f.name].metadata) == (f.default, f.metadata), f.name
+    config = SearchConfig(latency_threads=2, latency_runs=50, device="cmd:m {model}")
+    assert config.device_config == DeviceConfig(latency_threads=2, latency_runs=50, device="cmd:m {model}")
+    assert config.device_config.protocol().runs_per_round == 10 and set(LATENCY_FIELDS) == set(DeviceConfig.__dataclass_fields__)

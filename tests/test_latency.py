@@ -24,7 +24,7 @@ def test_measurement_follows_the_protocol(small_tflite):
     assert result.runs == 100 and result.attempts == 1
     assert 0 < result.median_ms < 1000 and result.p90_ms < 10 * result.median_ms  # sub-millisecond, no wild outliers
     assert result.median_ms <= result.p90_ms  # the 90th percentile of the same runs
-    assert result.run_cv > 0 and result.cv >= 0  # real runs vary; how much depends on the machine's load
+    assert result.run_cv > 0  # real runs vary (how much, and how round medians compare, depends on the load)
     attrs = result.as_attrs()
     assert set(attrs) == {
         "latency_median_ms",

@@ -33,3 +33,14 @@ def test_the_trial_record_round_trips_and_is_the_only_reader_of_attributes():
         if path.name != "record.py" and pattern.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_study_settings_read_back_and_an_older_study_reads_as_not_recorded():
+    from results.record import StudySettings
+    from results.reward import Reward
+
+    settings = StudySettings(space="mnasnet", dataset="cifar100", target_ms=2.0, alpha=-0.07, beta=-0.07, fingerprint={"id": "x"})
+    assert StudySettings.from_attr(settings.to_attr()) == settings
+    assert settings.reward == Reward(2.0, -0.07, -0.07) and settings.recorded
+    assert StudySettings.from_attr({"from_a_newer_version": 1}) == StudySettings() and not StudySettings().recorded
+    assert StudySettings(target_ms=2.0).reward is None  # no exponents recorded: no reward to compute

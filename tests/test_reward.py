@@ -49,3 +49,12 @@ def test_invalid_inputs_name_the_value(kwargs, word):
     accuracy, latency_ms = args.pop("accuracy"), args.pop("latency_ms")
     with pytest.raises(ValueError, match=word.replace(".", r"\.")):
         mnasnet_reward(accuracy, latency_ms, **args)
+
+
+@pytest.mark.parametrize("latency_ms", [0.2, 1.0, 1.7, 40.0])
+def test_the_iso_reward_accuracy_earns_exactly_that_reward(latency_ms):
+    from results.reward import Reward
+
+    reward = Reward(target_ms=1.0, alpha=-0.07, beta=-0.5)
+    assert reward.of(reward.accuracy_for(0.1, latency_ms), latency_ms) == pytest.approx(0.1)
+    assert reward.accuracy_for(0.3, 1.0) == pytest.approx(0.3)  # at the target the reward is the accuracy
