@@ -75,7 +75,7 @@ def run_one(*, device: str, strategy: str, seed: int, budget: int, table_path: s
         lookups += record.candidates_measured or (0 if record.reused_from is not None else 1)
         if record.accuracy is not None and record.arch_id not in seen:
             seen.add(record.arch_id)
-            points.append((record.latency_median_ms, record.accuracy))
+            points.append((record.latency_ms, record.accuracy))
     trials = len(study.trials)
     return {"points": points[:budget], "trials": trials, "lookups": lookups, "seconds": time.perf_counter() - started}
 

@@ -56,7 +56,7 @@ def run(strategy: str, seed: int, *, minutes: float, data_dir: str, runs_root: s
     for trial in study.get_trials(deepcopy=False):
         record = TrialRecord.from_trial(trial)
         if trial.state.name == "COMPLETE" and record.accuracy is not None and trial.datetime_complete:
-            points.append((trial.datetime_complete.timestamp() - started, record.latency_median_ms, record.accuracy))
+            points.append((trial.datetime_complete.timestamp() - started, record.latency_ms, record.accuracy))
     return {"minutes": minutes, "points": points, "trials": len(study.trials)}
 
 

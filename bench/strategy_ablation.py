@@ -31,6 +31,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
+from latency.measure import LatencyResult  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
 from nas.evaluators import TableEvaluator  # noqa: E402
 from nas.selection import LatencyAwareSampler  # noqa: E402
@@ -100,7 +101,7 @@ def run(device: str, variant: str, seed: int, *, budget: int) -> list[tuple[floa
         cell = space.from_params(params)
         latency = evaluator.latency(cell).median_ms
         accuracy = evaluator.accuracy(cell, latency_ms=latency).accuracy
-        record = TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id, accuracy=accuracy, latency_median_ms=latency)
+        record = TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id, accuracy=accuracy, latency=LatencyResult.exact(latency))
         trial = optuna.trial.create_trial(
             params=params, distributions=distributions, values=[accuracy, latency], user_attrs=record.to_user_attrs()
         )

@@ -50,6 +50,18 @@ class LatencyResult:
     def as_attrs(self) -> dict:
         return {f"latency_{key}": value for key, value in asdict(self).items()}
 
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> LatencyResult | None:
+        """The inverse of `as_attrs`; None without a median. A figure an older version did not record is None."""
+        if attrs.get("latency_median_ms") is None:
+            return None
+        return cls(**{name: attrs.get(f"latency_{name}") for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def exact(cls, median_ms: float) -> LatencyResult:
+        """A latency known exactly (a published table): no spread, no runs made here."""
+        return cls(median_ms=median_ms, p90_ms=median_ms, cv=0.0, run_cv=0.0, runs=0, attempts=0)
+
 
 def measure_tflite(path: str, protocol: LatencyProtocol = LatencyProtocol()) -> LatencyResult:
     from ai_edge_litert.interpreter import Interpreter

@@ -83,4 +83,4 @@ class LatencyTable:
             value = self.latencies_ms[arch]
         except KeyError:
             raise TableError(f"architecture {arch!r} is not in the latency table {os.path.basename(self.path)}") from None
-        return LatencyResult(median_ms=value, p90_ms=value, cv=0.0, run_cv=0.0, runs=0, attempts=0)
+        return LatencyResult.exact(value)

@@ -319,11 +319,6 @@ SEARCH_FIELDS = (
 )  # fmt: skip
 
 
-def field_default(name: str):
-    """A SearchConfig field's default (the CLI's help quotes it instead of copying it)."""
-    return next(f.default for f in dataclasses.fields(SearchConfig) if f.name == name)
-
-
 def load_config(*, toml_path: str | None = None, overrides: dict | None = None) -> SearchConfig:
     """Defaults, then the TOML file (keys as in the flags, with - or _), then explicit flags."""
     values: dict = {}

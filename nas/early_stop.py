@@ -23,6 +23,8 @@ from statistics import NormalDist
 
 import optuna
 
+from results.record import TrialRecord
+
 FALSE_STOP = 0.05  # chance that a trial as good as every faster peer is stopped, over all its rungs
 MIN_PEERS = 3  # before this many finished curves exist, nothing is stopped
 
@@ -31,9 +33,9 @@ def peers(study: optuna.Study) -> tuple:
     """(trial number, latency ms, curve) of every finished trial that recorded a curve."""
     found = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        attrs = trial.user_attrs
-        if attrs.get("curve") and "latency_median_ms" in attrs:
-            found.append((trial.number, attrs["latency_median_ms"], tuple(tuple(point) for point in attrs["curve"])))
+        record = TrialRecord.from_trial(trial)
+        if record.curve and record.latency_ms is not None:
+            found.append((trial.number, record.latency_ms, record.curve))
     return tuple(found)
 
 

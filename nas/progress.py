@@ -32,7 +32,7 @@ def trial_line(trial, done: int, total: int, *, elapsed_s: float, chance: float)
 
     record = TrialRecord.from_trial(trial)
     eta = f"{elapsed_s / done * (total - done) / 60:.1f} min" if done else "-"  # a resumed run may begin with an answer
-    acc, lat, reward = record.accuracy, record.latency_median_ms, record.reward
+    acc, lat, reward = record.accuracy, record.latency_ms, record.reward
     figures = (
         f"acc {acc:.3f}  lat {lat:.3f} ms  reward {reward:.4f}"
         if acc is not None and lat is not None and reward is not None

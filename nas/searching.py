@@ -242,9 +242,8 @@ class Objective:
 
         peers = early_stop.peers(self.study) if self.config.early_stop == "on" else None
         outcome = self.evaluator.accuracy(candidate, latency_ms=latency_ms, early_stop_peers=peers)
-        timings = {name: round(value, 4) for name, value in outcome.timings.items()}
         record = record.replace(
-            **timings,
+            timings=record.timings.merged(outcome.timings),
             curve=tuple(tuple(p) for p in outcome.curve),
             train_loss_mean=_rounded(outcome.train_loss_mean),
             train_loss_late_mean=_rounded(outcome.train_loss_late_mean),
@@ -271,13 +270,13 @@ def _rounded(value: float | None) -> float | None:
 
 
 def with_latency(record: TrialRecord, latency: LatencyAnswer) -> TrialRecord:
-    record = record.replace(**latency.result.as_attrs(), latency_cached=latency.cached)
-    extra = {name: value for name, value in latency.timings.items()}
-    if latency.params_count is not None:
-        extra["params_count"] = latency.params_count
-    if latency.multiply_adds is not None:
-        extra["multiply_adds"] = latency.multiply_adds
-    return record.replace(**{k: round(v, 4) if isinstance(v, float) else v for k, v in extra.items()})
+    return record.replace(
+        latency=latency.result,
+        latency_cached=latency.cached,
+        timings=record.timings.merged(latency.timings),
+        params_count=latency.params_count if latency.params_count is not None else record.params_count,
+        multiply_adds=latency.multiply_adds if latency.multiply_adds is not None else record.multiply_adds,
+    )
 
 
 def run_search(
@@ -316,12 +315,12 @@ def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.St
     from nas import calibration as calibrate
 
     rows = calibrate.load(config.runs_dir, fingerprint["id"], INPUT_SHAPE[0])
-    latencies = [r.latency_median_ms for r in rows or () if r.latency_median_ms]
+    latencies = [r.latency_ms for r in rows or () if r.latency_ms]
     source = "the reference architectures (nas calibrate)"
     if not latencies:
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         records = [TrialRecord.from_trial(t) for t in trials]
-        latencies = [r.latency_median_ms for r in records if r.latency_median_ms is not None]
+        latencies = [r.latency_ms for r in records if r.latency_ms is not None]
         source = "the architectures measured so far"
     warning = calibrate.target_warning(config.target_ms, latencies, source=source)
     if warning:

@@ -371,12 +371,12 @@ class LatencyAwareSampler(BaseSampler):
             record = TrialRecord.from_trial(trial)
             if set(trial.params) != set(self._choices) or record.reused_from is not None:
                 continue
-            if trial.state == State.COMPLETE and record.accuracy is not None and record.latency_median_ms is not None:
+            if trial.state == State.COMPLETE and record.accuracy is not None and record.latency_ms is not None:
                 params.append(trial.params)
-                latencies.append(record.latency_median_ms)
+                latencies.append(record.latency_ms)
                 accuracies.append(record.accuracy)
             elif trial.state == State.RUNNING and record.arch_id:
-                latency = record.latency_median_ms or self._cheap_latency(trial.params)
+                latency = record.latency_ms or self._cheap_latency(trial.params)
                 if latency is not None:
                     params.append(trial.params)
                     latencies.append(latency)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
+from latency.measure import LatencyResult
 from results.reward import Reward
 
 #: the study-level attribute holding the search's settings (identity, reward, fingerprint)
@@ -74,6 +75,29 @@ IDENTITY = ("mode", "space", "width", "stem_stride", "dataset", "train_images", 
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Where a trial's seconds went, as the worker measured them (stored under these names)."""
+
+    build_seconds: float | None = None
+    convert_seconds: float | None = None
+    measure_seconds: float | None = None
+    train_seconds: float | None = None
+    first_epoch_seconds: float | None = None
+    first_step_seconds: float | None = None
+    curve_seconds: float | None = None
+    eval_seconds: float | None = None
+    train_images_per_second: float | None = None
+    train_steps: int | None = None
+
+    def merged(self, measured: dict) -> Timings:
+        """These timings with a worker's `measured` ones (floats to 0.1 ms); a name not here is a bug."""
+        unknown = set(measured) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown timings {sorted(unknown)}")
+        return dataclasses.replace(self, **{k: round(v, 4) if isinstance(v, float) else v for k, v in measured.items()})
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     # the architecture
     arch: str = ""  # canonical string (block grammar, or NAS-Bench-201's notation)
@@ -83,12 +107,7 @@ class TrialRecord:
     # objectives
     accuracy: float | None = None  # held-out fraction in [0, 1]
     reward: float | None = None  # MnasNet reward under the settings of the run that stored it
-    latency_median_ms: float | None = None
-    latency_p90_ms: float | None = None
-    latency_cv: float | None = None  # spread of the per-round medians
-    latency_run_cv: float | None = None
-    latency_runs: int | None = None
-    latency_attempts: int | None = None
+    latency: LatencyResult | None = None  # stored as latency_median_ms, latency_p90_ms, ...
     latency_cached: bool | None = None  # taken from the latency cache, not measured for this trial
     latency_predicted_ms: float | None = None  # the latency model's prediction, where one was made
     # how the trial was chosen and what happened to it
@@ -102,34 +121,34 @@ class TrialRecord:
     train_loss_mean: float | None = None  # proxy training's mean loss (an estimator of final accuracy to check)
     train_loss_late_mean: float | None = None  # the same over the second half of its steps
     # seconds
-    trial_seconds: float | None = None
-    build_seconds: float | None = None
-    convert_seconds: float | None = None
-    measure_seconds: float | None = None
-    train_seconds: float | None = None
-    first_epoch_seconds: float | None = None
-    first_step_seconds: float | None = None
-    curve_seconds: float | None = None
-    eval_seconds: float | None = None
-    train_images_per_second: float | None = None
-    train_steps: int | None = None
+    trial_seconds: float | None = None  # this trial's own, from its start to its end
+    timings: Timings = Timings()  # stored under their own names
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.latency is None else self.latency.median_ms
 
     def to_user_attrs(self) -> dict:
-        """The fields that hold something, as JSON-able user attributes."""
+        """The fields that hold something, as JSON-able user attributes (latency and timings flat)."""
         attrs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value != f.default:
+            if f.name == "latency":
+                attrs |= {k: v for k, v in value.as_attrs().items() if v is not None} if value is not None else {}
+            elif f.name == "timings":
+                attrs |= {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+            elif value != f.default:
                 attrs[f.name] = [list(point) for point in value] if f.name == "curve" else value
         return attrs
 
     @classmethod
     def from_user_attrs(cls, attrs: dict) -> TrialRecord:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"latency", "timings"}
         values = {k: v for k, v in attrs.items() if k in known}
         if "curve" in values:
             values["curve"] = tuple(tuple(point) for point in values["curve"])
-        return cls(**values)
+        timed = {k: attrs[k] for k in Timings.__dataclass_fields__ if k in attrs}
+        return cls(**values, latency=LatencyResult.from_attrs(attrs), timings=Timings(**timed))
 
     @classmethod
     def from_trial(cls, trial) -> TrialRecord:

@@ -44,11 +44,6 @@ def write_text_atomic(path: str, text: str) -> None:
         f.write(text)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
 class DamagedFile(ValueError):
     """A file that should hold JSON and does not; the message names it and says what to do."""
 

@@ -27,7 +27,7 @@ def study_with(tmp_path, *, dataset="cifar10", space="mnasnet", trials=()):
         trial = optuna.trial.create_trial(
             params={"x": "a"},
             distributions={"x": distribution},
-            values=[record.accuracy, record.latency_median_ms],
+            values=[record.accuracy, record.latency_ms],
             user_attrs=record.to_user_attrs(),
         )
         study.add_trial(trial)

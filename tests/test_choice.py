@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from helpers import run_nas, study_with
 
+from latency.measure import LatencyResult
 from results.pareto import pareto_info, write_trials_csv
 from results.record import SETTINGS_ATTR, TrialRecord
 
@@ -16,7 +17,7 @@ def test_retraining_takes_the_studys_dataset_and_refuses_another(tmp_path):
     from search_spaces import reference
 
     spec = reference("mnasnet-small")
-    record = TrialRecord(arch=spec.to_string(), arch_id=spec.arch_id, accuracy=0.3, latency_median_ms=0.2)
+    record = TrialRecord(arch=spec.to_string(), arch_id=spec.arch_id, accuracy=0.3, latency=LatencyResult.exact(0.2))
     runs, _ = study_with(tmp_path, trials=[record])
     refused = run_nas("retrain", "--study", "s", "--runs-dir", str(runs), "--front", "--dataset", "cifar100", cwd=tmp_path)
     assert refused.returncode == 2 and "study 's' searched on cifar10, not dataset='cifar100'" in refused.stderr
@@ -33,7 +34,7 @@ def test_the_studys_models_come_before_the_references(tmp_path):
     from trainers.full import Recipe
 
     spec = reference("mnasnet-small")
-    record = TrialRecord(arch=spec.to_string(), arch_id=spec.arch_id, accuracy=0.3, latency_median_ms=0.2)
+    record = TrialRecord(arch=spec.to_string(), arch_id=spec.arch_id, accuracy=0.3, latency=LatencyResult.exact(0.2))
     runs, study = study_with(tmp_path, trials=[record])
     chosen = choose(
         study=study, trials=(0,), archs=("mobilenetv2-0.5", "mnasnet-small"), runs_dir=str(runs),
@@ -43,7 +44,9 @@ def test_the_studys_models_come_before_the_references(tmp_path):
 
 
 def test_the_front_lists_an_architecture_once_and_trials_csv_follows_the_current_reward(tmp_path):
-    same = TrialRecord(arch="conv_r1_k3_s2_c8-head_c16", arch_id="aaa", accuracy=0.5, latency_median_ms=0.5, reward=0.1)
+    same = TrialRecord(
+        arch="conv_r1_k3_s2_c8-head_c16", arch_id="aaa", accuracy=0.5, latency=LatencyResult.exact(0.5), reward=0.1
+    )
     _, study = study_with(tmp_path, trials=[same, same.replace(reused_from=0), same.replace(arch_id="bbb", arch="other")])
     info = pareto_info(study)
     assert [r.arch_id for r in info.front] == ["aaa", "bbb"]  # two architectures tie; the reuse of aaa is not listed

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
+from latency.measure import LatencyResult
 from nas.config import SearchConfig
 from nas.evaluators import TableEvaluator, load_nb201_accuracies
 from nas.selection import FeatureGP, LatencyAwareSampler, expected_improvement, pareto_points
@@ -71,7 +72,7 @@ def test_a_short_nb201_search_stores_complete_trials(tmp_path):
     assert len(records) == 15 and all(t.state.name == "COMPLETE" for t in study.trials)
     for record in records:
         cell = CellSpec.from_string(record.arch)  # NAS-Bench-201's own notation
-        assert record.arch_id == cell.arch_id and 0 < record.accuracy <= 1 and record.latency_median_ms > 0
+        assert record.arch_id == cell.arch_id and 0 < record.accuracy <= 1 and record.latency_ms > 0
     assert len({r.arch_id for r in records}) == 15  # the selection never proposes an architecture twice
     assert records[0].candidates_measured == 15_625  # every latency of the table, looked up once
     assert all(r.predicted_accuracy is not None for r in records[10:])  # after the start-up, the surrogate chose
@@ -114,7 +115,7 @@ def _finished(space, evaluator, cells):
     for number, cell in enumerate(cells):
         latency = evaluator.latency(cell).median_ms
         accuracy = evaluator.accuracy(cell, latency_ms=latency).accuracy
-        record = TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id, accuracy=accuracy, latency_median_ms=latency)
+        record = TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id, accuracy=accuracy, latency=LatencyResult.exact(latency))
         trials.append(
             optuna.trial.create_trial(
                 params=space.params_of(cell),

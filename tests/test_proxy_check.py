@@ -4,6 +4,7 @@ the results are given)."""
 import optuna
 import pytest
 
+from latency.measure import LatencyResult
 from nas import proxy_check
 from nas.config import ConfigError
 from results.record import TrialRecord
@@ -12,7 +13,9 @@ from results.record import TrialRecord
 def _study(latencies, accuracies):
     study = optuna.create_study(directions=["maximize", "minimize"])
     for number, (latency, accuracy) in enumerate(zip(latencies, accuracies, strict=True)):
-        record = TrialRecord(arch=f"arch-{number}", arch_id=f"id-{number}", accuracy=accuracy, latency_median_ms=latency)
+        record = TrialRecord(
+            arch=f"arch-{number}", arch_id=f"id-{number}", accuracy=accuracy, latency=LatencyResult.exact(latency)
+        )
         study.add_trial(optuna.trial.create_trial(values=[accuracy, latency], user_attrs=record.to_user_attrs()))
     return study
 

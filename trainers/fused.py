@@ -312,8 +312,3 @@ class Predictor:
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, *, flip: bool = False) -> float:
         return float(np.mean(np.argmax(self.logits(x, flip=flip), axis=1) == y))
-
-
-def evaluate(model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 250) -> float:
-    """Top-1 accuracy as a fraction."""
-    return Predictor(model, batch_size=batch_size).accuracy(x, y)
