@@ -18,7 +18,7 @@ from results.record import IDENTITY, StudySettings
 from results.reward import CONSTRAINTS
 from search_spaces import SPACES, TABULAR_SPACES
 from search_spaces.files import LATENCY_CACHE, STUDY_DB
-from trainers.proxy import ProxyBudget
+from trainers.proxy import DEFAULT_BUDGETS, ProxyBudget, default_budget
 
 MODES = ("pareto", "reward")
 STRATEGIES = ("tpe", "nsga2", "random", "latency-aware")
@@ -32,6 +32,12 @@ LATENCY_ROUNDS = 5
 
 class ConfigError(ValueError):
     """A bad setting; the message is one line naming the value and what is allowed."""
+
+
+_PER_DATASET = {
+    "images": "per data set: " + ", ".join(f"{name} {images}" for name, (images, _) in DEFAULT_BUDGETS.items()),
+    "epochs": "per data set: " + ", ".join(f"{name} {epochs}" for name, (_, epochs) in DEFAULT_BUDGETS.items()),
+}
 
 
 def _setting(default, help: str, **flag):
@@ -170,9 +176,9 @@ class SearchConfig:
     data_dir: str | None = _setting(
         None, "folder holding the official CIFAR folders", default_text="$NAS_DATA_DIR, ./data, ~/.keras/datasets"
     )
-    train_images: int = _setting(ProxyBudget.train_images, "proxy: training images per epoch")
+    train_images: int | None = _setting(None, "proxy: training images per epoch", default_text=_PER_DATASET["images"])
     val_images: int = _setting(ProxyBudget.val_images, "held-out images carved from the training set")
-    epochs: int = _setting(ProxyBudget.epochs, "proxy: epochs")
+    epochs: int | None = _setting(None, "proxy: epochs", default_text=_PER_DATASET["epochs"])
     batch_size: int = _setting(ProxyBudget.batch_size, "proxy: batch size")
     early_stop: str = _setting("off", "on: stop a trial dominated part-way by a faster finished one (nas.early_stop)")
     # latency measurement: DeviceConfig's fields (its defaults and help), flat for the flags and TOML keys
@@ -195,6 +201,11 @@ class SearchConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("space", self.space, SPACES)
         _choice("dataset", self.dataset, DATASETS)
+        images, epochs = default_budget(self.dataset)  # what was not given follows the data set
+        if self.train_images is None:
+            object.__setattr__(self, "train_images", images)
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", epochs)
         _choice("constraint", self.constraint, tuple(CONSTRAINTS))
         _positive("target_ms", self.target_ms)
         if self.stem_stride not in (1, 2):

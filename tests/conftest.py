@@ -30,10 +30,11 @@ def _materialize(out: Path, limit: int) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar100_dir(tmp_path_factory) -> Path:
-    """Real CIFAR-100, both formats: the first 1000 training and 200 test images (its fixed shuffled order)."""
+    """Real CIFAR-100, both formats: the first 10,000 training and 2,000 test images (its fixed shuffled
+    order): enough for a short search to learn something of 100 classes."""
     out = tmp_path_factory.mktemp("cifar100")
     subprocess.run(
-        [sys.executable, str(MATERIALIZE), str(out), "--dataset", "cifar100", "--limit", "200"], check=True, capture_output=True
+        [sys.executable, str(MATERIALIZE), str(out), "--dataset", "cifar100", "--limit", "2000"], check=True, capture_output=True
     )
     return out
 

@@ -41,7 +41,7 @@ def test_both_official_cifar100_formats_give_identical_real_data_with_the_fine_l
     assert python.source.endswith("cifar-100-python")
     for name in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(binary, name), getattr(python, name))
-    assert binary.x_train.shape == (1000, 32, 32, 3) and binary.x_test.shape == (200, 32, 32, 3)
+    assert binary.x_train.shape == (10_000, 32, 32, 3) and binary.x_test.shape == (2000, 32, 32, 3)
     assert binary.num_classes == 100 and binary.class_names[:3] == ("apple", "aquarium_fish", "baby")
     # the fine label, not the superclass: the official files carry both
     with open(cifar100_dir / "cifar-100-python" / "train", "rb") as f:

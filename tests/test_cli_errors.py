@@ -134,20 +134,52 @@ def bad_inputs(tmp_path, cifar_dir):
     }
 
 
+def _run_in_this_process(args, capsys) -> tuple[int, str]:
+    """`nas ARGS` as `main` runs it: (exit code, stderr), without the seconds of a new process's imports,
+    for the commands that run no TensorFlow here (those point file descriptor 2 elsewhere: a process
+    of their own)."""
+    from nas.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir, bad_inputs):
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, cifar_dir, bad_inputs, monkeypatch, capsys):
+    from nas.cli import BY_NAME
+
     args = [a.format(**bad_inputs) if "{" in a and "{model}" not in a else a for a in args]
     if args[0] == "search" and "--data-dir" not in args:
         args = [*args, "--data-dir", str(cifar_dir)]
     runs_flag = [] if "--runs-dir" in args or args[0] == "frobnicate" else ["--runs-dir", str(tmp_path / "runs")]
-    command = [sys.executable, "-m", "nas.cli", *args, *runs_flag]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    if args[0] in BY_NAME and not BY_NAME[args[0]].in_process_tensorflow:
+        code, stderr = _run_in_this_process([*args, *runs_flag], capsys)
+    else:
+        command = [sys.executable, "-m", "nas.cli", *args, *runs_flag]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        code, stderr = result.returncode, result.stderr
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert "Traceback" not in stderr
     assert not (tmp_path / "runs" / "never-ran").exists()
     assert not Path("/missing").exists()  # a command that reads creates nothing
+
+
+def test_bad_input_in_a_process_of_its_own_is_one_line_exit_2(tmp_path):
+    """What the in-process rows stand for: a real `nas` process, its exit code and its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "search", "--target-ms", "0", "--runs-dir", str(tmp_path / "runs")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.strip() == "nas: error: target-ms=0.0 must be a positive number"
 
 
 def test_config_file_with_unknown_key(tmp_path, cifar_dir):

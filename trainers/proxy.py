@@ -59,6 +59,17 @@ class ProxyBudget:
             raise ValueError(f"peak_lr={self.peak_lr} must be positive")
 
 
+#: (training images per epoch, epochs) of a trial, per data set, chosen with `nas proxy-check` (docs/proxy.md).
+#: 100 classes need more than 10: at CIFAR-10's 8,000 images x 1 epoch CIFAR-100 trials scored 0.018-0.031,
+#: within noise of chance (0.010).
+DEFAULT_BUDGETS = {"cifar10": (8_000, 1), "cifar100": (20_000, 2)}
+
+
+def default_budget(dataset: str) -> tuple[int, int]:
+    """(training images, epochs) of the proxy on `dataset` (a table-only data set: CIFAR-10's)."""
+    return DEFAULT_BUDGETS.get(dataset, DEFAULT_BUDGETS["cifar10"])
+
+
 def chance_ceiling(*, num_classes: int, val_images: int) -> float:
     """The accuracy a model that learned nothing stays below with 99.9 % probability: chance plus 3.1
     binomial standard errors on `val_images` images. A proxy whose trials score under it ranks noise."""
