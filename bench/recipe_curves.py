@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from search_spaces.files import code_version, write_text_atomic  # noqa: E402
+from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
 
 DATA_FILE = os.environ.get("NAS_RECIPE_CURVES", os.path.join(ROOT, "bench", "data", "recipe_curves.json"))
 
@@ -47,11 +47,7 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
 
 
 def load() -> dict:
-    try:
-        with open(DATA_FILE) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
+    return read_json(DATA_FILE, {})
 
 
 def save(document: dict) -> None:

@@ -37,7 +37,7 @@ from nas.searching import run_search  # noqa: E402
 from results.pareto import hypervolume_of  # noqa: E402
 from results.record import TrialRecord  # noqa: E402
 from search_spaces import CellSpec  # noqa: E402
-from search_spaces.files import code_version, write_text_atomic  # noqa: E402
+from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
 
 TABLE = os.path.join(os.path.dirname(ROOT), "shared", "nb201-hw", "latency_ms.csv.gz")
 CHECKPOINTS = (25, 50, 100, 200)
@@ -112,13 +112,11 @@ def main() -> None:
         parser.error(f"--budgets takes NAME=N items, not {' '.join(args.budgets)!r}")
     settings = {name: value for name, value in vars(args).items() if name != "show"}
     results: dict = {"reference": {}, "runs": [], "seconds": 0.0}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            previous = json.load(f)
-        if previous.get("settings") == settings:
-            results = previous
-            for run in results["runs"]:  # JSON keys are strings
-                run["regret"] = {int(n): value for n, value in run["regret"].items()}
+    previous = read_json(args.out, {})
+    if previous.get("settings") == settings:
+        results = previous
+        for run in results["runs"]:  # JSON keys are strings
+            run["regret"] = {int(n): value for n, value in run["regret"].items()}
     if args.show:
         print(format_table(results, args))
         return

@@ -27,18 +27,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from search_spaces.files import write_text_atomic  # noqa: E402
+from search_spaces.files import read_json, write_text_atomic  # noqa: E402
 
 DATA_FILE = os.path.join(ROOT, "bench", "data", "strategies_real.json")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 def load() -> dict:
-    try:
-        with open(DATA_FILE) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {"runs": {}}
+    return read_json(DATA_FILE, {"runs": {}})
 
 
 def run(strategy: str, seed: int, *, minutes: float, data_dir: str, runs_root: str) -> dict:

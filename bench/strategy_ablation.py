@@ -38,7 +38,7 @@ from nas.selection import LatencyAwareSampler  # noqa: E402
 from results.pareto import hypervolume_of  # noqa: E402
 from results.record import TrialRecord  # noqa: E402
 from search_spaces import Nb201Space  # noqa: E402
-from search_spaces.files import code_version, write_text_atomic  # noqa: E402
+from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
 
 TABLE = os.path.join(os.path.dirname(ROOT), "shared", "nb201-hw", "latency_ms.csv.gz")
 CHECKPOINTS = (25, 50, 100, 200)
@@ -120,10 +120,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "strategy_ablation.json"))
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
-    document = {"runs": []}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            document = json.load(f)
+    document = read_json(args.out, {"runs": []})
     if not args.show:
         done = {(r["device"], r["variant"], r["seed"], r["budget"]) for r in document["runs"]}
         for device in args.devices:
