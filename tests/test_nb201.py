@@ -70,9 +70,12 @@ def test_a_short_nb201_search_stores_complete_trials(tmp_path):
     study = optuna.load_study(study_name="nb201-cifar10", storage=f"sqlite:///{tmp_path}/runs/nb201-cifar10/study.db")
     records = [TrialRecord.from_trial(t) for t in study.trials]
     assert len(records) == 15 and all(t.state.name == "COMPLETE" for t in study.trials)
+    table = TableEvaluator.from_config(SearchConfig(space="nb201", device=f"table:{TABLE}:raspi4"))
     for record in records:
         cell = CellSpec.from_string(record.arch)  # NAS-Bench-201's own notation
-        assert record.arch_id == cell.arch_id and 0 < record.accuracy <= 1 and record.latency_ms > 0
+        assert record.arch_id == cell.arch_id  # and the figures are the published ones of that very cell:
+        assert record.latency_ms == table.latency(cell).median_ms
+        assert record.accuracy == pytest.approx(table.accuracy(cell, latency_ms=record.latency_ms).accuracy)
     assert len({r.arch_id for r in records}) == 15  # the selection never proposes an architecture twice
     assert records[0].candidates_measured == 15_625  # every latency of the table, looked up once
     assert all(r.predicted_accuracy is not None for r in records[10:])  # after the start-up, the surrogate chose
