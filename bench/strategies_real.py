@@ -2,7 +2,9 @@
 proxy training on CIFAR-10 and real LiteRT latency on this machine.
 
 Each (strategy, seed) runs `nas search --timeout` in a runs folder of its own (no latency cache
-shared between runs, so no run profits from another's measurements), one after the other. The
+shared between runs, so no run profits from another's measurements). The strategies of one seed run
+at the same time (`--together`, the default: whatever else loads the machine loads each of them alike,
+and so do they each other, latency measurements included) or one after the other (`--one-by-one`). The
 hypervolume of the (proxy accuracy, latency) front is read at 25, 50, 75 and 100 % of the
 budget, with one reference point for all runs: accuracy 0 and 1.1 x the slowest latency any run
 measured.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,27 +36,35 @@ DATA_FILE = os.path.join(ROOT, "bench", "data", "strategies_real.json")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
-def load() -> dict:
-    return read_json(DATA_FILE, {"runs": {}})
+def load(path: str) -> dict:
+    return read_json(path, {"runs": {}})
 
 
-def run(strategy: str, seed: int, *, minutes: float, data_dir: str, runs_root: str) -> dict:
-    import optuna
-
-    from results.record import TrialRecord
-
+def start(strategy: str, seed: int, *, minutes: float, data_dir: str, runs_root: str):
+    """(the running search, its runs folder, its start time); a folder an unrecorded run left is removed
+    first, so that no run resumes another's study."""
     runs = os.path.join(runs_root, f"{strategy}-{seed}")
+    shutil.rmtree(runs, ignore_errors=True)
     command = [sys.executable, "-m", "nas.cli", "search", "--strategy", strategy, "--seed", str(seed)]
     command += ["--trials", "100000", "--timeout", str(minutes * 60), "--data-dir", data_dir, "--runs-dir", runs]
-    started = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL), runs, time.time()
+
+
+def result(runs: str, started: float, *, minutes: float) -> dict:
+    import optuna
+
+    from latency.fingerprint import host_fingerprint
+    from results.record import TrialRecord
+    from search_spaces.files import code_version
+
     study = optuna.load_study(study_name="mnasnet-cifar10", storage=f"sqlite:///{runs}/mnasnet-cifar10/study.db")
     points = []
     for trial in study.get_trials(deepcopy=False):
         record = TrialRecord.from_trial(trial)
         if trial.state.name == "COMPLETE" and record.accuracy is not None and trial.datetime_complete:
             points.append((trial.datetime_complete.timestamp() - started, record.latency_ms, record.accuracy))
-    return {"minutes": minutes, "points": points, "trials": len(study.trials)}
+    machine = f"{os.uname().nodename}, {host_fingerprint(threads=1)['cpu']}"
+    return {"minutes": minutes, "points": points, "trials": len(study.trials), "code": code_version(), "machine": machine}
 
 
 def table(document: dict) -> str:
@@ -89,20 +100,23 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["latency-aware", "tpe", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--one-by-one", dest="together", action="store_false", help="one strategy at a time")
+    parser.add_argument("--out", default=DATA_FILE)
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
-    document = load()
-    if not args.show:
-        for seed in args.seeds:
-            for strategy in args.strategies:  # interleaved, so a drift of the machine's speed touches every strategy
-                key = f"{strategy}-{seed}"
-                if key in document["runs"]:
-                    continue
-                document["runs"][key] = run(
-                    strategy, seed, minutes=args.minutes, data_dir=os.path.abspath(args.data_dir), runs_root=args.runs_dir
-                )
-                write_text_atomic(DATA_FILE, json.dumps(document, indent=1) + "\n")
-                print(f"{key}: {document['runs'][key]['trials']} trials", flush=True)
+    document = load(args.out)
+    options = {"minutes": args.minutes, "data_dir": os.path.abspath(args.data_dir), "runs_root": args.runs_dir}
+    for seed in [] if args.show else args.seeds:
+        todo = [s for s in args.strategies if f"{s}-{seed}" not in document["runs"]]
+        # interleaved (one by one) or at once: a drift of the machine's speed touches every strategy
+        for group in [todo] if args.together else [[s] for s in todo]:
+            running = {strategy: start(strategy, seed, **options) for strategy in group}
+            for strategy, (process, runs, started) in running.items():
+                if process.wait() != 0:
+                    raise SystemExit(f"{strategy}-{seed}: nas search failed (exit {process.returncode}); see {runs}")
+                document["runs"][f"{strategy}-{seed}"] = result(runs, started, minutes=args.minutes)
+                write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
+                print(f"{strategy}-{seed}: {document['runs'][f'{strategy}-{seed}']['trials']} trials", flush=True)
     print(table(document))
 
 
