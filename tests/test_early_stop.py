@@ -76,6 +76,7 @@ def test_proxy_check_ranks_saves_resumes_and_shows(cifar_dir, tmp_path):
     args = [
         sys.executable, "-m", "nas.cli", "proxy-check", "--archs", "3", "--no-references", "--data-dir", str(cifar_dir),
         "--train-images", "256", "--long-images", "1024", "--long-epochs", "1", "--val-images", "300", "--runs-dir", "runs",
+        "--width", "0.25",  # quarter-width networks: the plumbing is the same, the training cheaper
     ]  # fmt: skip
     first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -112,7 +113,9 @@ def test_proxy_check_against_the_retraining_recipe(cifar_dir, tmp_path):
     from search_spaces import ArchSpec
     from trainers.full import Recipe, load_result
 
-    config = SearchConfig(train_images=256, val_images=300, data_dir=str(cifar_dir), runs_dir=str(tmp_path / "runs"))
+    config = SearchConfig(  # quarter-width networks: the plumbing is the same, the training cheaper
+        width=0.25, train_images=256, val_images=300, data_dir=str(cifar_dir), runs_dir=str(tmp_path / "runs")
+    )
     recipe = Recipe(epochs=1, train_images=1024, val_images=500, batch_size=64)
     path = str(tmp_path / "proxy_vs_final.json")
     _, records = proxy_check.run_check(
