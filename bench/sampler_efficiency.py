@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -66,6 +67,7 @@ def run_one(*, device: str, strategy: str, seed: int, budget: int, table_path: s
     )
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # in a pool's worker process too
     started = time.perf_counter()
     run_search(config)  # re-proposed architectures do not count towards its trials
     study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "sampler_efficiency.json"))
     parser.add_argument("--show", action="store_true", help="print the table of the runs in --out, run nothing")
+    parser.add_argument("--jobs", type=int, default=1, help="searches at a time (each is one process's single thread)")
     args = parser.parse_args()
 
     import optuna
@@ -110,7 +113,7 @@ def main() -> None:
         budgets = {name: int(n) for name, n in (item.split("=") for item in args.budgets)}
     except ValueError:
         parser.error(f"--budgets takes NAME=N items, not {' '.join(args.budgets)!r}")
-    settings = {name: value for name, value in vars(args).items() if name != "show"}
+    settings = {name: value for name, value in vars(args).items() if name not in ("show", "jobs")}  # what the runs depend on
     results: dict = {"reference": {}, "runs": [], "seconds": 0.0}
     previous = read_json(args.out, {})
     if previous.get("settings") == settings:
@@ -131,30 +134,37 @@ def main() -> None:
         hv_star, reference = true_front_hypervolume(table, accuracies)
         results["reference"][device] = {"hv_star": hv_star, "accuracy": reference[0], "latency_ms": reference[1]}
     # seeds outermost: a run cut short has every device and strategy at fewer seeds
-    with tempfile.TemporaryDirectory(dir=scratch) as workdir:
-        for seed in range(args.seeds):
-            for device in args.devices:
-                reference = results["reference"][device]
-                for strategy in args.strategies:
-                    if (device, strategy, seed) in done:
-                        continue
-                    budget = budgets.get(strategy, max(budgets.values()))
-                    run = run_one(
-                        device=device, strategy=strategy, seed=seed, budget=budget, table_path=args.table, workdir=workdir
-                    )
-                    run |= {"device": device, "strategy": strategy, "seed": seed}
-                    point = (reference["accuracy"], reference["latency_ms"])
-                    run["regret"] = regret_curve(run["points"], hv_star=reference["hv_star"], reference=point)
-                    results["runs"].append(run)
-                    results["seconds"] = time.perf_counter() - started
-                    results["code"] = code_version()
-                    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
-                    print(
-                        f"{device:<10} {strategy:<14} seed {seed}: regret "
-                        + " ".join(f"{run['regret'].get(n, float('nan')):.3f}" for n in CHECKPOINTS)
-                        + f"  ({run['trials']} trials, {run['lookups']} latencies, {run['seconds']:.0f} s)",
-                        flush=True,
-                    )
+    todo = [
+        (device, strategy, seed)
+        for seed in range(args.seeds)
+        for device in args.devices
+        for strategy in args.strategies
+        if (device, strategy, seed) not in done
+    ]
+    with tempfile.TemporaryDirectory(dir=scratch) as workdir, ProcessPoolExecutor(args.jobs) as pool:
+        running = {
+            pool.submit(
+                run_one, device=device, strategy=strategy, seed=seed, budget=budgets.get(strategy, max(budgets.values())),
+                table_path=args.table, workdir=workdir,
+            ): (device, strategy, seed)
+            for device, strategy, seed in todo
+        }  # fmt: skip
+        for future in as_completed(running):
+            device, strategy, seed = running[future]
+            reference = results["reference"][device]
+            run = future.result() | {"device": device, "strategy": strategy, "seed": seed, "code": code_version()}
+            point = (reference["accuracy"], reference["latency_ms"])
+            run["regret"] = regret_curve(run["points"], hv_star=reference["hv_star"], reference=point)
+            results["runs"].append(run)
+            results["seconds"] = time.perf_counter() - started
+            results["code"] = code_version()
+            write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
+            print(
+                f"{device:<10} {strategy:<14} seed {seed}: regret "
+                + " ".join(f"{run['regret'].get(n, float('nan')):.3f}" for n in CHECKPOINTS)
+                + f"  ({run['trials']} trials, {run['lookups']} latencies, {run['seconds']:.0f} s)",
+                flush=True,
+            )
     print()
     print(format_table(results, args))
 
