@@ -8,13 +8,15 @@ The Python API (`nas.api`) does what the commands do:
     nas.front("mnasnet-cifar10")                              # its Pareto front, a DataFrame
     nas.retrain(nas.Selection(study="mnasnet-cifar10", front=True, top=1), nas.Recipe(epochs=30))
     nas.export(...), nas.compare(...), nas.report(...), nas.calibrate(...)
+    nas.export(nas.Selection(archs=("mnasnet-small",)), device_config=nas.DeviceConfig(device="adb"))  # timed on a phone
 """
 
 from nas.api import Recipe, SearchConfig, Selection, calibrate, compare, export, front, open_study, report, retrain, search
-from nas.config import ConfigError
+from nas.config import ConfigError, DeviceConfig
 
 __all__ = [
     "ConfigError",
+    "DeviceConfig",
     "Recipe",
     "SearchConfig",
     "Selection",

@@ -44,10 +44,6 @@ def epochs_done(workdir) -> int:
     return loaded[0]["epochs_done"] if loaded else 0
 
 
-#: the tests of the module fixture below run on one test process, which trains it once
-ON_THE_FIXTURES_WORKER = pytest.mark.xdist_group("retrained")
-
-
 @pytest.fixture(scope="module")
 def retrained(cifar_dir, tmp_path_factory):
     """An uninterrupted run and a run killed after its first epoch, then resumed."""
@@ -83,7 +79,6 @@ def retrained(cifar_dir, tmp_path_factory):
     return root, epochs_at_kill, straight, resumed
 
 
-@ON_THE_FIXTURES_WORKER
 def test_resume_after_a_kill_matches_an_uninterrupted_run(retrained):
     root, epochs_at_kill, _, resumed = retrained
     assert epochs_at_kill == 1
@@ -98,7 +93,6 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(retrained):
     assert a["test_accuracy"] > 0.15  # it learned: at chance (0.1) 1000 test images exceed 0.15 with p < 1e-6
 
 
-@ON_THE_FIXTURES_WORKER
 def test_the_delivered_model_loads_with_keras_alone(retrained):
     """Training runs on fused BatchNorm ops; model.keras holds Keras' own layer, so it loads
     in a process that never imports this package."""
@@ -116,7 +110,6 @@ def test_the_delivered_model_loads_with_keras_alone(retrained):
     assert "BatchNormalization" in names and "FusedBatchNormalization" not in names
 
 
-@ON_THE_FIXTURES_WORKER
 def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir):
     root, *_ = retrained
     result = nas("export", "--arch", ARCH, "--data-dir", str(cifar_dir), "--out", str(root / "killed"), cwd=root)
@@ -140,7 +133,6 @@ def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir
         assert heading in markdown
 
 
-@ON_THE_FIXTURES_WORKER
 def test_export_re_measures_on_the_search_device(retrained, cifar_dir):
     """`nas export --device cmd:...` times each file where the study did (a fake command here)."""
     root, *_ = retrained

@@ -79,7 +79,9 @@ def test_ctrl_c_is_a_kill_too(cifar_dir, tmp_path):
     _wait_for(lambda: len(glob.glob(str(models / "*.tflite"))) >= 2, timeout_s=300, what="the second trial to reach training")
     time.sleep(3)
     search.send_signal(signum)
-    _, err = search.communicate(timeout=60)
+    # promptly: no trial is finished first; but a 2-core machine shared with the suite's other process and
+    # a training took over 60 s to stop TensorFlow's worker and exit (the test's own search alone: seconds)
+    _, err = search.communicate(timeout=180)
     assert search.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted; finished trials are kept" in err
     storage = f"sqlite:///{runs}/mnasnet-cifar10/study.db"

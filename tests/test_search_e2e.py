@@ -34,10 +34,6 @@ def search(runs, cifar_dir, *, trials):
     )
 
 
-#: the tests of the module fixture below run on one test process, which runs it once
-ON_THE_FIXTURES_WORKER = pytest.mark.xdist_group("first_search")
-
-
 @pytest.fixture(scope="module")
 def first_search(cifar_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
@@ -49,7 +45,6 @@ def _study(runs, name="mnasnet-cifar10"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{runs}/{name}/study.db")
 
 
-@ON_THE_FIXTURES_WORKER
 def test_search_produces_a_study_a_front_and_a_csv(first_search):
     runs, result = first_search
     assert result.returncode == 0, result.stderr[-2000:]
@@ -79,7 +74,6 @@ def test_search_produces_a_study_a_front_and_a_csv(first_search):
     assert "XNNPACK" not in result.stderr and "XNNPACK" in (runs / "mnasnet-cifar10" / "worker.log").read_text()
 
 
-@ON_THE_FIXTURES_WORKER
 def test_second_run_resumes_and_adds_trials(first_search, cifar_dir):
     runs, first = first_search
     assert first.returncode == 0
@@ -103,7 +97,6 @@ def test_second_run_resumes_and_adds_trials(first_search, cifar_dir):
     assert sorted(listed) == sorted(r.number for r in pareto_info(_study(runs)).front)  # the study's front, every member
 
 
-@ON_THE_FIXTURES_WORKER
 def test_changing_the_budget_of_a_study_is_refused(first_search, cifar_dir):
     runs, _ = first_search
     result = nas(
@@ -153,7 +146,6 @@ def _chromium():
     return path
 
 
-@ON_THE_FIXTURES_WORKER
 def test_report_renders_in_headless_chromium(first_search, tmp_path):
     runs, search = first_search
     assert search.returncode == 0
@@ -200,7 +192,6 @@ def _request_until_refused(url: str) -> None:
             return
 
 
-@ON_THE_FIXTURES_WORKER
 def test_dashboard_serves_the_study_and_stops_on_ctrl_c(first_search):
     import json
     import signal
