@@ -315,7 +315,7 @@ def _warn_about_target(config: SearchConfig, fingerprint: dict, study: optuna.St
     from nas import calibration as calibrate
 
     rows = calibrate.load(config.runs_dir, fingerprint["id"], INPUT_SHAPE[0])
-    latencies = [r.latency_ms for r in rows or () if r.latency_ms]
+    latencies = [r.latency_median_ms for r in rows or () if r.latency_median_ms]
     source = "the reference architectures (nas calibrate)"
     if not latencies:
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

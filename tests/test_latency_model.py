@@ -131,6 +131,20 @@ def test_target_warning():
     assert calibrate.target_warning(75, [], source="x") is None
 
 
+def test_a_search_judges_its_target_by_the_devices_calibration(tmp_path, caplog):
+    """With a calibration of this device stored, the search warns from the references' latencies (and
+    from the study's own only without one)."""
+    from nas.config import SearchConfig
+    from nas.searching import _warn_about_target
+
+    fingerprint = {"id": "fp-test"}
+    rows = [calibrate.CalibrationRow("mnasnet-small", "cifar", latency_median_ms=0.3), calibrate.CalibrationRow("x", "cifar")]
+    calibrate.save(str(tmp_path), fingerprint, 32, rows)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert _warn_about_target(SearchConfig(runs_dir=str(tmp_path), target_ms=75), fingerprint, study)
+    assert "reference architectures (nas calibrate)" in caplog.text and "far outside" in caplog.text
+
+
 def run_nas(*args, cwd):
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
