@@ -7,6 +7,7 @@ message names the bad value and what is allowed; the CLI turns them into exit co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -284,8 +285,10 @@ class SearchConfig:
 
         return get_space(self.space, width=self.width, stem_stride=self.stem_stride)
 
-    @property
+    @functools.cached_property
     def device_config(self) -> DeviceConfig:
+        """The latency settings as one value, built (and validated) once per config: every cache key
+        reads its protocol."""
         return DeviceConfig(**{name: getattr(self, name) for name in LATENCY_FIELDS})
 
     def reward_settings(self) -> dict:

@@ -163,7 +163,7 @@ def with_reward(row: TrialRow, reward: Reward | None) -> TrialRow:
 
 def pareto_info(study) -> ParetoInfo:
     settings = StudySettings.of(study)
-    rows = trial_rows(study)
+    rows = trial_rows(study, settings)
     front = pareto_front(rows)
     rewarded = [r for r in rows if r.measured and r.reward is not None]
     best = max(rewarded, key=lambda r: (r.reward, -r.number)) if rewarded else None
@@ -210,9 +210,10 @@ def front_rows(info: ParetoInfo) -> list[dict]:
     return [{k: v for k, v in asdict(row).items() if k != "params"} for row in info.front]
 
 
-def trial_rows(study) -> list[TrialRow]:
-    """Every trial as a row, its reward under the study's current target and exponents."""
-    reward = StudySettings.of(study).reward
+def trial_rows(study, settings: StudySettings | None = None) -> list[TrialRow]:
+    """Every trial as a row, its reward under the study's current target and exponents (`settings`,
+    read from the study when not given)."""
+    reward = (settings or StudySettings.of(study)).reward
     return [with_reward(trial_row(t), reward) for t in study.get_trials(deepcopy=False)]
 
 
