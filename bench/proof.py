@@ -40,6 +40,8 @@ sys.path.insert(0, ROOT)
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
 KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
+#: what of those is committed: the records; the model files (MBs each) stay beside them on this machine only
+COMMITTED_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json")
 
 
 def nas(*args: str, runs_dir: str) -> None:
@@ -64,7 +66,8 @@ def commit(paths: list[str], message: str, *, repo: str) -> None:
 
 
 def keep_models(runs_dir: str, out: str, recipe) -> list[str]:
-    """Copy every finished model of `recipe` into out/models/ (what a later session needs to re-time it)."""
+    """Copy every finished model of `recipe` into out/models/ (what a later session on this machine needs to
+    re-time it); the copied files to commit (the records, not the .tflite files)."""
     from nas.choice import retrain_dir
 
     written = []
@@ -78,15 +81,20 @@ def keep_models(runs_dir: str, out: str, recipe) -> list[str]:
         for name in KEPT_FILES:
             if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
                 shutil.copy2(os.path.join(source, name), os.path.join(target, name))
-                written.append(os.path.join(target, name))
+                if name in COMMITTED_FILES:
+                    written.append(os.path.join(target, name))
     return written
 
 
 def restore_models(runs_dir: str, out: str, recipe) -> None:
-    """Put the committed models back where `nas compare` looks for them (a new machine has no runs/)."""
+    """Put the kept models back where `nas compare` looks for them (a fresh runs/ folder). Only a model
+    whose .tflite files are here too: from the records alone (a new machine: the files are not committed)
+    compare would take it for finished and have nothing to time, so it is retrained instead."""
     from nas.choice import retrain_dir
 
     for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
+        if not all(os.path.exists(os.path.join(out, "models", arch_id, name)) for name in KEPT_FILES):
+            continue
         target = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=arch_id)
         os.makedirs(target, exist_ok=True)
         for name in KEPT_FILES:
