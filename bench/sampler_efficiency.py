@@ -69,8 +69,9 @@ def run_one(*, device: str, strategy: str, seed: int, budget: int, table_path: s
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # in a pool's worker process too
     started = time.perf_counter()
-    run_search(config)  # re-proposed architectures do not count towards its trials
-    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
+    storage = optuna.storages.InMemoryStorage()  # what is measured is the strategy, not SQL's cost per trial
+    run_search(config, storage=storage)  # re-proposed architectures do not count towards its trials
+    study = optuna.load_study(study_name=config.study_name, storage=storage)
     points, seen, lookups = [], set(), 0
     for trial in study.get_trials(deepcopy=False):
         record = TrialRecord.from_trial(trial)

