@@ -34,8 +34,26 @@ def study_with(tmp_path, *, dataset="cifar10", space="mnasnet", trials=()):
     return runs, study
 
 
-def run_nas(*args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run_nas(*args, cwd, timeout=900, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+#: the retraining tests' architecture, and where nothing needs to learn (comparison plumbing,
+#: interruption) the least that runs the recipe
+RETRAIN_ARCH = "mnasnet-small"
+QUICK_RECIPE = [
+    "--epochs", "2", "--train-images", "1024", "--val-images", "500", "--batch-size", "64", "--lr", "0.05",
+    "--ema-bn-batches", "4",
+]  # fmt: skip
+
+
+def epochs_done(workdir) -> int:
+    from trainers.full import CHECKPOINT, load_checkpoint
+
+    loaded = load_checkpoint(str(workdir / CHECKPOINT))
+    return loaded[0]["epochs_done"] if loaded else 0
 
 
 def _pg_bin(name: str) -> str:

@@ -6,14 +6,11 @@ import sys
 
 import optuna
 import pytest
+from helpers import run_nas as nas
 
 pytestmark = pytest.mark.slow  # every test here runs real searches or trainings
 
 TINY = ["--train-images", "1024", "--val-images", "500", "--epochs", "1", "--batch-size", "64"]
-
-
-def nas(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def search(runs, cifar_dir, *, trials):
