@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -79,11 +80,12 @@ def _oracle(accuracy_of_codes: dict):
 
 def run(device: str, variant: str, seed: int, *, budget: int) -> list[tuple[float, float]]:
     space = Nb201Space()
-    evaluator = TableEvaluator.from_config(SearchConfig(space="nb201", device=f"table:{TABLE}:{device}"))
-    describe = space.describe if variant != "no-features" else (lambda cell: ([], space.describe(cell)[1]))
+    config = SearchConfig(space="nb201", device=f"table:{TABLE}:{device}")
+    evaluator = TableEvaluator.from_config(config)
+    describe = space.describe if variant != "no-features" else (lambda cell: replace(space.describe(cell), features=()))
     sampler = LatencyAwareSampler(
-        space=space, evaluator=evaluator, describe=describe, reference_latency_ms=evaluator.max_latency_ms, seed=seed,
-        **VARIANTS[variant],
+        space=space, evaluator=evaluator, describe=describe, reference_latency_ms=evaluator.max_latency_ms,
+        reference_accuracy=1.0 / config.num_classes, seed=seed, **VARIANTS[variant],
     )  # fmt: skip
     if variant == "oracle":
         codes = {n: {v: k for k, v in enumerate(c)} for n, c in space.choices().items()}

@@ -159,6 +159,7 @@ def _strategy_sampler(
             evaluator=evaluator,
             describe=describe,
             reference_latency_ms=reference_latency_ms(config, evaluator),
+            reference_accuracy=1.0 / config.num_classes,  # chance
             seed=seed,
             startup_trials=STARTUP_TRIALS,
         )

@@ -5,7 +5,7 @@ from typing import Protocol
 from search_spaces.mnasnet import MnasNetSpace, Skeleton, make_divisible
 from search_spaces.nb201 import CellSpec, Nb201Space
 from search_spaces.references import REFERENCES, reference
-from search_spaces.spec import ArchSpec, BlockSpec, SpecError, feature_sizes, validate
+from search_spaces.spec import ArchSpec, BlockSpec, Description, SpecError, feature_sizes, validate
 
 #: the input every searched network takes (CIFAR's 32 x 32 RGB images)
 INPUT_SHAPE = (32, 32, 3)
@@ -42,6 +42,7 @@ __all__ = [
     "ArchSpec",
     "BlockSpec",
     "CellSpec",
+    "Description",
     "MnasNetSpace",
     "Nb201Space",
     "SearchSpace",

@@ -17,7 +17,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from search_spaces.spec import SpecError
+from search_spaces.spec import Description, SpecError
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (to node, from node) of each edge, in the string's order
@@ -103,11 +103,11 @@ class Nb201Space:
     def parse(self, text: str) -> CellSpec:
         return CellSpec.from_string(text)
 
-    def describe(self, cell: CellSpec) -> tuple[list[float], float]:
-        """What a cell is, without training: (features, capacity). An edge counts only if it lies on a
-        path from the input node to the output node (a 'none' edge cuts; a cell with no such path
-        outputs zeros). Features: connected (0/1), live skip, 1x1 conv, 3x3 conv and pool edges, and
-        the most convolutions on one input-output path. Capacity: the live convolutions' weights per
+    def describe(self, cell: CellSpec) -> Description:
+        """What a cell is, without training. An edge counts only if it lies on a path from the input
+        node to the output node (a 'none' edge cuts; a cell with no such path outputs zeros: it
+        computes nothing). Features: connected (0/1), live skip, 1x1 conv, 3x3 conv and pool edges,
+        and the most convolutions on one input-output path. Capacity: the live convolutions' weights per
         channel pair (9 per 3x3, 1 per 1x1), proportional to the cell's parameter count; among equals,
         the deeper cell (a hundredth per convolution on its longest path)."""
         ops = [OPS.index(op) for op in cell.ops]
@@ -126,5 +126,6 @@ class Nb201Space:
             into = [depth[s] + (ops[k] in (2, 3)) for k, (to, s) in enumerate(EDGES) if to == node and k in live and s in depth]
             if into:
                 depth[node] = max(into)
-        features = [float(3 in reach), *map(float, counts), float(depth.get(3, 0))]
-        return features, float(9 * counts[2] + counts[1]) + 0.01 * features[-1]
+        features = (float(3 in reach), *map(float, counts), float(depth.get(3, 0)))
+        capacity = float(9 * counts[2] + counts[1]) + 0.01 * features[-1]
+        return Description(features, capacity, computes_nothing=3 not in reach)

@@ -39,6 +39,17 @@ SKIPS = ("identity", "pool", "none")
 _SKIP_TOKENS = {"identity": "", "pool": "poolskip", "none": "noskip"}
 
 
+@dataclass(frozen=True)
+class Description:
+    """A candidate as known without training: `features` for a surrogate, a `capacity` to rank
+    candidates by, and whether it computes nothing by construction (its accuracy is chance, so
+    training it teaches nothing: a NAS-Bench-201 cell with no path from input to output)."""
+
+    features: tuple[float, ...]
+    capacity: float
+    computes_nothing: bool = False
+
+
 class SpecError(ValueError):
     """An architecture string, JSON document or spec that cannot describe a network."""
 

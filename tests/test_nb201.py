@@ -79,7 +79,7 @@ def test_a_short_nb201_search_stores_complete_trials(tmp_path):
         assert record.latency_ms == table.latency(cell).median_ms
         assert record.accuracy == pytest.approx(table.accuracy(cell, latency_ms=record.latency_ms).accuracy)
     assert len({r.arch_id for r in records}) == 15  # the selection never proposes an architecture twice
-    assert records[0].candidates_measured == 15_625  # every latency of the table, looked up once
+    assert records[0].candidates_measured == 15_625 - 341  # every latency of a cell that computes something, once
     assert all(r.predicted_accuracy is not None for r in records[10:])  # after the start-up, the surrogate chose
 
 
@@ -167,12 +167,25 @@ def test_the_start_spreads_over_latency_bands_and_takes_each_bands_largest_cell(
         assert chosen.predicted_accuracy is None  # no model yet
         picks.append(space.from_params(chosen.params))
     assert len({c.arch_id for c in picks}) == 10
-    latencies = np.array(sorted(evaluator.latency(c).median_ms for c in evaluator_cells(space)))
+    computing = [c for c in evaluator_cells(space) if not space.describe(c).computes_nothing]
+    latencies = np.array(sorted(evaluator.latency(c).median_ms for c in computing))
     edges = np.quantile(latencies, np.linspace(0, 1, 11))
     bands = [int(np.searchsorted(edges, evaluator.latency(c).median_ms, side="right") - 1) for c in picks]
     assert sorted(min(b, 9) for b in bands) == list(range(10))
-    capacity = [space.describe(c)[1] for c in picks]
+    capacity = [space.describe(c).capacity for c in picks]
     assert capacity[-1] == pytest.approx(9 * 6 + 0.03)  # the slowest band: the all-3x3 cell (six live 3x3s, three deep)
+
+
+def test_cells_that_compute_nothing_score_chance_and_are_never_candidates(evaluator):
+    """341 of the 15,625 cells have no path from input to output: every table gives them chance
+    (0.097 on CIFAR-10), so the strategy leaves them out; random search and TPE still draw them."""
+    space = Nb201Space()
+    dead = [c for c in evaluator_cells(space) if space.describe(c).computes_nothing]
+    assert len(dead) == 341 and space.describe(CellSpec.from_string(ARCH0)).computes_nothing is False
+    assert {round(evaluator.accuracy(c, latency_ms=1.0).accuracy, 3) for c in dead} == {0.097}
+    candidates = _sampler(space, evaluator)._candidates(set(), [])
+    assert len(candidates.params) == 15_625 - 341
+    assert not any(space.describe(space.from_params(p)).computes_nothing for p in candidates.params)
 
 
 def evaluator_cells(space):
