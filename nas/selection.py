@@ -4,7 +4,8 @@ Latency does not depend on the weights: it is known (looked up, measured, cached
 before anything is trained, while accuracy costs a training. So for each trial this strategy
 
 0. never proposes a candidate that a training-free check shows to compute nothing (a NAS-Bench-201
-   cell with no path from input to output: chance accuracy by construction);
+   cell with no path from input to output: chance accuracy by construction), nor, of candidates that
+   compute the same function (the same live edges), any but the fastest, nor any once one was seen;
 1. starts without training: the first `startup_trials` candidates spread over the latency range
    (one per latency quantile band), each the band's unseen candidate of the largest training-free
    capacity (parameters of a NAS-Bench-201 cell, multiply-adds of a MnasNet network);
@@ -129,7 +130,9 @@ class FeatureGP:
         v = np.linalg.solve(self._chol, cross.T)
         prior = a * np.sum(features * features, axis=1) + b
         variance = np.clip(prior - np.sum(v * v, axis=0), 1e-12, None)
-        z, z_var = self.mean + self.scale * mean, self.scale**2 * variance
+        # far outside the data a linear kernel's variance grows without bound; a standard deviation
+        # of 2 (a factor 7 on the error rate) already says "unknown" and keeps exp() finite
+        z, z_var = self.mean + self.scale * mean, np.minimum(self.scale**2 * variance, 4.0)
         error = np.exp(-z + z_var / 2)  # E[exp(-z)] of a Gaussian z
         return 1.0 - error, error * np.sqrt(np.expm1(z_var))
 
@@ -270,7 +273,7 @@ class LatencyAwareSampler(BaseSampler):
         self._codes = {name: {value: k for k, value in enumerate(values)} for name, values in self._choices.items()}
         self._selected: dict[int, Selection] = {}
         self._descriptions: dict[tuple, Description] = {}
-        self._catalog = None  # every candidate of an enumerable space with a cheap latency: (batch, arch ids)
+        self._catalog = None  # every candidate of an enumerable space with a cheap latency: (batch, arch ids, functions)
 
     # Optuna's sampler interface: everything is decided in before_trial.
     def infer_relative_search_space(self, study, trial):
@@ -407,7 +410,9 @@ class LatencyAwareSampler(BaseSampler):
         """The unseen candidates, with their latencies when all are known cheaply: every point of an
         enumerable space with a table's latencies, else a pool of `pool` unseen ones (mutations of
         `parents`, the front, for `mutation_share` of it; random points). None that computes nothing
-        (its accuracy is known: chance)."""
+        (its accuracy is known: chance). In the enumerated space, one per function: the fastest of the
+        candidates that compute the same, and none of a function already seen (another member would
+        teach nothing and cost more)."""
         size = math.prod(len(c) for c in self._choices.values())
         if self.evaluator.cheap_latency and size <= ENUMERABLE:
             if self._catalog is None:
@@ -416,9 +421,15 @@ class LatencyAwareSampler(BaseSampler):
                 params = [p for p in every if not self._description(p).computes_nothing]
                 specs = [self.space.from_params(p) for p in params]
                 latencies = np.array([self.evaluator.latency(s).median_ms for s in specs])
-                self._catalog = (self._described(params, latencies), np.array([s.arch_id for s in specs]))
-            catalog, ids = self._catalog
-            return catalog.subset(np.flatnonzero(~np.isin(ids, list(seen))))
+                order = np.argsort(latencies, kind="stable")  # fastest first: the first of a function is its fastest
+                params, specs = [params[i] for i in order], [specs[i] for i in order]
+                functions = np.array([self._description(p).function or s.arch_id for p, s in zip(params, specs, strict=True)])
+                self._catalog = (self._described(params, latencies[order]), np.array([s.arch_id for s in specs]), functions)
+            catalog, ids, functions = self._catalog
+            seen_functions = functions[np.isin(ids, list(seen))]
+            unseen = np.flatnonzero(~np.isin(functions, seen_functions))
+            _, first = np.unique(functions[unseen], return_index=True)
+            return catalog.subset(np.sort(unseen[first]))
         pool, ids = [], set(seen)
         for _ in range(self.pool * 5):
             if len(pool) >= self.pool:

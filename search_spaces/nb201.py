@@ -128,4 +128,5 @@ class Nb201Space:
                 depth[node] = max(into)
         features = (float(3 in reach), *map(float, counts), float(depth.get(3, 0)))
         capacity = float(9 * counts[2] + counts[1]) + 0.01 * features[-1]
-        return Description(features, capacity, computes_nothing=3 not in reach)
+        live_ops = [op if k in live else "none" for k, op in enumerate(cell.ops)]
+        return Description(features, capacity, computes_nothing=3 not in reach, function=CellSpec(tuple(live_ops)).key)

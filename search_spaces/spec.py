@@ -42,12 +42,15 @@ _SKIP_TOKENS = {"identity": "", "pool": "poolskip", "none": "noskip"}
 @dataclass(frozen=True)
 class Description:
     """A candidate as known without training: `features` for a surrogate, a `capacity` to rank
-    candidates by, and whether it computes nothing by construction (its accuracy is chance, so
-    training it teaches nothing: a NAS-Bench-201 cell with no path from input to output)."""
+    candidates by, whether it computes nothing by construction (its accuracy is chance, so
+    training it teaches nothing: a NAS-Bench-201 cell with no path from input to output), and a
+    `function` key shared by candidates that compute the same function (a NAS-Bench-201 cell
+    with the same live edges: its dead ones may still cost latency); None: its own."""
 
     features: tuple[float, ...]
     capacity: float
     computes_nothing: bool = False
+    function: str | None = None
 
 
 class SpecError(ValueError):

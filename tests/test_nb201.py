@@ -157,23 +157,22 @@ def _sampler(space, evaluator, **kw):
 
 
 def test_the_start_spreads_over_latency_bands_and_takes_each_bands_largest_cell(evaluator):
-    """Before any accuracy is known, no training is needed to choose well: band k of ten latency
-    deciles gives its unseen cell of the most convolution weights."""
+    """Before any accuracy is known, no training is needed to choose well: pick k is, of the
+    candidates in band k of ten latency deciles of those left, the one of the most convolution weights."""
     space = Nb201Space()
     sampler = _sampler(space, evaluator)
     picks = []
-    for _ in range(10):
+    for band in range(10):
+        left = sampler._candidates({c.arch_id for c in picks}, [])
         chosen = sampler.select(_Study(_finished(space, evaluator, picks)))
         assert chosen.predicted_accuracy is None  # no model yet
         picks.append(space.from_params(chosen.params))
+        low, high = np.quantile(left.latencies_ms, [band / 10, (band + 1) / 10])
+        inside = (left.latencies_ms >= low) & (left.latencies_ms <= high)
+        assert low <= evaluator.latency(picks[-1]).median_ms <= high
+        assert space.describe(picks[-1]).capacity == pytest.approx(left.capacity[inside].max())
     assert len({c.arch_id for c in picks}) == 10
-    computing = [c for c in evaluator_cells(space) if not space.describe(c).computes_nothing]
-    latencies = np.array(sorted(evaluator.latency(c).median_ms for c in computing))
-    edges = np.quantile(latencies, np.linspace(0, 1, 11))
-    bands = [int(np.searchsorted(edges, evaluator.latency(c).median_ms, side="right") - 1) for c in picks]
-    assert sorted(min(b, 9) for b in bands) == list(range(10))
-    capacity = [space.describe(c).capacity for c in picks]
-    assert capacity[-1] == pytest.approx(9 * 6 + 0.03)  # the slowest band: the all-3x3 cell (six live 3x3s, three deep)
+    assert space.describe(picks[-1]).capacity == pytest.approx(9 * 6 + 0.03)  # the slowest: all 3x3 (six live, three deep)
 
 
 def test_cells_that_compute_nothing_score_chance_and_are_never_candidates(evaluator):
@@ -184,8 +183,29 @@ def test_cells_that_compute_nothing_score_chance_and_are_never_candidates(evalua
     assert len(dead) == 341 and space.describe(CellSpec.from_string(ARCH0)).computes_nothing is False
     assert {round(evaluator.accuracy(c, latency_ms=1.0).accuracy, 3) for c in dead} == {0.097}
     candidates = _sampler(space, evaluator)._candidates(set(), [])
-    assert len(candidates.params) == 15_625 - 341
     assert not any(space.describe(space.from_params(p)).computes_nothing for p in candidates.params)
+
+
+def test_of_cells_that_compute_the_same_only_the_fastest_unseen_is_a_candidate(evaluator):
+    """Cells with the same live edges are one network (their dead edges may still cost latency):
+    the strategy offers the fastest of each, and none of one it has seen."""
+    space = Nb201Space()
+    by_function = {}
+    for cell in evaluator_cells(space):
+        description = space.describe(cell)
+        if not description.computes_nothing:
+            by_function.setdefault(description.function, []).append(cell)
+    assert len(by_function) == 9_444  # of 15,284 cells that compute something
+    skip_only = by_function[CellSpec.from_string("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|").key]
+    assert len(skip_only) > 20  # e.g. |none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|
+    sampler = _sampler(space, evaluator)
+    offered = {space.from_params(p).arch_id for p in sampler._candidates(set(), []).params}
+    assert len(offered) == len(by_function)
+    fastest = min(skip_only, key=lambda c: evaluator.latency(c).median_ms)
+    assert fastest.arch_id in offered and not any(c.arch_id in offered for c in skip_only if c != fastest)
+    slow_sibling = max(skip_only, key=lambda c: evaluator.latency(c).median_ms)
+    after = {space.from_params(p).arch_id for p in sampler._candidates({slow_sibling.arch_id}, []).params}
+    assert not any(c.arch_id in after for c in skip_only) and len(after) == len(offered) - 1
 
 
 def evaluator_cells(space):
