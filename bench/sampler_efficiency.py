@@ -125,6 +125,7 @@ def main() -> None:
         print(format_table(results, args))
         return
     done = {(r["device"], r["strategy"], r["seed"]) for r in results["runs"]}
+    code = code_version()  # what the pool's processes run (the tree may change while they do)
     started = time.perf_counter() - results.get("seconds", 0.0)
     results["settings"] = settings
     # SQLite in memory-backed storage where there is one: the bench measures strategies, not disks
@@ -153,12 +154,12 @@ def main() -> None:
         for future in as_completed(running):
             device, strategy, seed = running[future]
             reference = results["reference"][device]
-            run = future.result() | {"device": device, "strategy": strategy, "seed": seed, "code": code_version()}
+            run = future.result() | {"device": device, "strategy": strategy, "seed": seed, "code": code}
             point = (reference["accuracy"], reference["latency_ms"])
             run["regret"] = regret_curve(run["points"], hv_star=reference["hv_star"], reference=point)
             results["runs"].append(run)
             results["seconds"] = time.perf_counter() - started
-            results["code"] = code_version()
+            results["code"] = code
             write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
             print(
                 f"{device:<10} {strategy:<14} seed {seed}: regret "

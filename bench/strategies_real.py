@@ -50,12 +50,12 @@ def start(strategy: str, seed: int, *, minutes: float, data_dir: str, runs_root:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL), runs, time.time()
 
 
-def result(runs: str, started: float, *, minutes: float) -> dict:
+def result(runs: str, started: float, *, minutes: float, code: str) -> dict:
+    """The run's front over time; `code` is the version it was started with (the tree may change while it runs)."""
     import optuna
 
     from latency.fingerprint import host_fingerprint
     from results.record import TrialRecord
-    from search_spaces.files import code_version
 
     study = optuna.load_study(study_name="mnasnet-cifar10", storage=f"sqlite:///{runs}/mnasnet-cifar10/study.db")
     points = []
@@ -64,7 +64,7 @@ def result(runs: str, started: float, *, minutes: float) -> dict:
         if trial.state.name == "COMPLETE" and record.accuracy is not None and trial.datetime_complete:
             points.append((trial.datetime_complete.timestamp() - started, record.latency_ms, record.accuracy))
     machine = f"{os.uname().nodename}, {host_fingerprint(threads=1)['cpu']}"
-    return {"minutes": minutes, "points": points, "trials": len(study.trials), "code": code_version(), "machine": machine}
+    return {"minutes": minutes, "points": points, "trials": len(study.trials), "code": code, "machine": machine}
 
 
 def table(document: dict) -> str:
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--out", default=DATA_FILE)
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
+    from search_spaces.files import code_version
+
+    code = code_version()  # what the searches start with
     document = load(args.out)
     options = {"minutes": args.minutes, "data_dir": os.path.abspath(args.data_dir), "runs_root": args.runs_dir}
     for seed in [] if args.show else args.seeds:
@@ -114,7 +117,7 @@ def main() -> None:
             for strategy, (process, runs, started) in running.items():
                 if process.wait() != 0:
                     raise SystemExit(f"{strategy}-{seed}: nas search failed (exit {process.returncode}); see {runs}")
-                document["runs"][f"{strategy}-{seed}"] = result(runs, started, minutes=args.minutes)
+                document["runs"][f"{strategy}-{seed}"] = result(runs, started, minutes=args.minutes, code=code)
                 write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
                 print(f"{strategy}-{seed}: {document['runs'][f'{strategy}-{seed}']['trials']} trials", flush=True)
     print(table(document))

@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--show", action="store_true")
     args = parser.parse_args()
     document = read_json(args.out, {"runs": []})
+    code = code_version()  # what this process imported (the tree may change while it runs)
     if not args.show:
         done = {(r["device"], r["variant"], r["seed"], r["budget"]) for r in document["runs"]}
         for device in args.devices:
@@ -141,7 +142,7 @@ def main() -> None:
                     }
                     document["runs"].append(
                         {"device": device, "variant": variant, "seed": seed, "budget": args.budget, "regret": regret,
-                         "seconds": time.perf_counter() - started, "code": code_version()}
+                         "seconds": time.perf_counter() - started, "code": code}
                     )  # fmt: skip
                     write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
                     print(
