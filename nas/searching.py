@@ -350,8 +350,9 @@ def terminate_as_interrupt():
 
 def _run_search(config, stack, evaluator, storage, *, on_trial, on_start) -> SearchSummary:
     fingerprint = evaluator.fingerprint
-    path = sqlite_path(config.storage_url) if storage is None else None
-    storage = storage or open_storage(config.storage_url, heartbeat=True)
+    path = None
+    if storage is None:  # the study's own storage (a benchmark may hand one in)
+        path, storage = sqlite_path(config.storage_url), open_storage(config.storage_url, heartbeat=True)
     if path:
         lock_sqlite(path, stack, config.study_name)
     existing = 0
