@@ -302,7 +302,8 @@ def run_check(
             record = records.setdefault(arch, CheckRecord(name=name, arch=arch))
             record.latency_ms = latency_ms if latency_ms is not None else record.latency_ms
             for budget in (proxy, long):
-                if budget.label in record.results:
+                earlier = record.results.get(budget.label)
+                if earlier is not None and not _retry(earlier):
                     continue
                 start = time.perf_counter()
                 if isinstance(budget, FinalBudget):
@@ -325,11 +326,22 @@ def run_check(
                     }
                 else:
                     result["error"] = outcome.reason
+                if earlier is not None:
+                    result["attempts"] = earlier.get("attempts", 1) + 1
                 record.results[budget.label] = result
                 save_records(path, records, settings, summary=summarize(records, proxy, long))
                 if on_result:
                     on_result(record, budget, result)
     return path, records
+
+
+#: a failed run (a timeout on a loaded machine, a crashed worker) is tried again when the check is run
+#: again, up to this many attempts in all; then it stays failed with its reason
+MAX_ATTEMPTS = 2
+
+
+def _retry(result: dict) -> bool:
+    return "error" in result and result.get("attempts", 1) < MAX_ATTEMPTS
 
 
 #: what a proxy run can rank by, each oriented so that higher means better: name -> value of a proxy result
