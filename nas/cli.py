@@ -257,6 +257,7 @@ def _proxy_check_flags(p) -> None:
     p.add_argument("--no-references", dest="references", action="store_const", const="", help="leave out the references")
     add_fields(p, SearchConfig, (*STUDY_FIELDS, "space", "width", "stem_stride", "dataset", "data_dir"), title="what is checked")
     add_fields(p, SearchConfig, ("train_images", "epochs", "val_images", "batch_size", "seed"), title="the proxy budget")
+    add_fields(p, SearchConfig, ("trial_timeout_s",))  # a long budget on a loaded machine outlasts the default
 
 
 def cmd_proxy_check(args) -> int:
