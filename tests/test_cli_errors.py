@@ -94,6 +94,7 @@ BAD = [
     (["dashboard", "--study", "never-ran", "--port", "70000"], "port=70000 must be in 1..65535"),
     (["proxy-check", "--archs", "-1"], "archs=-1: nothing to check"),
     (["proxy-check", "--long-epochs", "0"], "long-epochs=0 must be at least 1"),
+    (["proxy-check", "--trial-timeout", "0"], "trial-timeout-s=0.0 must be a positive number"),
     (["calibrate", "--target-ms", "0"], "target-ms=0.0 must be a positive number"),
     (["calibrate", "--references", "resnet50"], "reference 'resnet50' is unknown"),
     (["calibrate", "--input-size", "4"], "input-size=4 must be in 8..1024"),
