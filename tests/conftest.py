@@ -55,3 +55,52 @@ def postgres_url():
             yield url
     except FileNotFoundError as error:
         pytest.fail(str(error))
+
+
+# -- where the suite's CPU goes -------------------------------------------------------------------
+# Wall times move with the machine's load; CPU seconds (this process and every child it waited for:
+# the `nas` commands and their workers) say what a test costs on any machine.
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_CPU_AT_START] = _cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "teardown" and _CPU_AT_START in item.stash:
+        outcome.get_result().user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_CPU_AT_START]))
+
+
+_CPU_AT_START = pytest.StashKey[float]()
+
+
+def pytest_terminal_summary(terminalreporter):
+    spent: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            cpu = dict(getattr(report, "user_properties", ())).get("cpu_seconds")
+            if cpu is not None and getattr(report, "when", None) == "teardown":
+                spent[report.nodeid] = cpu
+    if not spent:
+        return
+    by_file: dict[str, float] = {}
+    for nodeid, cpu in spent.items():
+        by_file[nodeid.split("::")[0]] = by_file.get(nodeid.split("::")[0], 0.0) + cpu
+    write = terminalreporter.write_line
+    terminalreporter.section("CPU seconds (tests and the processes they ran)")
+    write(f"{sum(spent.values()):.0f} s in all; by file:")
+    for path, cpu in sorted(by_file.items(), key=lambda item: -item[1])[:15]:
+        write(f"{cpu:8.1f}  {path}")
+    write("slowest tests (a module's shared set-up counts to its first test):")
+    for nodeid, cpu in sorted(spent.items(), key=lambda item: -item[1])[:15]:
+        write(f"{cpu:8.1f}  {nodeid}")

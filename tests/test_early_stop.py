@@ -71,24 +71,35 @@ def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_pat
     assert (stopped.timings["train_steps"], full.timings["train_steps"]) == (4, 16)  # 1024 / 64 = 16 steps
 
 
-@pytest.mark.slow
-def test_proxy_check_ranks_saves_resumes_and_shows(cifar_dir, tmp_path):
-    args = [
-        sys.executable, "-m", "nas.cli", "proxy-check", "--archs", "3", "--no-references", "--data-dir", str(cifar_dir),
-        "--train-images", "256", "--long-images", "1024", "--long-epochs", "1", "--val-images", "300", "--runs-dir", "runs",
-        "--width", "0.25",  # quarter-width networks: the plumbing is the same, the training cheaper
-    ]  # fmt: skip
-    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+PROXY_CHECK = [
+    "proxy-check", "--archs", "3", "--no-references", "--train-images", "256", "--long-images", "1024", "--long-epochs", "1",
+    "--val-images", "300", "--runs-dir", "runs",
+    "--width", "0.25",  # quarter-width networks: the plumbing is the same, the training cheaper
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def proxy_checked(cifar_dir, tmp_path_factory):
+    """`nas proxy-check` of three architectures, 256x1 against 1024x1, and its saved result."""
+    root = tmp_path_factory.mktemp("proxy-check")
+    args = [sys.executable, "-m", "nas.cli", *PROXY_CHECK, "--data-dir", str(cifar_dir)]
+    first = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
+    (saved,) = (root / "runs" / "proxy-check").glob("*.json")
+    return root, args, first, saved
+
+
+@pytest.mark.slow
+def test_proxy_check_ranks_saves_resumes_and_shows(proxy_checked):
+    root, args, first, saved = proxy_checked
     assert first.stdout.count(" 256x1  accuracy ") == 3 and first.stdout.count(" 1024x1  accuracy ") == 3
     assert "proxy 256x1 vs long 1024x1 images x epochs: Kendall tau" in first.stdout
-    (saved,) = (tmp_path / "runs" / "proxy-check").glob("*.json")
     records = json.loads(saved.read_text())["records"]
     assert len(records) == 3
     assert all(0 <= r["results"][budget]["accuracy"] <= 1 for r in records for budget in ("256x1", "1024x1"))
-    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "accuracy 0." not in again.stdout  # everything was already there
-    shown = subprocess.run([*args, "--show"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    shown = subprocess.run([*args, "--show"], cwd=root, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "Kendall tau" in shown.stdout and str(saved.name) in shown.stdout
 
 
@@ -104,34 +115,81 @@ def test_proxy_check_show_without_a_result_is_bad_input(tmp_path):
 
 
 @pytest.mark.slow
-def test_proxy_check_against_the_retraining_recipe(cifar_dir, tmp_path):
+def test_proxy_check_against_the_retraining_recipe(proxy_checked, cifar_dir):
     """The long budget can be the retraining recipe: the final validation accuracy of each
-    architecture, retrained where `nas retrain` keeps it, written with the summary as it arrives."""
+    architecture, retrained where `nas retrain` keeps it, written with the summary as it arrives. The
+    result file of the check above already holds the proxy's runs: only the retrainings are new."""
     from nas import proxy_check
     from nas.choice import retrain_dir
     from nas.config import SearchConfig
+    from results.ranking import kendall_tau
     from search_spaces import ArchSpec
     from trainers.full import Recipe, load_result
 
-    config = SearchConfig(  # quarter-width networks: the plumbing is the same, the training cheaper
-        width=0.25, train_images=256, val_images=300, data_dir=str(cifar_dir), runs_dir=str(tmp_path / "runs")
-    )
+    root, _, _, saved = proxy_checked
+    config = SearchConfig(width=0.25, val_images=300, data_dir=str(cifar_dir), runs_dir=str(root / "runs"))
     recipe = Recipe(epochs=1, train_images=1024, val_images=500, batch_size=64)
-    path = str(tmp_path / "proxy_vs_final.json")
-    _, records = proxy_check.run_check(
-        config, count=3, proxy=proxy_check.Budget(256, 1), long=proxy_check.FinalBudget(recipe), references=(), path=path
-    )
-    with open(path) as f:
-        document = json.load(f)
     label = proxy_check.FinalBudget(recipe).label
-    from results.ranking import kendall_tau
-
+    trained = []
+    _, records = proxy_check.run_check(
+        config,
+        count=3,
+        proxy=proxy_check.Budget(256, 1),
+        long=proxy_check.FinalBudget(recipe),
+        path=str(saved),
+        on_result=lambda record, budget, result: trained.append(budget.label),
+    )
+    assert trained == [label] * 3  # the same three architectures; their proxy runs were reused
+    document = json.loads(saved.read_text())
     pairs = [(r.results["256x1"]["accuracy"], r.results[label]["accuracy"]) for r in records.values()]
     assert document["summary"]["n"] == 3  # the saved summary is the ranking of what was trained
     assert document["summary"]["kendall_tau"] == pytest.approx(kendall_tau(*zip(*pairs, strict=True)), nan_ok=True)
+    assert all("1024x1" in r["results"] for r in document["records"])  # the other budget's results are kept
     for record in records.values():
         final = record.results[label]
         workdir = retrain_dir(
             config.runs_dir, dataset="cifar10", recipe=recipe, arch_id=ArchSpec.from_string(record.arch).arch_id
         )
         assert final["accuracy"] == load_result(workdir).val_accuracy  # the validation split, never the test split
+
+
+def test_a_failed_proxy_check_run_is_tried_once_more_when_the_check_runs_again(tmp_path, monkeypatch):
+    """A timeout on a loaded machine is no measurement: the next run of the check tries it again,
+    once; a second failure stays, with its reason (no training here: the runner is a stand-in)."""
+    from nas import proxy_check, worker
+    from nas.config import SearchConfig
+
+    answers = iter(["timed out after 1800 s", "ok", "timed out after 1800 s", "ok"])
+
+    class Runner:
+        def __init__(self, **_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def run(self, job, *, timeout_s=None):
+            answer = next(answers)
+            if answer != "ok":
+                return worker.Outcome(worker.Status.FAILED, reason=answer)
+            return worker.Outcome(worker.Status.OK, accuracy=0.5, params_count=1, timings={"train_seconds": 1.0})
+
+    monkeypatch.setattr(worker, "TrialRunner", Runner)
+    monkeypatch.setattr(proxy_check, "candidates", lambda *a, **k: [("sample-0", "conv_r1_k3_s1_c16-head_c256", None)])
+    config = SearchConfig(runs_dir=str(tmp_path))
+    check = dict(config=config, count=1, proxy=proxy_check.Budget(256, 1), long=proxy_check.Budget(1024, 1))
+    path = str(tmp_path / "check.json")
+
+    def results():
+        (record,) = proxy_check.run_check(**check, path=path)[1].values()
+        return record.results
+
+    first = results()  # the proxy run fails, the long one is measured
+    assert "error" in first["256x1"] and "attempts" not in first["256x1"] and first["1024x1"]["accuracy"] == 0.5
+    second = results()  # tried once more: fails again, and says it was the second attempt
+    assert second["256x1"]["attempts"] == 2 and "timed out" in second["256x1"]["error"]
+    assert results() == second  # two attempts are all it gets; nothing ran
+    assert list(answers) == ["ok"]  # asked three times: the proxy twice, the long run once

@@ -275,13 +275,18 @@ def _tflite_macs_of(job: tuple[str, int]) -> int:
 
 
 def _choices_of(arch: str) -> set[tuple]:
-    """What an architecture chooses, block by block, each choice with the block's op: kernels, strides,
-    expansions, squeeze-excite, skips, attention (not the layer counts and widths, which take every
-    value anyway)."""
+    """What an architecture chooses: the op at each position, and each block's choices (kernel,
+    stride, expansion, squeeze-excite, skip, attention), alone and in pairs with the block's op, since
+    a block's multiply-adds come from how its choices combine (a pool skip on a strided block, SE after
+    an expansion). Layer counts and widths are left out: every architecture takes some value of them."""
+    import itertools
     import re
 
-    blocks = [block.split("_") for block in arch.split("-")]
-    return {(i, parts[0], part) for i, parts in enumerate(blocks) for part in parts[1:] if not re.fullmatch(r"[rc]\d+", part)}
+    made = set()
+    for position, (op, *parts) in enumerate(block.split("_") for block in arch.split("-")):
+        kept = [part for part in parts if not re.fullmatch(r"[rc]\d+", part)]
+        made |= {(position, op)} | {(op, part) for part in kept} | {(op, *pair) for pair in itertools.combinations(kept, 2)}
+    return made
 
 
 def covering(archs: list[str]) -> list[str]:
@@ -297,11 +302,12 @@ def covering(archs: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_the_latency_models_walk_counts_what_the_tflite_graph_multiplies():
-    """A few architectures that together make every choice of every reference and of 300 random draws
-    of each space (the first two also with 100 classes): the latency model's own walk over the network
-    counts the same multiply-adds as the converted graph. Blocks keep at most two layers (the second is
-    where a block's repeats differ from its first; more only cost conversion time). Two worker
-    processes convert side by side (the converter is single-threaded)."""
+    """A few architectures that together make every choice, and every pair of choices within a block,
+    of every reference and of 300 random draws of each space (the first two also with 100 classes):
+    the latency model's own walk over the network counts the same multiply-adds as the converted graph.
+    Blocks keep at most two layers (the second is where a block's repeats differ from its first; more
+    only cost conversion time). Two worker processes convert side by side (the converter is
+    single-threaded)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
