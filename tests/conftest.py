@@ -62,6 +62,9 @@ def postgres_url():
 # the `nas` commands and their workers) say what a test costs on any machine.
 
 
+_CPU_AT_START = pytest.StashKey[float]()
+
+
 def _cpu_seconds() -> float:
     import resource
 
@@ -81,9 +84,6 @@ def pytest_runtest_makereport(item, call):
         outcome.get_result().user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_CPU_AT_START]))
 
 
-_CPU_AT_START = pytest.StashKey[float]()
-
-
 def pytest_terminal_summary(terminalreporter):
     spent: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
@@ -95,7 +95,8 @@ def pytest_terminal_summary(terminalreporter):
         return
     by_file: dict[str, float] = {}
     for nodeid, cpu in spent.items():
-        by_file[nodeid.split("::")[0]] = by_file.get(nodeid.split("::")[0], 0.0) + cpu
+        path = nodeid.split("::")[0]
+        by_file[path] = by_file.get(path, 0.0) + cpu
     write = terminalreporter.write_line
     terminalreporter.section("CPU seconds (tests and the processes they ran)")
     write(f"{sum(spent.values()):.0f} s in all; by file:")
