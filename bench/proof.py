@@ -40,8 +40,9 @@ sys.path.insert(0, ROOT)
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
 KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
-#: what of those is committed: the records; the model files (MBs each) stay beside them on this machine only
-COMMITTED_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json")
+#: all of them are committed: the .tflite files (1-3 MB each) let any later machine re-time and re-score the
+#: models without retraining them (three models of 2026-12-01 were lost with their machine for want of them)
+COMMITTED_FILES = KEPT_FILES
 
 
 def nas(*args: str, runs_dir: str) -> None:
@@ -103,6 +104,19 @@ def restore_models(runs_dir: str, out: str, recipe) -> None:
                 shutil.copy2(source, os.path.join(target, name))
 
 
+def restore_results(runs_dir: str, out: str, recipe) -> None:
+    """Put back the result (final validation accuracy) of every kept model whose files are gone, so that the
+    proxy check reads it instead of retraining; compare never sees these (its records hold other folders)."""
+    from nas.choice import retrain_dir
+
+    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
+        source = os.path.join(out, "models", arch_id, "result.json")
+        target = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=arch_id)
+        if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
+            os.makedirs(target, exist_ok=True)
+            shutil.copy2(source, os.path.join(target, "result.json"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
@@ -146,16 +160,20 @@ def main() -> None:
         landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
 
     if "compare" in steps:
+        done = {r.model for r in (load(compare_file) if os.path.exists(compare_file) else []) if r.recipe_id == recipe.recipe_id}
         for model in plan["compare"]:
+            if model.get("reference", f"trial {model.get('trial')}") in done:
+                continue  # its record is kept: a machine without its files would retrain it for nothing
             what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
-            if "reference" in model:  # with the first found model as its study anchor: one compare.json
-                what = ["--trial", str(plan["compare"][0]["trial"]), "--references", model["reference"]]
+            if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
+                what = ["--references", model["reference"]]
             nas("compare", *_study_flags(out), *what, "--epochs", str(EPOCHS), "--data-dir", args.data_dir, runs_dir=runs)
             shutil.copy2(run_compare, compare_file)
             kept = keep_models(runs, out, recipe)
             landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
 
     if "proxy" in steps:
+        restore_results(runs, out, recipe)
         proxy = plan["proxy"]
         trials = [word for number in proxy["trials"] for word in ("--trial", str(number))]
         command = [

@@ -290,8 +290,9 @@ def compare(
     from nas import comparison as comparing
     from results.compare import load_document, merge, records_of, save
 
-    if selection.study and not (selection.trials or selection.front):
-        raise ConfigError("say what to take from the study: --trial N or --front [--top K]")
+    if selection.study and not (selection.trials or selection.front or references):
+        # only references named explicitly join a study's comparison alone; the defaults never do
+        raise ConfigError("say what to take from the study: --trial N or --front [--top K], or --references NAMES")
     references = comparing.DEFAULT_REFERENCES if references is None else tuple(references)
     with_refs = replace(selection, archs=(*selection.archs, *references))
     chosen, dataset_name, study = resolve(with_refs, recipe)
