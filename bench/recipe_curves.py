@@ -54,11 +54,30 @@ def save(document: dict) -> None:
     write_text_atomic(DATA_FILE, json.dumps(document, indent=1) + "\n")
 
 
+def _keep_recorded(name: str, *, recipe_id: str, resumable: bool) -> bool:
+    """Whether to train `name`: not when its curve under this recipe is finished. A curve cut short
+    whose checkpoint is not on this machine (a new machine) would be truncated by a fresh run from
+    epoch 1: it is kept under its own key first, and that is said."""
+    document = load()
+    entry = document.get(name)
+    if entry is None or entry.get("recipe_id") != recipe_id:
+        return True
+    if "result" in entry:
+        print(f"{name}: finished under recipe {recipe_id} ({len(entry['history'])} epochs recorded); not run again", flush=True)
+        return False
+    if not resumable and entry.get("history"):
+        kept = f"{name}@partial-{len(entry['history'])}-epochs"
+        document[kept] = document.pop(name)
+        save(document)
+        print(f"{name}: its checkpoint is not here; the {len(entry['history'])} recorded epochs are kept as {kept!r}", flush=True)
+    return True
+
+
 def run(name: str, *, data_dir: str, runs_dir: str) -> None:
     from nas.choice import retrain_dir
     from search_spaces import REFERENCES, ArchSpec
     from trainers.cifar import load_cifar
-    from trainers.full import Recipe, retrain
+    from trainers.full import CHECKPOINT, Recipe, retrain
 
     arch, overrides = EXPERIMENTS[name]
     spec = ArchSpec.from_string(REFERENCES.get(arch, arch))
@@ -66,6 +85,8 @@ def run(name: str, *, data_dir: str, runs_dir: str) -> None:
     dataset = load_cifar("cifar10", data_dir=data_dir)
     # the canonical folder of this (dataset, recipe, architecture): nas retrain / compare reuse it
     workdir = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=spec.arch_id)
+    if not _keep_recorded(name, recipe_id=recipe.recipe_id, resumable=os.path.exists(os.path.join(workdir, CHECKPOINT))):
+        return
 
     def on_epoch(epoch: int, epochs: int, record: dict) -> None:
         document = load()
