@@ -54,9 +54,16 @@ def nas(*args: str, runs_dir: str) -> None:
 
 def commit(paths: list[str], message: str, *, repo: str) -> None:
     """Commit exactly these paths in `repo` (other work in progress there stays out)."""
-    relative = [os.path.relpath(p, repo) for p in paths]
+
+    def tracked(path: str) -> bool:
+        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], cwd=repo, capture_output=True).returncode == 0
+
+    # a removed file is committed as removed if git knew it, and left out if it never did
+    relative = [p for p in (os.path.relpath(p, repo) for p in paths) if os.path.exists(os.path.join(repo, p)) or tracked(p)]
+    if not relative:
+        return
     for attempt in range(10):
-        added = subprocess.run(["git", "add", "--", *relative], cwd=repo, capture_output=True, text=True)
+        added = subprocess.run(["git", "add", "-A", "--", *relative], cwd=repo, capture_output=True, text=True)
         done = subprocess.run(
             ["git", "commit", "-q", "-m", message, "--only", "--", *relative], cwd=repo, capture_output=True, text=True
         )
@@ -104,6 +111,76 @@ def restore_models(runs_dir: str, out: str, recipe) -> None:
                 shutil.copy2(source, os.path.join(target, name))
 
 
+class CheckpointKeeper:
+    """Keeps every unfinished retraining's checkpoint under out/checkpoints/<recipe>/<arch>/ (committed at
+    most every `every` seconds), puts kept ones back into a fresh runs/ folder, and drops each once its model
+    is finished. A session ends after a few hours and its machine with it: trial 57's first 16 epochs (about
+    two hours) were lost that way, and a model longer than a session would otherwise never finish."""
+
+    def __init__(self, runs_dir: str, out: str, *, landed, every: float):
+        self.runs = os.path.join(runs_dir, "retrained", "cifar10")
+        self.kept = os.path.join(out, "checkpoints")
+        self.landed, self.every = landed, every
+        self.last = time.monotonic()
+
+    def _pairs(self, root: str) -> list[tuple[str, str]]:
+        return [
+            (recipe_id, arch_id)
+            for recipe_id in (sorted(os.listdir(root)) if os.path.isdir(root) else ())
+            for arch_id in sorted(os.listdir(os.path.join(root, recipe_id)))
+        ]
+
+    def restore(self) -> None:
+        from trainers.full import CHECKPOINT
+
+        for recipe_id, arch_id in self._pairs(self.kept):
+            target = os.path.join(self.runs, recipe_id, arch_id, CHECKPOINT)
+            if not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT), target)
+                print(f"checkpoint of {arch_id} (recipe {recipe_id}) restored from {self.kept}", flush=True)
+
+    def poll(self, *, force: bool = False) -> None:
+        from trainers.full import CHECKPOINT, RESULT, load_checkpoint
+
+        if not force and time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        changed, epochs = [], []
+        for recipe_id, arch_id in self._pairs(self.runs):
+            source = os.path.join(self.runs, recipe_id, arch_id)
+            target = os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT)
+            if os.path.exists(os.path.join(source, RESULT)):
+                if os.path.exists(target):  # finished: its record is what survives now
+                    os.remove(target)
+                    changed.append(target)
+                continue
+            if not os.path.exists(os.path.join(source, CHECKPOINT)):
+                continue
+            if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(os.path.join(source, CHECKPOINT), target + ".tmp")
+            os.replace(target + ".tmp", target)
+            loaded = load_checkpoint(target)
+            epochs.append(f"{arch_id} after epoch {loaded[0].get('epochs_done', '?') if loaded else '?'}")
+            changed.append(target)
+        if changed:
+            what = ", ".join(epochs) or "finished ones dropped"
+            self.landed(changed, f"bench data: the proof's unfinished checkpoints ({what})")
+
+
+def run_watched(command: list[str], *, poll) -> None:
+    """Run `command` (its output on this terminal), calling `poll` every 30 s; stop on failure."""
+    print("$ " + " ".join(command[2:] if command[1:2] == ["-m"] else command), flush=True)
+    process = subprocess.Popen(command, cwd=ROOT)
+    while process.poll() is None:
+        time.sleep(30)
+        poll()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[3] if len(command) > 3 else command[0]} failed (exit {process.returncode})")
+
+
 def restore_results(runs_dir: str, out: str, recipe) -> None:
     """Put back the result (final validation accuracy) of every kept model whose files are gone, so that the
     proxy check reads it instead of retraining; compare never sees these (its records hold other folders)."""
@@ -125,6 +202,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--show", action="store_true")
+    parser.add_argument(
+        "--checkpoint-minutes", type=float, default=45.0, help="commit unfinished checkpoints at most this often (with --commit)"
+    )
     args = parser.parse_args()
 
     from results.compare import format_table, load
@@ -144,14 +224,17 @@ def main() -> None:
     recipe = Recipe(epochs=EPOCHS)
     steps = args.only or ("curve", "compare", "proxy")
     restore_models(runs, out, recipe)
-    run_compare = os.path.join(runs, STUDY, "compare.json")
-    if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
-        os.makedirs(os.path.dirname(run_compare), exist_ok=True)
-        shutil.copy2(compare_file, run_compare)
 
     def landed(paths: list[str], message: str) -> None:
         if args.commit and repo:
             commit(paths, message, repo=repo)
+
+    keeper = CheckpointKeeper(runs, out, landed=landed, every=args.checkpoint_minutes * 60)
+    keeper.restore()
+    run_compare = os.path.join(runs, STUDY, "compare.json")
+    if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
+        os.makedirs(os.path.dirname(run_compare), exist_ok=True)
+        shutil.copy2(compare_file, run_compare)
 
     if "curve" in steps:
         env = {**os.environ, "NAS_RECIPE_CURVES": os.path.join(os.path.dirname(out), "recipe_curves.json")}
@@ -167,10 +250,12 @@ def main() -> None:
             what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
             if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
                 what = ["--references", model["reference"]]
-            nas("compare", *_study_flags(out), *what, "--epochs", str(EPOCHS), "--data-dir", args.data_dir, runs_dir=runs)
+            command = [sys.executable, "-m", "nas.cli", "compare", *_study_flags(out), *what, "--epochs", str(EPOCHS)]
+            run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
             shutil.copy2(run_compare, compare_file)
             kept = keep_models(runs, out, recipe)
             landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
+            keeper.poll(force=True)  # its checkpoint is dropped
 
     if "proxy" in steps:
         restore_results(runs, out, recipe)
@@ -181,15 +266,16 @@ def main() -> None:
             "--references", ",".join(proxy["references"]), "--final-epochs", str(EPOCHS),
             "--data-dir", args.data_dir, "--out", proxy_file, "--runs-dir", runs,
         ]  # fmt: skip
-        check = subprocess.Popen(command, cwd=ROOT)
         seen = _mtime(proxy_file)
-        while check.poll() is None:  # the check writes each result as it lands: commit it then
-            time.sleep(30)
+
+        def poll() -> None:  # the check writes each result as it lands: commit it then
+            nonlocal seen
+            keeper.poll()
             if _mtime(proxy_file) != seen:
                 seen = _mtime(proxy_file)
                 landed([proxy_file], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
-        if check.returncode != 0:
-            raise SystemExit(f"proxy-check failed (exit {check.returncode})")
+
+        run_watched(command, poll=poll)
         landed([proxy_file, *keep_models(runs, out, recipe)], f"bench data: proxy against final accuracy at {EPOCHS} epochs")
 
 
