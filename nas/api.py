@@ -170,7 +170,9 @@ class Selection:
 
     @property
     def uses_study(self) -> bool:
-        return bool(self.trials or self.front or (self.study and not self.archs))
+        # a named study is always the anchor (its data set, its compare.json), even when only
+        # references or strings are compared beside it
+        return bool(self.trials or self.front or self.study)
 
 
 def resolve(selection: Selection, recipe: Recipe):

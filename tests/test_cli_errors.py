@@ -88,6 +88,9 @@ BAD = [
     (["compare", "--arch", "mnasnet-small", "--references", "resnet50"], "arch 'resnet50' is not a valid architecture"),
     (["compare", "--arch", "mnasnet-small", "--device", "tpu"], "device='tpu' is not one of"),
     (["compare", "--study", "never-ran"], "say what to take from the study: --trial N or --front"),
+    # a named study anchors a comparison of references alone (its data set, its compare.json): it must exist
+    (["compare", "--study", "never-ran", "--references", "mobilenetv2-0.5"], "study 'never-ran' does not exist"),
+    (["retrain", "--study", "never-ran", "--arch", "mnasnet-small"], "study 'never-ran' does not exist"),
     (["export", "--arch", "mnasnet-small", "--device", "cmd:true"], "has no {model} placeholder"),
     (["export", "--arch", "mnasnet-small", "--latency-runs", "3"], "latency-runs=3 must be an integer >= 5"),
     (["compare", "--arch", "mnasnet-small", "--latency-threads", "0"], "latency-threads=0 must be an integer >= 1"),
