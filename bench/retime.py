@@ -1,0 +1,179 @@
+"""Time every model of a comparison side by side on this machine, including those whose files are gone.
+
+Latency does not depend on the weights: a model's TFLite graph is fixed by its architecture and the
+converter. So a compared model whose .tflite files did not survive a change of machine is timed through a
+*twin*: the same architecture built as the delivered model is (Keras' BatchNorm, untrained weights),
+converted the same way (fp32; int8 with real training images as its calibration set). One model that
+still has its real files is timed as a twin too, as the control: its real files and its twin must agree
+(their ratio is printed).
+
+    python bench/retime.py [--compare bench/data/proof/compare_30.json] [--rounds 5] [--data-dir data]
+
+All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
+the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
+The timing goes to bench/data/proof/timing.json, one entry per run (never replaced), with the machine's
+fingerprint and the code; the table prints each model's accuracy from the comparison beside its latency
+and which found model dominates which reference (more accurate at no more latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
+
+PROOF = os.path.join(ROOT, "bench", "data", "proof")
+PRECISIONS = ("fp32", "int8")
+
+
+def twin_files(arch: str, folder: str, *, dataset) -> dict[str, str]:
+    """fp32 and int8 TFLite files of `arch` with untrained weights, converted as `nas export` converts."""
+    import numpy as np
+
+    from latency.convert import to_tflite
+    from search_spaces import ArchSpec
+    from search_spaces.keras_blocks import build
+
+    spec = ArchSpec.from_string(arch)
+    model = build(spec, input_shape=dataset.x_train.shape[1:], num_classes=len(dataset.class_names))
+    representative = dataset.x_train[np.random.default_rng(0).choice(len(dataset.x_train), 256, replace=False)]
+    os.makedirs(folder, exist_ok=True)
+    return {
+        precision: to_tflite(
+            model,
+            os.path.join(folder, f"model_{precision}.tflite"),
+            input_shape=dataset.x_train.shape[1:],
+            precision=precision,
+            representative=representative,
+        )
+        for precision in PRECISIONS
+    }
+
+
+@contextlib.contextmanager
+def paused(pid: int | None):
+    """SIGSTOP `pid` and its children for the block, SIGCONT them after, whatever happens."""
+    import psutil
+
+    processes = [] if pid is None else [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in processes:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.resume()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", default=os.path.join(PROOF, "compare_30.json"))
+    parser.add_argument("--models", default=os.path.join(PROOF, "models"), help="where the real files are kept")
+    parser.add_argument("--out", default=os.path.join(PROOF, "timing.json"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--pause", type=int, help="a process (a training) to stop, with its children, while the files are timed")
+    args = parser.parse_args()
+
+    from nas.config import DeviceConfig
+    from results.compare import load
+    from results.dominance import dominates
+    from trainers.cifar import load_cifar
+
+    records = load(args.compare)
+    dataset = load_cifar(records[0].dataset, data_dir=args.data_dir)
+    scratch = tempfile.mkdtemp(prefix="twins-")
+    paths: dict[tuple[str, str, str], str] = {}  # (model, source, precision) -> file
+    control = None
+    for record in records:
+        real = {p: os.path.join(args.models, record.arch_id, f"model_{p}.tflite") for p in PRECISIONS}
+        if all(os.path.exists(path) for path in real.values()):
+            paths |= {(record.model, "real", p): path for p, path in real.items()}
+            if control is not None:
+                continue
+            control = record.model  # the first model with real files is also timed as a twin
+        twins = twin_files(record.arch, os.path.join(scratch, record.arch_id), dataset=dataset)
+        paths |= {(record.model, "twin", p): path for p, path in twins.items()}
+        print(f"twin of {record.model} ({record.arch_id}) converted", flush=True)
+
+    device, fingerprint = DeviceConfig().open()
+    print(f"timing {len(paths)} files side by side, {args.rounds} interleaved rounds", flush=True)
+    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in paths}
+    with paused(args.pause):
+        for _ in range(args.rounds):  # interleaved: every file once per round
+            for key, path in paths.items():
+                samples[key].append(device.measure(path).median_ms)
+    latency = {key: statistics.median(values) for key, values in samples.items()}
+
+    def key(model: str, precision: str) -> tuple[str, str, str]:
+        return (model, "real", precision) if (model, "real", precision) in latency else (model, "twin", precision)
+
+    def timed(model: str, precision: str) -> float:
+        return latency[key(model, precision)]
+
+    rows = []
+    for record in records:
+        row = {"model": record.model, "kind": record.kind, "arch_id": record.arch_id}
+        for p in PRECISIONS:
+            row[f"latency_{p}_ms"] = timed(record.model, p)
+            row[f"source_{p}"] = "real" if (record.model, "real", p) in latency else "twin"
+            row[f"test_accuracy_{p}"] = getattr(record, f"test_accuracy_{p}")
+        rows.append(row)
+    check = {p: latency[(control, "twin", p)] / latency[(control, "real", p)] for p in PRECISIONS} if control else {}
+
+    verdicts = []
+    for p in PRECISIONS:
+        for found in (r for r in rows if r["kind"] == "found"):
+            for reference in (r for r in rows if r["kind"] == "reference"):
+                point = lambda row: (row[f"latency_{p}_ms"], row[f"test_accuracy_{p}"])  # noqa: E731, B023
+                if dominates(point(found), point(reference)):
+                    # how steady the latency order is: the found model's time over the reference's, round by round
+                    ratios = [
+                        a / b for a, b in zip(samples[key(found["model"], p)], samples[key(reference["model"], p)], strict=True)
+                    ]
+                    verdicts.append(
+                        f"{p}: {found['model']} dominates {reference['model']} "
+                        f"(+{100 * (found[f'test_accuracy_{p}'] - reference[f'test_accuracy_{p}']):.2f} points; latency "
+                        f"{found[f'latency_{p}_ms'] / reference[f'latency_{p}_ms']:.3f}x, round by round "
+                        f"{min(ratios):.3f}-{max(ratios):.3f}x, faster in {sum(r < 1 for r in ratios)} of {len(ratios)})"
+                    )
+
+    entry = {
+        "timed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "code": code_version(),
+        "fingerprint": fingerprint,
+        "rounds": args.rounds,
+        "samples_ms": [{"model": k[0], "files": k[1], "precision": k[2], "medians": v} for k, v in samples.items()],
+        "control": {"model": control, "twin_over_real": check},
+        "rows": rows,
+        "dominance": verdicts,
+    }
+    document = read_json(args.out, {"runs": []})
+    document["runs"].append(entry)
+    write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
+
+    print(f"\n{'model':<20} {'kind':<9} {'fp32 ms':>8} {'int8 ms':>8} {'fp32 acc':>8} {'int8 acc':>8}  files")
+    for row in sorted(rows, key=lambda r: r["latency_fp32_ms"]):
+        print(
+            f"{row['model']:<20} {row['kind']:<9} {row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f} "
+            f"{row['test_accuracy_fp32']:>8.4f} {row['test_accuracy_int8']:>8.4f}  {row['source_fp32']}"
+        )
+    if control:
+        print(f"\ncontrol: {control}'s twin / its real files: fp32 {check['fp32']:.3f}x, int8 {check['int8']:.3f}x")
+    print("\n" + ("\n".join(verdicts) or "no found model dominates a reference"))
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
