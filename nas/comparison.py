@@ -107,16 +107,18 @@ def compare(
 
 
 def earlier_models(records: list[CompareRecord], *, recipe_id: str, dataset: str, exclude: set[str]) -> list[Chosen]:
-    """The models of earlier records under this recipe and dataset whose retrained files are still
-    here (not in `exclude`, arch ids): timed again beside the new ones."""
-    from trainers.full import RESULT
-
+    """The models of earlier records under this recipe and dataset whose exported files are still
+    here (not in `exclude`, arch ids): timed again beside the new ones. A folder holding only the
+    training's result (its model files gone with another machine) has nothing to time."""
     return [
         Chosen(r.model, ArchSpec.from_string(r.arch), r.workdir, r.source)
         for r in records
-        if r.recipe_id == recipe_id
-        and r.dataset == dataset
-        and r.arch_id not in exclude
-        and r.workdir
-        and os.path.exists(os.path.join(r.workdir, RESULT))
+        if r.recipe_id == recipe_id and r.dataset == dataset and r.arch_id not in exclude and _exported(r.workdir)
     ]
+
+
+def _exported(workdir: str | None) -> bool:
+    """Whether `workdir` holds a model card whose fp32 and int8 files are all there."""
+    card = ModelCard.load(workdir) if workdir and os.path.isdir(workdir) else None
+    files = [card.formats[p].file for p in ("fp32", "int8") if p in card.formats] if card else []
+    return bool(files) and all(f and os.path.exists(os.path.join(workdir, f)) for f in files)

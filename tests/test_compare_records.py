@@ -75,3 +75,36 @@ def test_a_damaged_file_is_refused_not_replaced(tmp_path):
     with pytest.raises(ValueError, match=r"compare.json is damaged \(not JSON: .*\); move it aside"):
         load_document(str(path))
     assert path.read_text() == '{"records": ['
+
+
+def test_only_earlier_models_whose_files_are_here_are_timed_again(tmp_path):
+    """A folder that holds only a training's result (its model files gone with another machine) is not
+    timed again: it has nothing to time. One with its card and both files is."""
+    from dataclasses import replace
+
+    from nas.comparison import earlier_models
+    from results.card import FormatEntry, ModelCard
+
+    arch = "conv_r1_k3_s2_c16-mbconv_r1_k3_s1_e3_c16-head_c256"
+    card = ModelCard(
+        arch=arch,
+        arch_id="x",
+        params_count=1,
+        multiply_adds=1,
+        input={},
+        classes=(),
+        formats={p: FormatEntry(file=f"model_{p}.tflite", test_accuracy=0.5) for p in ("fp32", "int8")},
+        training={},
+    )
+    folders = {name: tmp_path / name for name in ("result-only", "card-only", "complete")}
+    for name, folder in folders.items():
+        folder.mkdir()
+        (folder / "result.json").write_text("{}")
+        if name != "result-only":
+            (folder / "model_card.json").write_text(json.dumps(card.to_json()))
+        if name == "complete":
+            for p in ("fp32", "int8"):
+                (folder / f"model_{p}.tflite").write_bytes(b"x")
+    records = [replace(record(name), arch=arch, workdir=str(folder)) for name, folder in folders.items()]
+    chosen = earlier_models(records, recipe_id="r30", dataset="cifar10", exclude=set())
+    assert [c.name for c in chosen] == ["complete"]
