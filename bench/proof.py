@@ -20,6 +20,8 @@ Steps, each resumable per epoch (its checkpoint is in runs/) and skipped when it
               comparison's MobileNetV2-0.5
     compare   `nas compare` one model at a time, so compare_30.json is committed after each
     proxy     `nas proxy-check --study ... --final-epochs 30` (reuses the compared models)
+    alternatives  the same check with each other proxy budget of the plan (the finals are reused: only
+              the proxies train), into proxy_vs_final_<images>x<epochs>.json: what else could rank better
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
 """
@@ -199,7 +201,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "proof"), help="where inputs and results live")
-    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy"))
+    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy", "alternatives"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--show", action="store_true")
     parser.add_argument(
@@ -222,7 +224,7 @@ def main() -> None:
         plan = json.load(f)
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
     recipe = Recipe(epochs=EPOCHS)
-    steps = args.only or ("curve", "compare", "proxy")
+    steps = args.only or ("curve", "compare", "proxy", "alternatives")
     restore_models(runs, out, recipe)
 
     def landed(paths: list[str], message: str) -> None:
@@ -257,15 +259,20 @@ def main() -> None:
             landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
             keeper.poll(force=True)  # its checkpoint is dropped
 
-    if "proxy" in steps:
-        restore_results(runs, out, recipe)
+    def proxy_command(path: str) -> list[str]:
+        """`nas proxy-check` of the plan's architectures against their final accuracy, into `path`."""
         proxy = plan["proxy"]
         trials = [word for number in proxy["trials"] for word in ("--trial", str(number))]
-        command = [
+        return [
             sys.executable, "-m", "nas.cli", "proxy-check", *_study_flags(out), *trials, "--archs", str(proxy["more"]),
             "--references", ",".join(proxy["references"]), "--final-epochs", str(EPOCHS),
-            "--data-dir", args.data_dir, "--out", proxy_file, "--runs-dir", runs,
+            "--data-dir", args.data_dir, "--out", path, "--runs-dir", runs,
         ]  # fmt: skip
+
+    if "proxy" in steps or "alternatives" in steps:
+        restore_results(runs, out, recipe)
+    if "proxy" in steps:
+        command = proxy_command(proxy_file)
         seen = _mtime(proxy_file)
 
         def poll() -> None:  # the check writes each result as it lands: commit it then
@@ -277,6 +284,13 @@ def main() -> None:
 
         run_watched(command, poll=poll)
         landed([proxy_file, *keep_models(runs, out, recipe)], f"bench data: proxy against final accuracy at {EPOCHS} epochs")
+
+    if "alternatives" in steps:  # other proxy budgets on the same architectures: only the proxies train
+        for images, epochs in plan["proxy"].get("alternatives", ()):
+            path = os.path.join(out, f"proxy_vs_final_{images}x{epochs}.json")
+            budget = ["--train-images", str(images), "--epochs", str(epochs)]
+            run_watched([*proxy_command(path), *budget], poll=keeper.poll)
+            landed([path], f"bench data: the {images}x{epochs} proxy against final accuracy at {EPOCHS} epochs")
 
 
 def _mtime(path: str) -> float | None:
