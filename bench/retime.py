@@ -76,6 +76,21 @@ def paused(pid: int | None):
             process.resume()
 
 
+def proxy_front(trials_csv: str) -> list[dict]:
+    """The finished trials of a search that no other dominates on (search latency, proxy accuracy)."""
+    import csv
+
+    from results.dominance import non_dominated
+
+    with open(trials_csv, newline="") as f:
+        finished = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE" and not r["reused_from"]]
+    rows = [
+        {"number": int(r["number"]), "arch": r["arch"], "accuracy": float(r["accuracy"]), "latency_ms": float(r["latency_ms"])}
+        for r in finished
+    ]
+    return non_dominated(rows, lambda r: (r["latency_ms"], r["accuracy"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", default=os.path.join(PROOF, "compare_30.json"))
@@ -84,6 +99,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--pause", type=int, help="a process (a training) to stop, with its children, while the files are timed")
+    parser.add_argument(
+        "--front-of", help="a trials.csv: its front by proxy accuracy is timed too (twins), to see which is fast here"
+    )
     args = parser.parse_args()
 
     from nas.config import DeviceConfig
@@ -106,6 +124,11 @@ def main() -> None:
         twins = twin_files(record.arch, os.path.join(scratch, record.arch_id), dataset=dataset)
         paths |= {(record.model, "twin", p): path for p, path in twins.items()}
         print(f"twin of {record.model} ({record.arch_id}) converted", flush=True)
+
+    front = proxy_front(args.front_of) if args.front_of else []
+    for row in front:
+        twins = twin_files(row["arch"], os.path.join(scratch, f"trial-{row['number']}"), dataset=dataset)
+        paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
 
     device, fingerprint = DeviceConfig().open()
     print(f"timing {len(paths)} files side by side, {args.rounds} interleaved rounds", flush=True)
@@ -158,6 +181,10 @@ def main() -> None:
         "control": {"model": control, "twin_over_real": check},
         "rows": rows,
         "dominance": verdicts,
+        "front": [
+            {**row, **{f"latency_{p}_ms": latency[(f"front trial {row['number']}", "twin", p)] for p in PRECISIONS}}
+            for row in front
+        ],
     }
     document = read_json(args.out, {"runs": []})
     document["runs"].append(entry)
@@ -172,6 +199,14 @@ def main() -> None:
     if control:
         print(f"\ncontrol: {control}'s twin / its real files: fp32 {check['fp32']:.3f}x, int8 {check['int8']:.3f}x")
     print("\n" + ("\n".join(verdicts) or "no found model dominates a reference"))
+    if front:
+        print(f"\nthe study's front by proxy accuracy, timed here ({args.front_of}):")
+        print(f"{'trial':>6} {'proxy acc':>9} {'search ms':>9} {'fp32 ms':>8} {'int8 ms':>8}")
+        for row in entry["front"]:
+            print(
+                f"{row['number']:>6} {row['accuracy']:>9.3f} {row['latency_ms']:>9.3f} "
+                f"{row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f}"
+            )
     print(f"\nwritten to {args.out}")
 
 
