@@ -1,10 +1,12 @@
-"""Does TensorFlow's oneDNN path speed up retraining on this CPU? TensorFlow turns oneDNN on by
-default only on CPUs with AVX-512 VNNI/BF16 or AMX; on an AVX2-only machine it is off unless
-`TF_ENABLE_ONEDNN_OPTS=1`. The variable is read when TensorFlow is imported, so each setting runs in
-a process of its own; the two alternate, round after round, so a drift of the machine's speed
-touches both. Each round trains the recipe's fused step (batch 128) on real CIFAR-10.
+"""Which TensorFlow settings train fastest on this CPU: its oneDNN path (`--settings onednn`) or the
+sizes of its thread pools (`--settings threads`).
 
-    python bench/onednn_speed.py --data-dir data [--arch mobilenetv2-0.5] [--steps 60] [--rounds 3]
+TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on an AVX2-only machine it
+is off unless `TF_ENABLE_ONEDNN_OPTS=1`. These variables are read when TensorFlow is imported, so each
+setting runs in a process of its own; the settings alternate, round after round, so a drift of the
+machine's speed touches each alike. Each round trains the recipe's fused step (batch 128) on real CIFAR-10.
+
+    python bench/onednn_speed.py --data-dir data [--settings threads] [--arch mobilenetv2-0.5] [--steps 60] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-SETTINGS = {"default (off on AVX2)": "0", "TF_ENABLE_ONEDNN_OPTS=1": "1"}
+#: name -> environment of the child; --settings picks a family, the first of each is the baseline
+SETTINGS = {
+    "onednn": {"oneDNN as TensorFlow chooses": {}, "TF_ENABLE_ONEDNN_OPTS=1": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
+    "threads": {  # TensorFlow's defaults start as many intra- and inter-op threads as cores
+        "threads as TensorFlow chooses": {},
+        "inter-op 1": {"TF_NUM_INTEROP_THREADS": "1"},
+        "intra-op 2, inter-op 1": {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"},
+    },
+}
 
 
 def child(args) -> None:
@@ -51,6 +61,7 @@ def main() -> None:
     parser.add_argument("--arch", default="mobilenetv2-0.5")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default="onednn", help="what to compare (default onednn)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -58,10 +69,11 @@ def main() -> None:
         return
     command = [sys.executable, os.path.abspath(__file__), "--child", "--data-dir", args.data_dir, "--arch", args.arch]
     command += ["--steps", str(args.steps)]
-    results: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    settings = SETTINGS[args.settings]
+    results: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(args.rounds):
-        for name, value in SETTINGS.items():
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        for name, variables in settings.items():
+            env = {**os.environ, **variables, "TF_CPP_MIN_LOG_LEVEL": "3"}
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             results[name].append(float(done.stdout.strip().splitlines()[-1]))
     print(f"{args.arch}, batch 128, {args.steps} steps per round, {args.rounds} rounds alternating\n")
@@ -70,8 +82,9 @@ def main() -> None:
     for name, rows in results.items():
         medians[name] = statistics.median(rows)
         print(f"{name:<26} {' '.join(f'{r:.0f}' for r in rows):>24} {medians[name]:>8.0f}")
-    off, on = medians.values()
-    print(f"\noneDNN on / off: {on / off:.2f}x")
+    baseline, *others = medians
+    for name in others:
+        print(f"{name} / {baseline}: {medians[name] / medians[baseline]:.2f}x")
 
 
 if __name__ == "__main__":
