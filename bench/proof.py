@@ -210,6 +210,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from results.compare import format_table, load
+    from search_spaces.files import read_json
     from trainers.full import Recipe
 
     out, runs = os.path.abspath(args.out), os.path.abspath(args.runs_dir)
@@ -217,6 +218,16 @@ def main() -> None:
     proxy_file = os.path.join(out, "proxy_vs_final.json")
     if args.show:
         print(format_table(load(compare_file)) if os.path.exists(compare_file) else "no comparison yet")
+        timing = os.path.join(out, "timing.json")
+        if os.path.exists(timing):  # the latest quiet side-by-side timing of every model (bench/retime.py)
+            last = read_json(timing, None)["runs"][-1]
+            print(f"\nlatest quiet timing, {last['timed']} ({last['fingerprint']['cpu']}), medians of {last['rounds']} rounds:")
+            for row in sorted(last["rows"], key=lambda r: r["latency_fp32_ms"]):
+                print(
+                    f"  {row['model']:<20} {row['kind']:<9} fp32 {row['latency_fp32_ms']:.3f} ms  int8 "
+                    f"{row['latency_int8_ms']:.3f} ms  ({row['source_fp32']} files)"
+                )
+            print("  " + ("\n  ".join(last["dominance"]) or "no found model dominates a reference"))
         if os.path.exists(proxy_file):
             nas("proxy-check", "--show", "--out", proxy_file, *_study_flags(out), "--final-epochs", str(EPOCHS), runs_dir=runs)
         return
