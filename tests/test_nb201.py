@@ -175,6 +175,28 @@ def test_the_start_spreads_over_latency_bands_and_takes_each_bands_largest_cell(
     assert space.describe(picks[-1]).capacity == pytest.approx(9 * 6 + 0.03)  # the slowest: all 3x3 (six live, three deep)
 
 
+def test_with_too_few_finished_trials_the_selection_starts_without_a_model(evaluator):
+    """Failed trials teach the surrogate nothing: with 2 finished and 12 failed (more trials than the
+    start's ten), the strategy still picks from the training-free start, and never a failed architecture."""
+    space = Nb201Space()
+    cells = evaluator_cells(space)[1000:1014]
+    finished = _finished(space, evaluator, cells[:2])
+    failed = [
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=space.params_of(cell),
+            distributions={n: optuna.distributions.CategoricalDistribution(list(c)) for n, c in space.choices().items()},
+            user_attrs=TrialRecord(arch=cell.to_string(), arch_id=cell.arch_id).to_user_attrs(),
+        )
+        for cell in cells[2:]
+    ]
+    for number, trial in enumerate(failed, start=2):
+        trial.number = number
+    chosen = _sampler(space, evaluator).select(_Study(finished + failed))
+    assert chosen.predicted_accuracy is None  # the start, not a model fitted to two points
+    assert space.from_params(chosen.params).arch_id not in {c.arch_id for c in cells}
+
+
 def test_cells_that_compute_nothing_score_chance_and_are_never_candidates(evaluator):
     """341 of the 15,625 cells have no path from input to output: every table gives them chance
     (0.097 on CIFAR-10), so the strategy leaves them out; random search and TPE still draw them."""
