@@ -34,17 +34,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from landing import CheckpointKeeper, commit, keep_models, restore_models, restore_results, run_watched  # noqa: E402
 
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
-KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
-#: all of them are committed: the .tflite files (1-3 MB each) let any later machine re-time and re-score the
-#: models without retraining them (three models of 2026-12-01 were lost with their machine for want of them)
-COMMITTED_FILES = KEPT_FILES
+DATASET = "cifar10"
 
 
 def nas(*args: str, runs_dir: str) -> None:
@@ -52,148 +51,6 @@ def nas(*args: str, runs_dir: str) -> None:
     command = [sys.executable, "-m", "nas.cli", *args, "--runs-dir", runs_dir]
     print("$ nas " + " ".join(args), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
-
-
-def commit(paths: list[str], message: str, *, repo: str) -> None:
-    """Commit exactly these paths in `repo` (other work in progress there stays out)."""
-
-    def tracked(path: str) -> bool:
-        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], cwd=repo, capture_output=True).returncode == 0
-
-    # a removed file is committed as removed if git knew it, and left out if it never did
-    relative = [p for p in (os.path.relpath(p, repo) for p in paths) if os.path.exists(os.path.join(repo, p)) or tracked(p)]
-    if not relative:
-        return
-    for attempt in range(10):
-        added = subprocess.run(["git", "add", "-A", "--", *relative], cwd=repo, capture_output=True, text=True)
-        done = subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--only", "--", *relative], cwd=repo, capture_output=True, text=True
-        )
-        if added.returncode == 0 and (done.returncode == 0 or "nothing" in done.stdout + done.stderr):
-            return
-        time.sleep(2 + attempt)  # another git command holds the index lock
-    print(f"warning: could not commit {relative}: {done.stderr.strip()[:300]}", flush=True)
-
-
-def keep_models(runs_dir: str, out: str, recipe) -> list[str]:
-    """Copy every finished model of `recipe` into out/models/ (what a later session on this machine needs to
-    re-time it); the copied files to commit (the records, not the .tflite files)."""
-    from nas.choice import retrain_dir
-
-    written = []
-    base = os.path.dirname(retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id="x"))
-    for arch_id in sorted(os.listdir(base)) if os.path.isdir(base) else ():
-        source = os.path.join(base, arch_id)
-        if not os.path.exists(os.path.join(source, "model_card.json")):
-            continue
-        target = os.path.join(out, "models", arch_id)
-        os.makedirs(target, exist_ok=True)
-        for name in KEPT_FILES:
-            if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
-                shutil.copy2(os.path.join(source, name), os.path.join(target, name))
-                if name in COMMITTED_FILES:
-                    written.append(os.path.join(target, name))
-    return written
-
-
-def restore_models(runs_dir: str, out: str, recipe) -> None:
-    """Put the kept models back where `nas compare` looks for them (a fresh runs/ folder). Only a model
-    whose .tflite files are here too: from the records alone (a new machine: the files are not committed)
-    compare would take it for finished and have nothing to time, so it is retrained instead."""
-    from nas.choice import retrain_dir
-
-    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
-        if not all(os.path.exists(os.path.join(out, "models", arch_id, name)) for name in KEPT_FILES):
-            continue
-        target = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=arch_id)
-        os.makedirs(target, exist_ok=True)
-        for name in KEPT_FILES:
-            source = os.path.join(out, "models", arch_id, name)
-            if os.path.exists(source) and not os.path.exists(os.path.join(target, name)):
-                shutil.copy2(source, os.path.join(target, name))
-
-
-class CheckpointKeeper:
-    """Keeps every unfinished retraining's checkpoint under out/checkpoints/<recipe>/<arch>/ (committed at
-    most every `every` seconds), puts kept ones back into a fresh runs/ folder, and drops each once its model
-    is finished. A session ends after a few hours and its machine with it: trial 57's first 16 epochs (about
-    two hours) were lost that way, and a model longer than a session would otherwise never finish."""
-
-    def __init__(self, runs_dir: str, out: str, *, landed, every: float):
-        self.runs = os.path.join(runs_dir, "retrained", "cifar10")
-        self.kept = os.path.join(out, "checkpoints")
-        self.landed, self.every = landed, every
-        self.last = time.monotonic()
-
-    def _pairs(self, root: str) -> list[tuple[str, str]]:
-        return [
-            (recipe_id, arch_id)
-            for recipe_id in (sorted(os.listdir(root)) if os.path.isdir(root) else ())
-            for arch_id in sorted(os.listdir(os.path.join(root, recipe_id)))
-        ]
-
-    def restore(self) -> None:
-        from trainers.full import CHECKPOINT
-
-        for recipe_id, arch_id in self._pairs(self.kept):
-            target = os.path.join(self.runs, recipe_id, arch_id, CHECKPOINT)
-            if not os.path.exists(target):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copy2(os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT), target)
-                print(f"checkpoint of {arch_id} (recipe {recipe_id}) restored from {self.kept}", flush=True)
-
-    def poll(self, *, force: bool = False) -> None:
-        from trainers.full import CHECKPOINT, RESULT, load_checkpoint
-
-        if not force and time.monotonic() - self.last < self.every:
-            return
-        self.last = time.monotonic()
-        changed, epochs = [], []
-        for recipe_id, arch_id in self._pairs(self.runs):
-            source = os.path.join(self.runs, recipe_id, arch_id)
-            target = os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT)
-            if os.path.exists(os.path.join(source, RESULT)):
-                if os.path.exists(target):  # finished: its record is what survives now
-                    os.remove(target)
-                    changed.append(target)
-                continue
-            if not os.path.exists(os.path.join(source, CHECKPOINT)):
-                continue
-            if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copy2(os.path.join(source, CHECKPOINT), target + ".tmp")
-            os.replace(target + ".tmp", target)
-            loaded = load_checkpoint(target)
-            epochs.append(f"{arch_id} after epoch {loaded[0].get('epochs_done', '?') if loaded else '?'}")
-            changed.append(target)
-        if changed:
-            what = ", ".join(epochs) or "finished ones dropped"
-            self.landed(changed, f"bench data: the proof's unfinished checkpoints ({what})")
-
-
-def run_watched(command: list[str], *, poll) -> None:
-    """Run `command` (its output on this terminal), calling `poll` every 30 s; stop on failure."""
-    print("$ " + " ".join(command[2:] if command[1:2] == ["-m"] else command), flush=True)
-    process = subprocess.Popen(command, cwd=ROOT)
-    while process.poll() is None:
-        time.sleep(30)
-        poll()
-    if process.returncode != 0:
-        raise SystemExit(f"{command[3] if len(command) > 3 else command[0]} failed (exit {process.returncode})")
-
-
-def restore_results(runs_dir: str, out: str, recipe) -> None:
-    """Put back the result (final validation accuracy) of every kept model whose files are gone, so that the
-    proxy check reads it instead of retraining; compare never sees these (its records hold other folders)."""
-    from nas.choice import retrain_dir
-
-    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
-        source = os.path.join(out, "models", arch_id, "result.json")
-        target = retrain_dir(runs_dir, dataset="cifar10", recipe=recipe, arch_id=arch_id)
-        if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
-            os.makedirs(target, exist_ok=True)
-            shutil.copy2(source, os.path.join(target, "result.json"))
 
 
 def main() -> None:
@@ -236,13 +93,13 @@ def main() -> None:
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
     recipe = Recipe(epochs=EPOCHS)
     steps = args.only or ("curve", "compare", "proxy", "alternatives")
-    restore_models(runs, out, recipe)
+    restore_models(runs, out, recipe, dataset=DATASET)
 
     def landed(paths: list[str], message: str) -> None:
         if args.commit and repo:
             commit(paths, message, repo=repo)
 
-    keeper = CheckpointKeeper(runs, out, landed=landed, every=args.checkpoint_minutes * 60)
+    keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
     keeper.restore()
     run_compare = os.path.join(runs, STUDY, "compare.json")
     if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
@@ -266,7 +123,7 @@ def main() -> None:
             command = [sys.executable, "-m", "nas.cli", "compare", *_study_flags(out), *what, "--epochs", str(EPOCHS)]
             run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
             shutil.copy2(run_compare, compare_file)
-            kept = keep_models(runs, out, recipe)
+            kept = keep_models(runs, out, recipe, dataset=DATASET)
             landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
             keeper.poll(force=True)  # its checkpoint is dropped
 
@@ -281,7 +138,7 @@ def main() -> None:
         ]  # fmt: skip
 
     if "proxy" in steps or "alternatives" in steps:
-        restore_results(runs, out, recipe)
+        restore_results(runs, out, recipe, dataset=DATASET)
     if "proxy" in steps:
         command = proxy_command(proxy_file)
         seen = _mtime(proxy_file)
@@ -294,7 +151,10 @@ def main() -> None:
                 landed([proxy_file], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
 
         run_watched(command, poll=poll)
-        landed([proxy_file, *keep_models(runs, out, recipe)], f"bench data: proxy against final accuracy at {EPOCHS} epochs")
+        landed(
+            [proxy_file, *keep_models(runs, out, recipe, dataset=DATASET)],
+            f"bench data: proxy against final accuracy at {EPOCHS} epochs",
+        )
 
     if "alternatives" in steps:  # other proxy budgets on the same architectures: only the proxies train
         for images, epochs in plan["proxy"].get("alternatives", ()):

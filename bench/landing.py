@@ -1,0 +1,154 @@
+"""What the long benchmarks share to survive a session's end: each result committed the moment it lands,
+unfinished trainings' checkpoints kept in the repository, finished models kept with their files, and all of
+it put back into a fresh runs/ folder on a new machine (bench/proof.py, bench/cifar100.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
+
+
+def commit(paths: list[str], message: str, *, repo: str) -> None:
+    """Commit exactly these paths in `repo` (other work in progress there stays out)."""
+
+    def tracked(path: str) -> bool:
+        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], cwd=repo, capture_output=True).returncode == 0
+
+    # a removed file is committed as removed if git knew it, and left out if it never did
+    relative = [p for p in (os.path.relpath(p, repo) for p in paths) if os.path.exists(os.path.join(repo, p)) or tracked(p)]
+    if not relative:
+        return
+    for attempt in range(10):
+        added = subprocess.run(["git", "add", "-A", "--", *relative], cwd=repo, capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--only", "--", *relative], cwd=repo, capture_output=True, text=True
+        )
+        if added.returncode == 0 and (done.returncode == 0 or "nothing" in done.stdout + done.stderr):
+            return
+        time.sleep(2 + attempt)  # another git command holds the index lock
+    print(f"warning: could not commit {relative}: {done.stderr.strip()[:300]}", flush=True)
+
+
+def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
+    """Copy every finished model of `recipe` into out/models/ (what a later machine needs to re-time and
+    re-score it without retraining); the copied files, to commit."""
+    from nas.choice import retrain_dir
+
+    written = []
+    base = os.path.dirname(retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id="x"))
+    for arch_id in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        source = os.path.join(base, arch_id)
+        if not os.path.exists(os.path.join(source, "model_card.json")):
+            continue
+        target = os.path.join(out, "models", arch_id)
+        os.makedirs(target, exist_ok=True)
+        for name in KEPT_FILES:
+            if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
+                shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+                written.append(os.path.join(target, name))
+    return written
+
+
+def restore_models(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
+    """Put the kept models back where `nas compare` looks for them (a fresh runs/ folder). Only a model
+    whose .tflite files are kept too: from the records alone compare would take it for finished and have
+    nothing to time (the models of 2026-12-01 were kept without their files)."""
+    from nas.choice import retrain_dir
+
+    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
+        if not all(os.path.exists(os.path.join(out, "models", arch_id, name)) for name in KEPT_FILES):
+            continue
+        target = retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id=arch_id)
+        os.makedirs(target, exist_ok=True)
+        for name in KEPT_FILES:
+            source = os.path.join(out, "models", arch_id, name)
+            if os.path.exists(source) and not os.path.exists(os.path.join(target, name)):
+                shutil.copy2(source, os.path.join(target, name))
+
+
+class CheckpointKeeper:
+    """Keeps every unfinished retraining's checkpoint of `dataset` under out/checkpoints/<recipe>/<arch>/ (committed at
+    most every `every` seconds), puts kept ones back into a fresh runs/ folder, and drops each once its model
+    is finished. A session ends after a few hours and its machine with it: trial 57's first 16 epochs (about
+    two hours) were lost that way, and a model longer than a session would otherwise never finish."""
+
+    def __init__(self, runs_dir: str, out: str, *, dataset: str, landed, every: float):
+        self.runs = os.path.join(runs_dir, "retrained", dataset)
+        self.kept = os.path.join(out, "checkpoints")
+        self.landed, self.every = landed, every
+        self.last = time.monotonic()
+
+    def _pairs(self, root: str) -> list[tuple[str, str]]:
+        return [
+            (recipe_id, arch_id)
+            for recipe_id in (sorted(os.listdir(root)) if os.path.isdir(root) else ())
+            for arch_id in sorted(os.listdir(os.path.join(root, recipe_id)))
+        ]
+
+    def restore(self) -> None:
+        from trainers.full import CHECKPOINT
+
+        for recipe_id, arch_id in self._pairs(self.kept):
+            target = os.path.join(self.runs, recipe_id, arch_id, CHECKPOINT)
+            if not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT), target)
+                print(f"checkpoint of {arch_id} (recipe {recipe_id}) restored from {self.kept}", flush=True)
+
+    def poll(self, *, force: bool = False) -> None:
+        from trainers.full import CHECKPOINT, RESULT, load_checkpoint
+
+        if not force and time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        changed, epochs = [], []
+        for recipe_id, arch_id in self._pairs(self.runs):
+            source = os.path.join(self.runs, recipe_id, arch_id)
+            target = os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT)
+            if os.path.exists(os.path.join(source, RESULT)):
+                if os.path.exists(target):  # finished: its record is what survives now
+                    os.remove(target)
+                    changed.append(target)
+                continue
+            if not os.path.exists(os.path.join(source, CHECKPOINT)):
+                continue
+            if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(os.path.join(source, CHECKPOINT), target + ".tmp")
+            os.replace(target + ".tmp", target)
+            loaded = load_checkpoint(target)
+            epochs.append(f"{arch_id} after epoch {loaded[0].get('epochs_done', '?') if loaded else '?'}")
+            changed.append(target)
+        if changed:
+            what = ", ".join(epochs) or "finished ones dropped"
+            self.landed(changed, f"bench data: unfinished checkpoints ({what})")
+
+
+def run_watched(command: list[str], *, poll) -> None:
+    """Run `command` (its output on this terminal), calling `poll` every 30 s; stop on failure."""
+    print("$ " + " ".join(command[2:] if command[1:2] == ["-m"] else command), flush=True)
+    process = subprocess.Popen(command, cwd=ROOT)
+    while process.poll() is None:
+        time.sleep(30)
+        poll()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[3] if len(command) > 3 else command[0]} failed (exit {process.returncode})")
+
+
+def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
+    """Put back the result (final validation accuracy) of every kept model whose files are gone, so that the
+    proxy check reads it instead of retraining; compare never sees these (its records hold other folders)."""
+    from nas.choice import retrain_dir
+
+    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
+        source = os.path.join(out, "models", arch_id, "result.json")
+        target = retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id=arch_id)
+        if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
+            os.makedirs(target, exist_ok=True)
+            shutil.copy2(source, os.path.join(target, "result.json"))
