@@ -1,0 +1,131 @@
+"""CIFAR-100 for real (issue 20): a search on 100 classes, whether its proxy ranks like final accuracy, and its
+best member against MobileNetV2-0.5. Hours of CPU, run across sessions like bench/proof.py:
+
+    python bench/cifar100.py --data-dir data --commit      # every step not done yet, in order
+    python bench/cifar100.py --only check alternatives
+
+Steps, each resumable (trials, epochs, architectures) and skipped when its results are there:
+
+    search        `nas search --dataset cifar100 --study-trials 60` (the default proxy: 20,000 images x 2
+                  epochs); its study and trials.csv are copied to bench/data/cifar100/ as it goes
+    check         `nas proxy-check` of 8 of the study's trials spread over its latency range and MobileNetV2-0.5
+                  against the retraining recipe at 15 epochs (final validation accuracy)
+    alternatives  the same check with other proxy budgets (the finals are reused: only the proxies train)
+    compare       `nas compare` at 30 epochs: the study's best-reward front member and MobileNetV2-0.5
+
+Results go to bench/data/cifar100/; unfinished checkpoints are kept there too (bench/landing.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from landing import CheckpointKeeper, commit, keep_models, restore_models, restore_results, run_watched  # noqa: E402
+
+DATASET = "cifar100"
+STUDY = "mnasnet-cifar100"
+TRIALS = 60
+CHECK_EPOCHS, COMPARE_EPOCHS = 15, 30
+MORE, REFERENCE = 8, "mobilenetv2-0.5"
+#: (images, epochs) beside the default 20,000 x 2: fewer passes, and more images
+ALTERNATIVES = ((20_000, 1), (45_000, 1), (45_000, 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "cifar100"))
+    parser.add_argument("--only", nargs="+", choices=("search", "check", "alternatives", "compare"))
+    parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=45.0)
+    args = parser.parse_args()
+
+    from trainers.full import Recipe
+
+    out, runs = os.path.abspath(args.out), os.path.abspath(args.runs_dir)
+    os.makedirs(out, exist_ok=True)
+    repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
+    steps = args.only or ("search", "check", "alternatives", "compare")
+
+    def landed(paths: list[str], message: str) -> None:
+        if args.commit and repo:
+            commit(paths, message, repo=repo)
+
+    keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
+    keeper.restore()
+    study_db, run_db = os.path.join(out, "study.db"), os.path.join(runs, STUDY, "study.db")
+    if os.path.exists(study_db) and not os.path.exists(run_db):  # a new machine: the search resumes from it
+        os.makedirs(os.path.dirname(run_db), exist_ok=True)
+        shutil.copy2(study_db, run_db)
+    study = ["--study", STUDY, "--storage", f"sqlite:///{run_db}"]
+    nas = [sys.executable, "-m", "nas.cli"]
+    places = ["--data-dir", args.data_dir, "--runs-dir", runs]
+
+    if "search" in steps:
+        last = time.monotonic()
+
+        def copy_study(*, force: bool = False) -> None:
+            nonlocal last
+            if not force and time.monotonic() - last < 600:
+                return
+            last = time.monotonic()
+            with sqlite3.connect(run_db) as source, sqlite3.connect(study_db + ".tmp") as target:
+                source.backup(target)  # a consistent copy of a database being written
+            os.replace(study_db + ".tmp", study_db)
+            if os.path.exists(os.path.join(runs, STUDY, "trials.csv")):  # written once the first trial ends
+                shutil.copy2(os.path.join(runs, STUDY, "trials.csv"), os.path.join(out, "trials.csv"))
+            landed([study_db, os.path.join(out, "trials.csv")], "bench data: the CIFAR-100 search's study so far")
+
+        command = [*nas, "search", "--dataset", DATASET, *study, "--study-trials", str(TRIALS), *places]
+        run_watched(command, poll=lambda: os.path.exists(run_db) and copy_study())
+        copy_study(force=True)
+
+    def check(path: str, budget: list[str]) -> None:
+        restore_results(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
+        command = [
+            *nas, "proxy-check", *study, "--archs", str(MORE), "--references", REFERENCE,
+            "--final-epochs", str(CHECK_EPOCHS), *budget, "--out", path, *places,
+        ]  # fmt: skip
+        run_watched(command, poll=keeper.poll)
+        kept = keep_models(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
+        landed(
+            [path, *kept],
+            f"bench data: CIFAR-100 proxy against final accuracy at {CHECK_EPOCHS} epochs ({os.path.basename(path)})",
+        )
+
+    if "check" in steps:
+        check(os.path.join(out, "proxy_vs_final.json"), [])
+    if "alternatives" in steps:
+        for images, epochs in ALTERNATIVES:
+            check(
+                os.path.join(out, f"proxy_vs_final_{images}x{epochs}.json"),
+                ["--train-images", str(images), "--epochs", str(epochs)],
+            )
+
+    if "compare" in steps:
+        recipe = Recipe(epochs=COMPARE_EPOCHS)
+        restore_models(runs, out, recipe, dataset=DATASET)
+        command = [*nas, "compare", *study, "--front", "--top", "1", "--references", REFERENCE]
+        run_watched([*command, "--epochs", str(COMPARE_EPOCHS), *places], poll=keeper.poll)
+        compare_file = os.path.join(out, f"compare_{COMPARE_EPOCHS}.json")
+        shutil.copy2(os.path.join(runs, STUDY, "compare.json"), compare_file)
+        landed(
+            [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
+            f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs",
+        )
+        keeper.poll(force=True)
+
+
+if __name__ == "__main__":
+    main()
