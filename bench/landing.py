@@ -34,18 +34,25 @@ def commit(paths: list[str], message: str, *, repo: str) -> None:
     print(f"warning: could not commit {relative}: {done.stderr.strip()[:300]}", flush=True)
 
 
+def models_dir(out: str, recipe) -> str:
+    """Where the finished models of `recipe` are kept: one folder per recipe, since one architecture is
+    often trained under several (the 30-epoch comparison, the 15-epoch check, the 100-epoch pair)."""
+    return os.path.join(out, "models", recipe.recipe_id)
+
+
 def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
-    """Copy every finished model of `recipe` into out/models/ (what a later machine needs to re-time and
-    re-score it without retraining); the copied files, to commit."""
+    """Copy every finished training of `recipe` into models_dir (its result, and its exported files where it
+    was exported: what a later machine needs to re-time and re-score it, or to reuse its final accuracy,
+    without retraining); the copied files, to commit."""
     from nas.choice import retrain_dir
 
     written = []
     base = os.path.dirname(retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id="x"))
     for arch_id in sorted(os.listdir(base)) if os.path.isdir(base) else ():
         source = os.path.join(base, arch_id)
-        if not os.path.exists(os.path.join(source, "model_card.json")):
+        if not os.path.exists(os.path.join(source, "result.json")):
             continue
-        target = os.path.join(out, "models", arch_id)
+        target = os.path.join(models_dir(out, recipe), arch_id)
         os.makedirs(target, exist_ok=True)
         for name in KEPT_FILES:
             if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
@@ -55,20 +62,20 @@ def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
 
 
 def restore_models(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
-    """Put the kept models back where `nas compare` looks for them (a fresh runs/ folder). Only a model
-    whose .tflite files are kept too: from the records alone compare would take it for finished and have
-    nothing to time (the models of 2026-12-01 were kept without their files)."""
+    """Put the kept exported models of `recipe` back where `nas compare` looks for them (a fresh runs/
+    folder). Only a model whose .tflite files are kept too: from the records alone compare would take it
+    for finished and have nothing to time (the models of 2026-12-01 were kept without their files)."""
     from nas.choice import retrain_dir
 
-    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
-        if not all(os.path.exists(os.path.join(out, "models", arch_id, name)) for name in KEPT_FILES):
+    kept = models_dir(out, recipe)
+    for arch_id in sorted(os.listdir(kept)) if os.path.isdir(kept) else ():
+        if not all(os.path.exists(os.path.join(kept, arch_id, name)) for name in KEPT_FILES):
             continue
         target = retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id=arch_id)
         os.makedirs(target, exist_ok=True)
         for name in KEPT_FILES:
-            source = os.path.join(out, "models", arch_id, name)
-            if os.path.exists(source) and not os.path.exists(os.path.join(target, name)):
-                shutil.copy2(source, os.path.join(target, name))
+            if not os.path.exists(os.path.join(target, name)):
+                shutil.copy2(os.path.join(kept, arch_id, name), os.path.join(target, name))
 
 
 class CheckpointKeeper:
@@ -142,12 +149,14 @@ def run_watched(command: list[str], *, poll) -> None:
 
 
 def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
-    """Put back the result (final validation accuracy) of every kept model whose files are gone, so that the
-    proxy check reads it instead of retraining; compare never sees these (its records hold other folders)."""
+    """Put back the result (final validation accuracy) of every kept training of `recipe` whose folder is
+    gone, so that a proxy check reads it instead of retraining. compare does not take such a folder for a
+    model (it has no files to time)."""
     from nas.choice import retrain_dir
 
-    for arch_id in sorted(os.listdir(os.path.join(out, "models"))) if os.path.isdir(os.path.join(out, "models")) else ():
-        source = os.path.join(out, "models", arch_id, "result.json")
+    kept = models_dir(out, recipe)
+    for arch_id in sorted(os.listdir(kept)) if os.path.isdir(kept) else ():
+        source = os.path.join(kept, arch_id, "result.json")
         target = retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id=arch_id)
         if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
             os.makedirs(target, exist_ok=True)

@@ -11,10 +11,13 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     plan.json              which trials and references each step takes (chosen once, after the search)
     compare_30.json        `nas compare` at 30 epochs: one record per model, merged run after run
     proxy_vs_final.json    `nas proxy-check --final-epochs 30`: proxy and final accuracy per architecture
-    models/<arch_id>/      each finished model's result, model card and TFLite files (not its weights'
-                           checkpoint): a later session re-times them on its machine instead of retraining
+    models/<recipe>/<arch>/  each finished training's result, and where exported its model card and TFLite
+                           files: a later machine re-times and re-scores them, or reuses a final accuracy,
+                           instead of retraining
+    checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 45 minutes (bench/landing.py)
+    timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
 
-Steps, each resumable per epoch (its checkpoint is in runs/) and skipped when its results are there:
+Steps, each resumable per epoch and skipped when its results are there:
 
     curve     MobileNetV2-0.5 at 30 epochs with the learning curve (bench/recipe_curves.py); also the
               comparison's MobileNetV2-0.5
@@ -146,9 +149,10 @@ def main() -> None:
         def poll() -> None:  # the check writes each result as it lands: commit it then
             nonlocal seen
             keeper.poll()
-            if _mtime(proxy_file) != seen:
+            if _mtime(proxy_file) != seen:  # with the finals' results: a new machine reuses them
                 seen = _mtime(proxy_file)
-                landed([proxy_file], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
+                kept = keep_models(runs, out, recipe, dataset=DATASET)
+                landed([proxy_file, *kept], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
 
         run_watched(command, poll=poll)
         landed(

@@ -94,7 +94,7 @@ def proxy_front(trials_csv: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", default=os.path.join(PROOF, "compare_30.json"))
-    parser.add_argument("--models", default=os.path.join(PROOF, "models"), help="where the real files are kept")
+    parser.add_argument("--models", default=os.path.join(PROOF, "models"), help="kept models: <recipe>/<arch>/")
     parser.add_argument("--out", default=os.path.join(PROOF, "timing.json"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
@@ -115,7 +115,7 @@ def main() -> None:
     paths: dict[tuple[str, str, str], str] = {}  # (model, source, precision) -> file
     control = None
     for record in records:
-        real = {p: os.path.join(args.models, record.arch_id, f"model_{p}.tflite") for p in PRECISIONS}
+        real = {p: os.path.join(args.models, record.recipe_id, record.arch_id, f"model_{p}.tflite") for p in PRECISIONS}
         if all(os.path.exists(path) for path in real.values()):
             paths |= {(record.model, "real", p): path for p, path in real.items()}
             if control is not None:
