@@ -23,8 +23,9 @@ Steps, each resumable per epoch and skipped when its results are there:
               comparison's MobileNetV2-0.5
     compare   `nas compare` one model at a time, so compare_30.json is committed after each
     proxy     `nas proxy-check --study ... --final-epochs 30` (reuses the compared models)
-    alternatives  the same check with each other proxy budget of the plan (the finals are reused: only
-              the proxies train), into proxy_vs_final_<images>x<epochs>.json: what else could rank better
+    alternatives  the same check with each other proxy budget of the plan, and the default budget with
+              other training seeds (to average), into proxy_vs_final_<images>x<epochs>.json and
+              proxy_vs_final_seed<S>.json; the finals are reused, only the proxies train
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
 """
@@ -160,12 +161,15 @@ def main() -> None:
             f"bench data: proxy against final accuracy at {EPOCHS} epochs",
         )
 
-    if "alternatives" in steps:  # other proxy budgets on the same architectures: only the proxies train
-        for images, epochs in plan["proxy"].get("alternatives", ()):
-            path = os.path.join(out, f"proxy_vs_final_{images}x{epochs}.json")
-            budget = ["--train-images", str(images), "--epochs", str(epochs)]
-            run_watched([*proxy_command(path), *budget], poll=keeper.poll)
-            landed([path], f"bench data: the {images}x{epochs} proxy against final accuracy at {EPOCHS} epochs")
+    if "alternatives" in steps:  # other proxies on the same architectures: the finals are reused
+        runs_of = [
+            (f"{images}x{epochs}", ["--train-images", str(images), "--epochs", str(epochs)])
+            for images, epochs in plan["proxy"].get("alternatives", ())
+        ] + [(f"seed{seed}", ["--seed", str(seed)]) for seed in plan["proxy"].get("seeds", ())]  # averaged later
+        for name, flags in runs_of:
+            path = os.path.join(out, f"proxy_vs_final_{name}.json")
+            run_watched([*proxy_command(path), *flags], poll=keeper.poll)
+            landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
 
 
 def _mtime(path: str) -> float | None:
