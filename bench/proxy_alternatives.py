@@ -1,0 +1,74 @@
+"""Which proxy ranks like final accuracy, at what cost: every proxy the proof's check ran on the same
+architectures (bench/proof.py steps `proxy` and `alternatives`), side by side.
+
+    python bench/proxy_alternatives.py [--folder bench/data/proof]
+
+Reads proxy_vs_final.json (the default proxy, seed 0) and every proxy_vs_final_<name>.json beside it; for
+each: Kendall's tau and Spearman's rho against the final validation accuracy with 95 % bootstrap intervals,
+the median seconds of one proxy run, and the same for the default proxy averaged over the seeds it ran with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from nas.proxy_check import load_records  # noqa: E402
+from results.ranking import agreement  # noqa: E402
+
+
+def proxy_and_final(records) -> dict[str, tuple[float, float, float]]:
+    """arch -> (proxy accuracy, final accuracy, proxy seconds) of the records that have both."""
+    out = {}
+    for arch, record in records.items():
+        finals = [v for k, v in record.results.items() if k.startswith("final-") and "accuracy" in v]
+        proxies = [v for k, v in record.results.items() if not k.startswith("final-") and "accuracy" in v]
+        if finals and proxies:
+            out[arch] = (proxies[0]["accuracy"], finals[0]["accuracy"], proxies[0].get("seconds", float("nan")))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", default=os.path.join(ROOT, "bench", "data", "proof"))
+    args = parser.parse_args()
+
+    files = sorted(glob.glob(os.path.join(args.folder, "proxy_vs_final*.json")))
+    if not files:
+        raise SystemExit(f"no proxy_vs_final*.json in {args.folder} yet")
+    runs = {os.path.basename(f)[len("proxy_vs_final") : -len(".json")].lstrip("_") or "default": f for f in files}
+    pairs = {name: proxy_and_final(load_records(path)) for name, path in runs.items()}
+    seeds = [name for name in pairs if name == "default" or name.startswith("seed")]
+    if len(seeds) > 1:  # the default proxy averaged over its seeds, on the architectures every seed has
+        common = set.intersection(*(set(pairs[name]) for name in seeds))
+        pairs[f"default, mean of {len(seeds)} seeds"] = {
+            arch: (
+                statistics.mean(pairs[name][arch][0] for name in seeds),
+                pairs["default"][arch][1],
+                sum(pairs[name][arch][2] for name in seeds),
+            )
+            for arch in common
+        }
+    print(f"{'proxy':<28} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}")
+    for name, rows in pairs.items():
+        if len(rows) < 3:
+            print(f"{name:<28} {len(rows):>3}   (too few finished)")
+            continue
+        proxy, final, seconds = zip(*rows.values(), strict=True)
+        found = agreement(proxy, final)
+        kl, kh = found.kendall_interval
+        sl, sh = found.spearman_interval
+        print(
+            f"{name:<28} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
+            f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
