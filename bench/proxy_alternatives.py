@@ -5,7 +5,8 @@ architectures (bench/proof.py steps `proxy` and `alternatives`), side by side.
 
 Reads proxy_vs_final.json (the default proxy, seed 0) and every proxy_vs_final_<name>.json beside it; for
 each: Kendall's tau and Spearman's rho against the final validation accuracy with 95 % bootstrap intervals,
-the median seconds of one proxy run, and the same for the default proxy averaged over the seeds it ran with.
+the median seconds of one proxy run; the same for the default proxy averaged over the seeds it ran with,
+and for the estimators each run records for free (its mean training loss, its accuracy half-way).
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nas.proxy_check import load_records  # noqa: E402
+from nas.proxy_check import ESTIMATORS, load_records  # noqa: E402
 from results.ranking import agreement  # noqa: E402
 
 
-def proxy_and_final(records) -> dict[str, tuple[float, float, float]]:
-    """arch -> (proxy accuracy, final accuracy, proxy seconds) of the records that have both."""
+def proxy_and_final(records, estimator=ESTIMATORS["proxy accuracy"]) -> dict[str, tuple[float, float, float]]:
+    """arch -> (the proxy run's `estimator`, final accuracy, proxy seconds) of the records that have both."""
     out = {}
     for arch, record in records.items():
         finals = [v for k, v in record.results.items() if k.startswith("final-") and "accuracy" in v]
         proxies = [v for k, v in record.results.items() if not k.startswith("final-") and "accuracy" in v]
-        if finals and proxies:
-            out[arch] = (proxies[0]["accuracy"], finals[0]["accuracy"], proxies[0].get("seconds", float("nan")))
+        if finals and proxies and estimator(proxies[0]) is not None:
+            out[arch] = (estimator(proxies[0]), finals[0]["accuracy"], proxies[0].get("seconds", float("nan")))
     return out
 
 
@@ -43,7 +44,8 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no proxy_vs_final*.json in {args.folder} yet")
     runs = {os.path.basename(f)[len("proxy_vs_final") : -len(".json")].lstrip("_") or "default": f for f in files}
-    pairs = {name: proxy_and_final(load_records(path)) for name, path in runs.items()}
+    records = {name: load_records(path) for name, path in runs.items()}
+    pairs = {name: proxy_and_final(found) for name, found in records.items()}
     seeds = [name for name in pairs if name == "default" or name.startswith("seed")]
     if len(seeds) > 1:  # the default proxy averaged over its seeds, on the architectures every seed has
         common = set.intersection(*(set(pairs[name]) for name in seeds))
@@ -55,17 +57,23 @@ def main() -> None:
             )
             for arch in common
         }
-    print(f"{'proxy':<28} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}")
+    for name, found in records.items():  # the free estimators of each run (its training loss, its curve)
+        for estimator, value_of in ESTIMATORS.items():
+            if estimator != "proxy accuracy":
+                pairs[f"{name}: {estimator}"] = proxy_and_final(found, value_of)
+    print(f"{'proxy':<36} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}")
     for name, rows in pairs.items():
+        if not rows:  # an estimator that run did not record
+            continue
         if len(rows) < 3:
-            print(f"{name:<28} {len(rows):>3}   (too few finished)")
+            print(f"{name:<36} {len(rows):>3}   (too few finished)")
             continue
         proxy, final, seconds = zip(*rows.values(), strict=True)
         found = agreement(proxy, final)
         kl, kh = found.kendall_interval
         sl, sh = found.spearman_interval
         print(
-            f"{name:<28} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
+            f"{name:<36} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
             f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f}"
         )
 
