@@ -55,7 +55,7 @@ def main() -> None:
                 pairs["default"][arch][1],
                 sum(pairs[name][arch][2] for name in seeds),
             )
-            for arch in common
+            for arch in sorted(common)
         }
     for name, found in records.items():  # the free estimators of each run (its training loss, its curve)
         for estimator, value_of in ESTIMATORS.items():
