@@ -104,6 +104,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from nas.comparison import time_side_by_side
     from nas.config import DeviceConfig
     from results.compare import load
     from results.dominance import dominates
@@ -132,11 +133,8 @@ def main() -> None:
 
     device, fingerprint = DeviceConfig().open()
     print(f"timing {len(paths)} files side by side, {args.rounds} interleaved rounds", flush=True)
-    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in paths}
     with paused(args.pause):
-        for _ in range(args.rounds):  # interleaved: every file once per round
-            for key, path in paths.items():
-                samples[key].append(device.measure(path).median_ms)
+        samples = time_side_by_side(paths, device, rounds=args.rounds)
     latency = {key: statistics.median(values) for key, values in samples.items()}
 
     def key(model: str, precision: str) -> tuple[str, str, str]:
@@ -177,7 +175,7 @@ def main() -> None:
         "code": code_version(),
         "fingerprint": fingerprint,
         "rounds": args.rounds,
-        "samples_ms": [{"model": k[0], "files": k[1], "precision": k[2], "medians": v} for k, v in samples.items()],
+        "samples_ms": [{"model": k[0], "files": k[1], "precision": k[2], "medians": list(v)} for k, v in samples.items()],
         "control": {"model": control, "twin_over_real": check},
         "rows": rows,
         "dominance": verdicts,

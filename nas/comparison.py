@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 #: the hand-designed networks every comparison includes unless told otherwise
 DEFAULT_REFERENCES = ("mobilenetv2-0.5", "mnasnet-small", "mnasnet-a1")
-LATENCY_ROUNDS = 3
+#: interleaved rounds of the side-by-side timing: a verdict says in how many of them the order held
+SIDE_BY_SIDE_ROUNDS = 5
 
 
 def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
@@ -43,13 +44,14 @@ def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
     return result, card
 
 
-def time_side_by_side(paths: dict[str, str], device, *, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
-    """Median latency of every file over `rounds` interleaved rounds on `device`."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
+def time_side_by_side(paths: dict, device, *, rounds: int = SIDE_BY_SIDE_ROUNDS) -> dict[object, tuple[float, ...]]:
+    """Every file's median latency in each of `rounds` interleaved rounds on `device` (every file once a
+    round, so a drift of the device's speed touches all alike)."""
+    samples: dict = {name: [] for name in paths}
     for _ in range(rounds):
         for name, path in paths.items():
             samples[name].append(device.measure(path).median_ms)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: tuple(values) for name, values in samples.items()}
 
 
 def compare(
@@ -75,7 +77,8 @@ def compare(
         for precision in ("fp32", "int8")
         if precision in card.formats and card.formats[precision].file
     }
-    latencies = time_side_by_side(paths, device)
+    rounds = time_side_by_side(paths, device)
+    latencies = {key: statistics.median(values) for key, values in rounds.items()}
     fingerprint = device.fingerprint()["id"]
     records = []
     for item, result, card in finished:
@@ -90,6 +93,8 @@ def compare(
                 multiply_adds=card.multiply_adds,
                 latency_fp32_ms=latencies.get((item.spec.arch_id, "fp32")),
                 latency_int8_ms=latencies.get((item.spec.arch_id, "int8")),
+                latency_fp32_rounds_ms=rounds.get((item.spec.arch_id, "fp32"), ()),
+                latency_int8_rounds_ms=rounds.get((item.spec.arch_id, "int8"), ()),
                 test_accuracy_fp32=scored.get("fp32"),
                 test_accuracy_int8=scored.get("int8"),
                 val_accuracy=result.val_accuracy,

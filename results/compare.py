@@ -39,6 +39,8 @@ class CompareRecord:
     workdir: str = ""  # the retrained model's folder (a later comparison re-times it from there)
     fingerprint: str = ""  # id of the device fingerprint the latencies were timed on
     timed: str = ""  # when: records timed side by side in one run share it; only they are compared
+    latency_fp32_rounds_ms: tuple[float, ...] = ()  # the median of each interleaved round of that timing
+    latency_int8_rounds_ms: tuple[float, ...] = ()
 
     def point(self, precision: str) -> tuple[float | None, float | None]:
         return getattr(self, f"latency_{precision}_ms"), getattr(self, f"test_accuracy_{precision}")
@@ -58,6 +60,15 @@ def dominates(a: CompareRecord, b: CompareRecord, precision: str) -> bool:
     """a dominates b in `precision` (never when either lacks a figure there)."""
     pa, pb = a.point(precision), b.point(precision)
     return None not in (*pa, *pb) and point_dominates(pa, pb)
+
+
+def rounds_faster(a: CompareRecord, b: CompareRecord, precision: str) -> tuple[int, int] | None:
+    """(rounds in which a ran faster than b, rounds) of their side-by-side timing in `precision`; None for
+    records timed before rounds were kept."""
+    ra, rb = getattr(a, f"latency_{precision}_rounds_ms"), getattr(b, f"latency_{precision}_rounds_ms")
+    if not ra or len(ra) != len(rb):
+        return None
+    return sum(x < y for x, y in zip(ra, rb, strict=True)), len(ra)
 
 
 def with_dominance(records: list[CompareRecord]) -> list[CompareRecord]:
@@ -116,15 +127,21 @@ def format_table(records: list[CompareRecord]) -> str:
                 f"{r.train_seconds / 60:>9.1f}"
             )
         lines.append("")
+        by_model = {m.model: m for m in members}
         for r in members:
             if r.kind != "found":
                 continue
             for precision in PRECISIONS:
-                beaten = getattr(r, f"dominates_{precision}")
-                verdict = ", ".join(beaten) if beaten else "no reference"
-                lines.append(f"{r.model} ({r.arch_id}) dominates in {precision}: {verdict}")
+                beaten = [name + _steadiness(r, by_model[name], precision) for name in getattr(r, f"dominates_{precision}")]
+                lines.append(f"{r.model} ({r.arch_id}) dominates in {precision}: {', '.join(beaten) or 'no reference'}")
         blocks.append("\n".join(lines).rstrip())
     return "\n\n".join(blocks)
+
+
+def _steadiness(a: CompareRecord, b: CompareRecord, precision: str) -> str:
+    """How steady a dominance's latency order was: ' (faster in 4 of 5 rounds)', or '' without rounds."""
+    found = rounds_faster(a, b, precision)
+    return "" if found is None else f" (faster in {found[0]} of {found[1]} rounds)"
 
 
 def save(path: str, records: list[CompareRecord], *, recipes: dict, fingerprints: dict, runs: list[dict]) -> None:
@@ -161,5 +178,7 @@ def records_of(document: dict) -> list[CompareRecord]:
         entry = {k: v for k, v in entry.items() if k in known}
         entry["dominates_fp32"] = tuple(entry.get("dominates_fp32", ()))
         entry["dominates_int8"] = tuple(entry.get("dominates_int8", ()))
+        for precision in PRECISIONS:
+            entry[f"latency_{precision}_rounds_ms"] = tuple(entry.get(f"latency_{precision}_rounds_ms", ()))
         records.append(CompareRecord(**entry))
     return records

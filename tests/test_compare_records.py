@@ -108,3 +108,21 @@ def test_only_earlier_models_whose_files_are_here_are_timed_again(tmp_path):
     records = [replace(record(name), arch=arch, workdir=str(folder)) for name, folder in folders.items()]
     chosen = earlier_models(records, recipe_id="r30", dataset="cifar10", exclude=set())
     assert [c.name for c in chosen] == ["complete"]
+
+
+def test_a_verdict_says_in_how_many_rounds_the_latency_order_held(tmp_path):
+    """The median decides dominance; the rounds of the side-by-side timing say how steady that order was.
+    They survive the file, and records timed before rounds were kept print no count."""
+    from dataclasses import replace
+
+    found = replace(record("trial 7", acc=0.86, lat=0.33), latency_fp32_rounds_ms=(0.32, 0.33, 0.35), latency_int8_rounds_ms=())
+    reference = replace(
+        record("mv2", kind="reference", acc=0.84, lat=0.34), latency_fp32_rounds_ms=(0.34, 0.34, 0.33), latency_int8_rounds_ms=()
+    )
+    path = tmp_path / "compare.json"
+    save(str(path), merge([], [found, reference]), recipes={}, fingerprints={}, runs=[])
+    loaded = records_of(load_document(str(path)))
+    assert loaded[0].latency_fp32_rounds_ms == (0.32, 0.33, 0.35)
+    table = format_table(loaded)
+    assert "trial 7 (id-trial 7) dominates in fp32: mv2 (faster in 2 of 3 rounds)" in table
+    assert "trial 7 (id-trial 7) dominates in int8: mv2\n" in table + "\n"  # no rounds kept: no count
