@@ -7,6 +7,7 @@ and one line naming the bad value; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -47,8 +48,15 @@ def _models_flags(p) -> None:
     add_fields(p, Recipe, RECIPE_FIELDS, title="retraining recipe")
 
 
-def _config(args) -> SearchConfig:
-    return load_config(toml_path=getattr(args, "config", None), overrides=values_of(args, SearchConfig))
+def _config(args, *, besides=None) -> SearchConfig:
+    """The search's settings from the flags; `besides`: the command's own settings class, whose fields
+    keep their own meaning where a name is shared (proxy-check's `--trial` fills its `trials`)."""
+    return load_config(toml_path=getattr(args, "config", None), overrides=_search_values(args, besides))
+
+
+def _search_values(args, besides=None) -> dict:
+    own = {f.name for f in dataclasses.fields(besides)} if besides else set()
+    return {k: v for k, v in values_of(args, SearchConfig).items() if k not in own}
 
 
 def _device_config(args) -> DeviceConfig:
@@ -265,7 +273,8 @@ def cmd_proxy_check(args) -> int:
 
     settings = proxy_check.CheckSettings(**values_of(args, proxy_check.CheckSettings))
     study = _existing_study(args)[1] if args.study_name else None
-    plan = proxy_check.plan(_config(args), settings, study=study, given=set(values_of(args, SearchConfig)))
+    given = set(_search_values(args, proxy_check.CheckSettings))
+    plan = proxy_check.plan(_config(args, besides=proxy_check.CheckSettings), settings, study=study, given=given)
     if settings.show:
         _say(proxy_check.saved_report(plan))
         return 0

@@ -3,6 +3,7 @@ the results are given)."""
 
 import optuna
 import pytest
+from helpers import run_nas, study_with
 
 from latency.measure import LatencyResult
 from nas import proxy_check
@@ -54,3 +55,16 @@ def test_the_summary_ranks_by_every_estimator_and_reports_the_trend_of_the_error
     assert summary["error_trend"]["latency"].spearman_rho == pytest.approx(-1.0)
     text = proxy_check.format_check(records, proxy, long)
     assert "ranked by - mean training loss" in text and "proxy rank minus final rank against params" in text
+
+
+def test_the_command_takes_several_given_trials_of_a_study(tmp_path):
+    """`--trial` fills proxy-check's own list, not the search's trial count (it did, and refused every
+    `--trial` as "must be an integer")."""
+    records = [
+        TrialRecord(arch=f"arch-{k}", arch_id=f"id-{k}", accuracy=0.3, latency=LatencyResult.exact(0.1 * k)) for k in (1, 2)
+    ]
+    runs, _ = study_with(tmp_path, trials=records)
+    storage = f"sqlite:///{runs}/s/study.db"
+    flags = ["--study", "s", "--storage", storage, "--trial", "0", "--trial", "1", "--runs-dir", str(runs), "--show"]
+    shown = run_nas("proxy-check", *flags, "--out", str(tmp_path / "check.json"), cwd=tmp_path)
+    assert shown.returncode == 2 and shown.stderr.strip() == f"nas: error: no saved proxy check at {tmp_path / 'check.json'}"
