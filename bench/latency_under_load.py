@@ -5,7 +5,7 @@ trainings of one thread each train 1.33x faster together than one on both cores 
 protocol, alternating rounds on a quiet machine and beside a one-thread training (the retraining's fused
 step), and prints each file's loaded/quiet ratio.
 
-    python bench/latency_under_load.py FILE.tflite [FILE ...] [--rounds 5] [--pause PID]
+    python bench/latency_under_load.py FILE.tflite [FILE ...] [--rounds 5] [--pause PID ...]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pause", type=int, metavar="PID", help="SIGSTOP this process and its children meanwhile")
+    parser.add_argument("--pause", type=int, nargs="+", metavar="PID", help="SIGSTOP these and their children meanwhile")
     args = parser.parse_args()
 
     from latency.measure import measure_tflite

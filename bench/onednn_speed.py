@@ -9,7 +9,7 @@ setting runs in a process of its own; the settings alternate, round after round,
 machine's speed touches each alike. Each round trains the recipe's fused step (batch 128) on real CIFAR-10.
 
     python bench/onednn_speed.py --data-dir data [--settings threads|sharing] [--arch mobilenetv2-0.5]
-        [--steps 60] [--rounds 3] [--pause PID]
+        [--steps 60] [--rounds 3] [--pause PID ...]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settings", choices=sorted(SETTINGS), default="onednn", help="what to compare (default onednn)")
-    parser.add_argument("--pause", type=int, metavar="PID", help="SIGSTOP this process and its children meanwhile")
+    parser.add_argument("--pause", type=int, nargs="+", metavar="PID", help="SIGSTOP these and their children meanwhile")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

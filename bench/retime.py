@@ -62,11 +62,12 @@ def twin_files(arch: str, folder: str, *, dataset) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def paused(pid: int | None):
-    """SIGSTOP `pid` and its children for the block, SIGCONT them after, whatever happens."""
+def paused(pids: list[int] | None):
+    """SIGSTOP the processes `pids` and their children for the block, SIGCONT them after, whatever happens
+    (the long runs of other benchmarks, for a quiet measurement)."""
     import psutil
 
-    processes = [] if pid is None else [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    processes = [p for pid in pids or () for p in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
     for process in processes:
         process.suspend()
     try:
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(PROOF, "timing.json"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
-    parser.add_argument("--pause", type=int, help="a process (a training) to stop, with its children, while the files are timed")
+    parser.add_argument(
+        "--pause", type=int, nargs="+", metavar="PID", help="processes (trainings) to stop, with their children, while timing"
+    )
     parser.add_argument(
         "--front-of", help="a trials.csv: its front by proxy accuracy is timed too (twins), to see which is fast here"
     )
