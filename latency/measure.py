@@ -63,6 +63,29 @@ class LatencyResult:
         return cls(median_ms=median_ms, p90_ms=median_ms, cv=0.0, run_cv=0.0, runs=0, attempts=0)
 
 
+#: busy cores of other processes above which a host timing is flagged as noisy: measured on a 2-core
+#: machine, one training beside a 1-thread timing moved single rounds by 0.83-1.27x (bench/latency_under_load.py)
+BUSY_CORES_WARNING = 0.25
+
+
+def others_busy_cores(interval_s: float = 0.5) -> float:
+    """How many cores other processes keep busy: the machine's busy CPU time over `interval_s`, less this
+    process's own, per second. Taken while this process waits, it says whether a host timing is quiet."""
+    import os
+
+    import psutil
+
+    def busy() -> float:
+        times = psutil.cpu_times()
+        return times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+    own = psutil.Process(os.getpid())
+    before, own_before, start = busy(), sum(own.cpu_times()[:2]), time.perf_counter()
+    time.sleep(interval_s)
+    elapsed = time.perf_counter() - start
+    return max(0.0, (busy() - before - (sum(own.cpu_times()[:2]) - own_before)) / elapsed)
+
+
 def measure_tflite(path: str, protocol: LatencyProtocol = LatencyProtocol()) -> LatencyResult:
     from ai_edge_litert.interpreter import Interpreter
 

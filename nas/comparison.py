@@ -16,6 +16,7 @@ import os
 import statistics
 from collections.abc import Callable
 
+from latency.measure import others_busy_cores
 from nas.choice import Chosen, save_provenance
 from results.card import ModelCard
 from results.compare import CompareRecord, with_dominance
@@ -77,7 +78,10 @@ def compare(
         for precision in ("fp32", "int8")
         if precision in card.formats and card.formats[precision].file
     }
+    busy = others_busy_cores() if device.name == "host" else None
     rounds = time_side_by_side(paths, device)
+    if busy is not None:
+        busy = round(max(busy, others_busy_cores()), 2)  # before and after the timing
     latencies = {key: statistics.median(values) for key, values in rounds.items()}
     fingerprint = device.fingerprint()["id"]
     records = []
@@ -106,6 +110,7 @@ def compare(
                 workdir=item.workdir,
                 fingerprint=fingerprint,
                 timed=timed,
+                busy_cores=busy,
             )
         )
     return with_dominance(records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from latency.measure import BUSY_CORES_WARNING
 from results.dominance import dominates as point_dominates
 from results.dominance import non_dominated
 from results.formatting import number
@@ -41,6 +42,7 @@ class CompareRecord:
     timed: str = ""  # when: records timed side by side in one run share it; only they are compared
     latency_fp32_rounds_ms: tuple[float, ...] = ()  # the median of each interleaved round of that timing
     latency_int8_rounds_ms: tuple[float, ...] = ()
+    busy_cores: float | None = None  # cores other processes kept busy around a host timing (None: not known)
 
     def point(self, precision: str) -> tuple[float | None, float | None]:
         return getattr(self, f"latency_{precision}_ms"), getattr(self, f"test_accuracy_{precision}")
@@ -125,6 +127,12 @@ def format_table(records: list[CompareRecord]) -> str:
                 f"{number(r.latency_fp32_ms, '.3f'):>8} {number(r.latency_int8_ms, '.3f'):>8} "
                 f"{number(r.test_accuracy_fp32, '.4f'):>8} {number(r.test_accuracy_int8, '.4f'):>8} {r.epochs:>6} "
                 f"{r.train_seconds / 60:>9.1f}"
+            )
+        busy = max((m.busy_cores for m in members if m.busy_cores is not None), default=None)
+        if busy is not None and busy >= BUSY_CORES_WARNING:
+            lines.append(
+                f"warning: other processes kept {busy:.1f} cores busy around this timing: its latencies and verdicts may be "
+                "noise; run again on a quiet machine (the models are re-timed, not retrained)"
             )
         lines.append("")
         by_model = {m.model: m for m in members}

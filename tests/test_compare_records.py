@@ -1,6 +1,7 @@
 """compare.json keeps what every run measured: one record per model and recipe, merged; dominance
 only among records timed side by side under one recipe; the one-run format of earlier files reads."""
 
+import dataclasses
 import json
 
 import pytest
@@ -126,3 +127,11 @@ def test_a_verdict_says_in_how_many_rounds_the_latency_order_held(tmp_path):
     table = format_table(loaded)
     assert "trial 7 (id-trial 7) dominates in fp32: mv2 (faster in 2 of 3 rounds)" in table
     assert "trial 7 (id-trial 7) dominates in int8: mv2\n" in table + "\n"  # no rounds kept: no count
+
+
+def test_a_timing_on_a_busy_machine_is_flagged_and_a_quiet_one_is_not():
+    quiet = [dataclasses.replace(r, busy_cores=0.05) for r in (record("trial 1"), record("mv2", kind="reference"))]
+    assert "warning" not in format_table(quiet)
+    busy = [quiet[0], dataclasses.replace(quiet[1], busy_cores=1.4)]
+    assert "warning: other processes kept 1.4 cores busy around this timing" in format_table(busy)
+    assert "warning" not in format_table([dataclasses.replace(r, busy_cores=None) for r in busy])  # earlier files

@@ -1,10 +1,14 @@
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from latency import LatencyProtocol, host_fingerprint, measure_tflite
 from latency.cache import LatencyCache, cache_key
+from latency.measure import others_busy_cores
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +126,13 @@ def test_a_damaged_calibration_store_is_moved_aside(tmp_path):
     store.write_text("{not json")
     assert calibration.load(str(tmp_path), "fp", 32) is None
     assert store.exists() is False and len(list(tmp_path.glob("calibration.json.damaged-*"))) == 1
+
+
+def test_another_process_spinning_counts_as_busy_cores():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert others_busy_cores(0.5) >= 0.6  # its core (other work on the machine only adds to it)
+    finally:
+        spinner.kill()
+        spinner.wait()
