@@ -17,6 +17,7 @@ model pushed to a phone has a name of its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latency.fingerprint import converter, fingerprint_id, host_fingerprint
-from latency.measure import LatencyProtocol, LatencyResult, measure_tflite
+from latency.measure import LatencyProtocol, LatencyResult, busy_while, measure_tflite
 
 DELEGATES = ("none", "xnnpack", "gpu", "nnapi")
 DEFAULT_PATTERN = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*ms"
@@ -97,6 +98,11 @@ class HostDevice:
         return host_fingerprint(threads=self.protocol.threads, precision=self.precision, pinned=self.pin_core is not None)
 
     def measure(self, path: str) -> LatencyResult:
+        """The protocol's timing, with how busy other processes kept the machine meanwhile."""
+        result, busy = busy_while(lambda: self._measure(path))
+        return dataclasses.replace(result, busy_cores=round(busy, 2))
+
+    def _measure(self, path: str) -> LatencyResult:
         if self.pin_core is None:
             return measure_tflite(path, self.protocol)
         # Threads inherit the affinity of the thread that creates them, so pin before the

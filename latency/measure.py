@@ -13,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class LatencyResult:
     run_cv: float  # coefficient of variation of single runs
     runs: int
     attempts: int  # measurements made (more than one: the spread was above max_cv)
+    busy_cores: float | None = None  # cores other processes kept busy meanwhile (host only; None: not known)
 
     def as_attrs(self) -> dict:
         return {f"latency_{key}": value for key, value in asdict(self).items()}
@@ -68,11 +73,11 @@ class LatencyResult:
 BUSY_CORES_WARNING = 0.25
 
 
-def others_busy_cores(interval_s: float = 0.5) -> float:
-    """How many cores other processes keep busy: the machine's busy CPU time over `interval_s`, less this
-    process's own, per second. Taken while this process waits, it says whether a host timing is quiet."""
-    import os
-
+def busy_while(work: Callable[[], T], *, min_seconds: float = 0.5) -> tuple[T, float]:
+    """`work()`'s answer, and how many cores other processes kept busy meanwhile: the machine's busy CPU
+    time less this process's own, per second of wall time. Around a host timing (1 thread, in this
+    process) it says whether the timing was quiet. CPU time is counted in 10 ms ticks, so a shorter
+    `work` is followed by a wait up to `min_seconds` (a sub-millisecond model's timing takes ~0.1 s)."""
     import psutil
 
     def busy() -> float:
@@ -81,9 +86,15 @@ def others_busy_cores(interval_s: float = 0.5) -> float:
 
     own = psutil.Process(os.getpid())
     before, own_before, start = busy(), sum(own.cpu_times()[:2]), time.perf_counter()
-    time.sleep(interval_s)
+    answer = work()
+    time.sleep(max(0.0, min_seconds - (time.perf_counter() - start)))
     elapsed = time.perf_counter() - start
-    return max(0.0, (busy() - before - (sum(own.cpu_times()[:2]) - own_before)) / elapsed)
+    return answer, max(0.0, (busy() - before - (sum(own.cpu_times()[:2]) - own_before)) / elapsed)
+
+
+def others_busy_cores(interval_s: float = 0.5) -> float:
+    """How many cores other processes keep busy, over `interval_s` of this process's waiting."""
+    return busy_while(lambda: None, min_seconds=interval_s)[1]
 
 
 def measure_tflite(path: str, protocol: LatencyProtocol = LatencyProtocol()) -> LatencyResult:

@@ -143,7 +143,7 @@ class RealEvaluator:  # an Evaluator
 
 
 def _answer_from_cache(entry: dict) -> LatencyAnswer:
-    result = LatencyResult(**{name: entry[f"latency_{name}"] for name in LatencyResult.__dataclass_fields__})
+    result = LatencyResult.from_attrs(entry)  # an entry of an earlier version lacks the newer figures
     return LatencyAnswer(result, True, entry.get("params_count"), entry.get("multiply_adds"))
 
 

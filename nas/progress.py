@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from latency.measure import BUSY_CORES_WARNING
 from results.formatting import number
 from search_spaces.files import MODEL_CARD
 
@@ -42,6 +43,8 @@ def trial_line(trial, done: int, total: int, *, elapsed_s: float, chance: float)
     tags += f" (seed: {record.seeded_from})" if record.seeded_from else ""
     tags += f" (retry of {record.retry_of})" if record.retry_of is not None else ""
     tags += " (within noise of chance)" if acc is not None and acc <= chance else ""
+    busy = record.latency.busy_cores if record.latency and record.reused_from is None else None
+    tags += f" (timed beside {busy:.1f} busy cores)" if busy is not None and busy >= BUSY_CORES_WARNING else ""
     return (
         f"[{done:>3}/{total}] trial {trial.number:>3}  {record.arch_id or '?'}  {figures}  "
         f"{record.trial_seconds or 0:.1f} s{tags}  | elapsed {elapsed_s / 60:.1f} min, eta {eta}"
@@ -87,6 +90,13 @@ def search_summary(summary, config, *, chance: float) -> str:
         lines.append(
             f"warning: {noise} of {len(trained)} trials scored within noise of chance (<= {chance:.3f} on {config.val_images} "
             f"images, {config.num_classes} classes): this proxy budget ranks noise here; raise --train-images or --epochs"
+        )
+    busy = [r.latency_busy_cores for r in summary.info.rows if r.measured and r.latency_busy_cores is not None]
+    loud = [b for b in busy if b >= BUSY_CORES_WARNING]
+    if loud:
+        lines.append(
+            f"warning: {len(loud)} of {len(busy)} trials were timed while other processes kept up to {max(loud):.1f} cores "
+            "busy: their latencies are noisier (single timings moved 0.83-1.27x beside one training); search on a quiet machine"
         )
     lines += [
         f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}",

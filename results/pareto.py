@@ -35,6 +35,7 @@ class TrialRow:
     reason: str
     params: dict = field(default_factory=dict, compare=False, repr=False)
     reused_from: int | None = None  # an identical earlier trial: the same point, never listed twice on a front
+    latency_busy_cores: float | None = None  # cores other processes kept busy while it was timed
 
     @property
     def measured(self) -> bool:
@@ -59,6 +60,7 @@ def trial_row(trial) -> TrialRow:
         reason=record.fail_reason,
         params=dict(trial.params),
         reused_from=record.reused_from,
+        latency_busy_cores=record.latency.busy_cores if record.latency else None,
     )
 
 

@@ -37,7 +37,9 @@ def test_measurement_follows_the_protocol(small_tflite):
         "latency_run_cv",
         "latency_runs",
         "latency_attempts",
+        "latency_busy_cores",
     }
+    assert result.busy_cores is None  # known only where a device took it (HostDevice.measure)
 
 
 def test_spreads_are_those_of_round_medians_and_of_single_runs(monkeypatch):
@@ -133,6 +135,19 @@ def test_another_process_spinning_counts_as_busy_cores():
     try:
         time.sleep(0.3)
         assert others_busy_cores(0.5) >= 0.6  # its core (other work on the machine only adds to it)
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_a_host_timing_says_how_busy_the_machine_was(small_tflite):
+    from latency.devices import HostDevice
+
+    device = HostDevice(protocol=LatencyProtocol(warmup_runs=2, rounds=2, runs_per_round=5))
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert device.measure(small_tflite).busy_cores >= 0.6
     finally:
         spinner.kill()
         spinner.wait()
