@@ -8,6 +8,7 @@ still has its real files is timed as a twin too, as the control: its real files 
 (their ratio is printed).
 
     python bench/retime.py [--compare bench/data/proof/compare_30.json] [--rounds 5] [--data-dir data]
+        [--front-of trials.csv [--every-trial]] [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
 the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
@@ -77,19 +78,22 @@ def paused(pids: list[int] | None):
             process.resume()
 
 
-def proxy_front(trials_csv: str) -> list[dict]:
-    """The finished trials of a search that no other dominates on (search latency, proxy accuracy)."""
+def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
+    """The finished trials of a search that no other dominates on (search latency, proxy accuracy);
+    `every`: all its finished trials, each architecture once."""
     import csv
 
     from results.dominance import non_dominated
 
     with open(trials_csv, newline="") as f:
         finished = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE" and not r["reused_from"]]
+    earliest = {r["arch"]: r for r in reversed(finished)}  # each architecture once: its earliest trial
     rows = [
         {"number": int(r["number"]), "arch": r["arch"], "accuracy": float(r["accuracy"]), "latency_ms": float(r["latency_ms"])}
-        for r in finished
+        for r in earliest.values()
     ]
-    return non_dominated(rows, lambda r: (r["latency_ms"], r["accuracy"]))
+    rows.sort(key=lambda r: r["latency_ms"])
+    return rows if every else non_dominated(rows, lambda r: (r["latency_ms"], r["accuracy"]))
 
 
 def main() -> None:
@@ -105,6 +109,7 @@ def main() -> None:
     parser.add_argument(
         "--front-of", help="a trials.csv: its front by proxy accuracy is timed too (twins), to see which is fast here"
     )
+    parser.add_argument("--every-trial", action="store_true", help="with --front-of: every finished trial, not only the front")
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
@@ -129,7 +134,7 @@ def main() -> None:
         paths |= {(record.model, "twin", p): path for p, path in twins.items()}
         print(f"twin of {record.model} ({record.arch_id}) converted", flush=True)
 
-    front = proxy_front(args.front_of) if args.front_of else []
+    front = proxy_front(args.front_of, every=args.every_trial) if args.front_of else []
     for row in front:
         twins = twin_files(row["arch"], os.path.join(scratch, f"trial-{row['number']}"), dataset=dataset)
         paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
@@ -186,6 +191,7 @@ def main() -> None:
             {**row, **{f"latency_{p}_ms": latency[(f"front trial {row['number']}", "twin", p)] for p in PRECISIONS}}
             for row in front
         ],
+        "front_is": "every finished trial" if args.every_trial else "the front by proxy accuracy",
     }
     document = read_json(args.out, {"runs": []})
     document["runs"].append(entry)
@@ -201,12 +207,14 @@ def main() -> None:
         print(f"\ncontrol: {control}'s twin / its real files: fp32 {check['fp32']:.3f}x, int8 {check['int8']:.3f}x")
     print("\n" + ("\n".join(verdicts) or "no found model dominates a reference"))
     if front:
-        print(f"\nthe study's front by proxy accuracy, timed here ({args.front_of}):")
+        print(f"\nthe study's trials ({entry['front_is']}), timed here ({args.front_of}); * = no slower than every reference")
         print(f"{'trial':>6} {'proxy acc':>9} {'search ms':>9} {'fp32 ms':>8} {'int8 ms':>8}")
+        fastest = {p: min(r[f"latency_{p}_ms"] for r in rows if r["kind"] == "reference") for p in PRECISIONS}
         for row in entry["front"]:
+            marks = "".join(f" *{p}" for p in PRECISIONS if row[f"latency_{p}_ms"] <= fastest[p])
             print(
                 f"{row['number']:>6} {row['accuracy']:>9.3f} {row['latency_ms']:>9.3f} "
-                f"{row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f}"
+                f"{row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f}{marks}"
             )
     print(f"\nwritten to {args.out}")
 
