@@ -10,6 +10,7 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     study.db, trials.csv   the default search (`nas search --trials 60`) every step draws from
     plan.json              which trials and references each step takes (chosen once, after the search)
     compare_30.json        `nas compare` at 30 epochs: one record per model, merged run after run
+    compare_100.json       the same at the recipe's full length (step 4)
     proxy_vs_final.json    `nas proxy-check --final-epochs 30`: proxy and final accuracy per architecture
     models/<recipe>/<arch>/  each finished training's result, and where exported its model card and TFLite
                            files: a later machine re-times and re-scores them, or reuses a final accuracy,
@@ -26,6 +27,9 @@ Steps, each resumable per epoch and skipped when its results are there:
     alternatives  the same check with each other proxy budget of the plan, and the default budget with
               other training seeds (to average), into proxy_vs_final_<images>x<epochs>.json and
               proxy_vs_final_seed<S>.json; the finals are reused, only the proxies train
+    full      step 4: `nas compare` at the recipe's full length for the pair plan.json's "full" names (the
+              best found model under MobileNetV2-0.5's int8 latency here, and MobileNetV2-0.5), into
+              compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
 """
@@ -62,7 +66,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "proof"), help="where inputs and results live")
-    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy", "alternatives"))
+    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy", "alternatives", "full"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--show", action="store_true")
     parser.add_argument(
@@ -96,7 +100,7 @@ def main() -> None:
         plan = json.load(f)
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
     recipe = Recipe(epochs=EPOCHS)
-    steps = args.only or ("curve", "compare", "proxy", "alternatives")
+    steps = args.only or ("curve", "compare", "proxy", "alternatives", "full")
     restore_models(runs, out, recipe, dataset=DATASET)
 
     def landed(paths: list[str], message: str) -> None:
@@ -116,20 +120,26 @@ def main() -> None:
         subprocess.run([*command, "--data-dir", args.data_dir, "--runs-dir", runs], cwd=ROOT, env=env, check=True)
         landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
 
-    if "compare" in steps:
-        done = {r.model for r in (load(compare_file) if os.path.exists(compare_file) else []) if r.recipe_id == recipe.recipe_id}
-        for model in plan["compare"]:
+    def compare_each(models: list[dict], epochs: int, path: str) -> None:
+        """`nas compare` at `epochs`, one model at a time, `path` committed after each."""
+        recipe_of = Recipe(epochs=epochs)
+        restore_models(runs, out, recipe_of, dataset=DATASET)
+        done = {r.model for r in (load(path) if os.path.exists(path) else []) if r.recipe_id == recipe_of.recipe_id}
+        for model in models:
             if model.get("reference", f"trial {model.get('trial')}") in done:
                 continue  # its record is kept: a machine without its files would retrain it for nothing
             what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
             if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
                 what = ["--references", model["reference"]]
-            command = [sys.executable, "-m", "nas.cli", "compare", *_study_flags(out), *what, "--epochs", str(EPOCHS)]
+            command = [sys.executable, "-m", "nas.cli", "compare", *_study_flags(out), *what, "--epochs", str(epochs)]
             run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
-            shutil.copy2(run_compare, compare_file)
-            kept = keep_models(runs, out, recipe, dataset=DATASET)
-            landed([compare_file, *kept], f"bench data: nas compare at {EPOCHS} epochs, {json.dumps(model)}")
+            _land_records(run_compare, path, recipe_of.recipe_id)
+            kept = keep_models(runs, out, recipe_of, dataset=DATASET)
+            landed([path, *kept], f"bench data: nas compare at {epochs} epochs, {json.dumps(model)}")
             keeper.poll(force=True)  # its checkpoint is dropped
+
+    if "compare" in steps:
+        compare_each(plan["compare"], EPOCHS, compare_file)
 
     def proxy_command(path: str) -> list[str]:
         """`nas proxy-check` of the plan's architectures against their final accuracy, into `path`."""
@@ -170,6 +180,26 @@ def main() -> None:
             path = os.path.join(out, f"proxy_vs_final_{name}.json")
             run_watched([*proxy_command(path), *flags], poll=keeper.poll)
             landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
+
+    if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)
+        full = plan.get("full")
+        if full is None:
+            print("step full: the plan names no pair yet (plan.json 'full')", flush=True)
+        else:
+            compare_each(full["models"], full["epochs"], os.path.join(out, f"compare_{full['epochs']}.json"))
+
+
+def _land_records(source: str, path: str, recipe_id: str) -> None:
+    """Merge the records of `recipe_id` in the run's compare.json (which holds every recipe) into `path`
+    (one file per recipe length): earlier records there are kept, a model timed again is replaced."""
+    from results.compare import load_document, merge, records_of, save
+
+    run, kept = load_document(source), load_document(path)
+    new = [r for r in records_of(run) if r.recipe_id == recipe_id]
+    runs = kept["runs"] + [r for r in run["runs"] if r.get("recipe_id") == recipe_id and r not in kept["runs"]]
+    recipes = kept["recipes"] | {recipe_id: run["recipes"][recipe_id]}
+    fingerprints = kept["fingerprints"] | {r.fingerprint: run["fingerprints"][r.fingerprint] for r in new}
+    save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
 
 
 def _mtime(path: str) -> float | None:
