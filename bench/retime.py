@@ -8,7 +8,7 @@ still has its real files is timed as a twin too, as the control: its real files 
 (their ratio is printed).
 
     python bench/retime.py [--compare bench/data/proof/compare_30.json] [--rounds 5] [--data-dir data]
-        [--front-of trials.csv [--every-trial]] [--pause PID ...]
+        [--front-of trials.csv [--every-trial] [--search-ms-below MS]] [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
 the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,8 @@ def paused(pids: list[int] | None):
     import psutil
 
     processes = [p for pid in pids or () for p in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
+    # a `kill` of this process must still wake them: SIGTERM unwinds through the finally below
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for process in processes:
         process.suspend()
     try:
@@ -76,6 +79,7 @@ def paused(pids: list[int] | None):
     finally:
         for process in processes:
             process.resume()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
@@ -110,6 +114,7 @@ def main() -> None:
         "--front-of", help="a trials.csv: its front by proxy accuracy is timed too (twins), to see which is fast here"
     )
     parser.add_argument("--every-trial", action="store_true", help="with --front-of: every finished trial, not only the front")
+    parser.add_argument("--search-ms-below", type=float, help="with --front-of: only trials the search timed below this")
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
@@ -135,6 +140,7 @@ def main() -> None:
         print(f"twin of {record.model} ({record.arch_id}) converted", flush=True)
 
     front = proxy_front(args.front_of, every=args.every_trial) if args.front_of else []
+    front = [row for row in front if args.search_ms_below is None or row["latency_ms"] < args.search_ms_below]
     for row in front:
         twins = twin_files(row["arch"], os.path.join(scratch, f"trial-{row['number']}"), dataset=dataset)
         paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
