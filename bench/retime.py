@@ -8,7 +8,7 @@ still has its real files is timed as a twin too, as the control: its real files 
 (their ratio is printed).
 
     python bench/retime.py [--compare bench/data/proof/compare_30.json] [--rounds 5] [--data-dir data]
-        [--front-of trials.csv [--every-trial] [--search-ms-below MS]] [--pause PID ...]
+        [--front-of trials.csv [--every-trial] [--search-ms-below MS] [--trials N ...]] [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
 the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
@@ -27,7 +27,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -40,27 +39,27 @@ PRECISIONS = ("fp32", "int8")
 
 
 def twin_files(arch: str, folder: str, *, dataset) -> dict[str, str]:
-    """fp32 and int8 TFLite files of `arch` with untrained weights, converted as `nas export` converts."""
+    """fp32 and int8 TFLite files of `arch` with untrained weights, converted as `nas export` converts;
+    kept in `folder`, so a later timing of the same architecture reuses them."""
     import numpy as np
 
     from latency.convert import to_tflite
     from search_spaces import ArchSpec
     from search_spaces.keras_blocks import build
 
+    files = {precision: os.path.join(folder, f"model_{precision}.tflite") for precision in PRECISIONS}
+    done = os.path.join(folder, "converted")  # written last: a conversion cut short is made again
+    if os.path.exists(done):
+        return files
     spec = ArchSpec.from_string(arch)
     model = build(spec, input_shape=dataset.x_train.shape[1:], num_classes=len(dataset.class_names))
     representative = dataset.x_train[np.random.default_rng(0).choice(len(dataset.x_train), 256, replace=False)]
     os.makedirs(folder, exist_ok=True)
-    return {
-        precision: to_tflite(
-            model,
-            os.path.join(folder, f"model_{precision}.tflite"),
-            input_shape=dataset.x_train.shape[1:],
-            precision=precision,
-            representative=representative,
-        )
-        for precision in PRECISIONS
-    }
+    for precision, path in files.items():
+        to_tflite(model, path, input_shape=dataset.x_train.shape[1:], precision=precision, representative=representative)
+    with open(done, "w") as f:
+        f.write(arch + "\n")
+    return files
 
 
 @contextlib.contextmanager
@@ -80,6 +79,12 @@ def paused(pids: list[int] | None):
         for process in processes:
             process.resume()
         signal.signal(signal.SIGTERM, previous)
+
+
+def arch_id(arch: str) -> str:
+    from search_spaces import ArchSpec
+
+    return ArchSpec.from_string(arch).arch_id
 
 
 def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
@@ -115,6 +120,7 @@ def main() -> None:
     )
     parser.add_argument("--every-trial", action="store_true", help="with --front-of: every finished trial, not only the front")
     parser.add_argument("--search-ms-below", type=float, help="with --front-of: only trials the search timed below this")
+    parser.add_argument("--trials", type=int, nargs="+", help="with --front-of: only these trials")
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
@@ -125,7 +131,7 @@ def main() -> None:
 
     records = load(args.compare)
     dataset = load_cifar(records[0].dataset, data_dir=args.data_dir)
-    scratch = tempfile.mkdtemp(prefix="twins-")
+    twins_dir = os.path.join(ROOT, "runs", "twins")  # by architecture: every later timing reuses them
     paths: dict[tuple[str, str, str], str] = {}  # (model, source, precision) -> file
     control = None
     for record in records:
@@ -135,14 +141,15 @@ def main() -> None:
             if control is not None:
                 continue
             control = record.model  # the first model with real files is also timed as a twin
-        twins = twin_files(record.arch, os.path.join(scratch, record.arch_id), dataset=dataset)
+        twins = twin_files(record.arch, os.path.join(twins_dir, record.arch_id), dataset=dataset)
         paths |= {(record.model, "twin", p): path for p, path in twins.items()}
         print(f"twin of {record.model} ({record.arch_id}) converted", flush=True)
 
     front = proxy_front(args.front_of, every=args.every_trial) if args.front_of else []
     front = [row for row in front if args.search_ms_below is None or row["latency_ms"] < args.search_ms_below]
+    front = [row for row in front if args.trials is None or row["number"] in args.trials]
     for row in front:
-        twins = twin_files(row["arch"], os.path.join(scratch, f"trial-{row['number']}"), dataset=dataset)
+        twins = twin_files(row["arch"], os.path.join(twins_dir, arch_id(row["arch"])), dataset=dataset)
         paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
 
     device, fingerprint = DeviceConfig().open()
