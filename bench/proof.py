@@ -5,6 +5,10 @@ latency, and the proxy against final accuracy, from one committed study.
     python bench/proof.py --data-dir data --only compare
     python bench/proof.py --show                        # what bench/data/proof/ holds
 
+Beside another long run (bench/cifar100.py) on 2 cores, give each one training thread:
+`TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1` (1.33x the throughput of one run after the other,
+`bench/onednn_speed.py --settings sharing`); step `full` runs alone.
+
 Its inputs and results live in bench/data/proof/, which survives a change of machine:
 
     study.db, trials.csv   the default search (`nas search --trials 60`) every step draws from
