@@ -155,7 +155,8 @@ def main() -> None:
     device, fingerprint = DeviceConfig().open()
     print(f"timing {len(paths)} files side by side, {args.rounds} interleaved rounds", flush=True)
     with paused(args.pause):
-        samples = time_side_by_side(paths, device, rounds=args.rounds)
+        measured = time_side_by_side(paths, device, rounds=args.rounds)
+    samples = {k: tuple(r.median_ms for r in results) for k, results in measured.items()}
     latency = {key: statistics.median(values) for key, values in samples.items()}
 
     def key(model: str, precision: str) -> tuple[str, str, str]:

@@ -92,11 +92,6 @@ def busy_while(work: Callable[[], T], *, min_seconds: float = 0.5) -> tuple[T, f
     return answer, max(0.0, (busy() - before - (sum(own.cpu_times()[:2]) - own_before)) / elapsed)
 
 
-def others_busy_cores(interval_s: float = 0.5) -> float:
-    """How many cores other processes keep busy, over `interval_s` of this process's waiting."""
-    return busy_while(lambda: None, min_seconds=interval_s)[1]
-
-
 def measure_tflite(path: str, protocol: LatencyProtocol = LatencyProtocol()) -> LatencyResult:
     from ai_edge_litert.interpreter import Interpreter
 

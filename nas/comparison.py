@@ -16,7 +16,7 @@ import os
 import statistics
 from collections.abc import Callable
 
-from latency.measure import others_busy_cores
+from latency.measure import LatencyResult
 from nas.choice import Chosen, save_provenance
 from results.card import ModelCard
 from results.compare import CompareRecord, with_dominance
@@ -45,14 +45,19 @@ def retrain_and_export(item: Chosen, *, dataset, recipe, on_epoch=None):
     return result, card
 
 
-def time_side_by_side(paths: dict, device, *, rounds: int = SIDE_BY_SIDE_ROUNDS) -> dict[object, tuple[float, ...]]:
-    """Every file's median latency in each of `rounds` interleaved rounds on `device` (every file once a
+def time_side_by_side(paths: dict, device, *, rounds: int = SIDE_BY_SIDE_ROUNDS) -> dict[object, tuple[LatencyResult, ...]]:
+    """Every file's measurement in each of `rounds` interleaved rounds on `device` (every file once a
     round, so a drift of the device's speed touches all alike)."""
     samples: dict = {name: [] for name in paths}
     for _ in range(rounds):
         for name, path in paths.items():
-            samples[name].append(device.measure(path).median_ms)
+            samples[name].append(device.measure(path))
     return {name: tuple(values) for name, values in samples.items()}
+
+
+def busiest(measured: dict[object, tuple[LatencyResult, ...]]) -> float | None:
+    """The most cores other processes kept busy during any of these measurements (None: not known)."""
+    return max((r.busy_cores for results in measured.values() for r in results if r.busy_cores is not None), default=None)
 
 
 def compare(
@@ -78,10 +83,8 @@ def compare(
         for precision in ("fp32", "int8")
         if precision in card.formats and card.formats[precision].file
     }
-    busy = others_busy_cores() if device.name == "host" else None
-    rounds = time_side_by_side(paths, device)
-    if busy is not None:
-        busy = round(max(busy, others_busy_cores()), 2)  # before and after the timing
+    measured = time_side_by_side(paths, device)
+    rounds = {key: tuple(r.median_ms for r in results) for key, results in measured.items()}
     latencies = {key: statistics.median(values) for key, values in rounds.items()}
     fingerprint = device.fingerprint()["id"]
     records = []
@@ -110,7 +113,7 @@ def compare(
                 workdir=item.workdir,
                 fingerprint=fingerprint,
                 timed=timed,
-                busy_cores=busy,
+                busy_cores=busiest(measured),
             )
         )
     return with_dominance(records)

@@ -42,7 +42,7 @@ class CompareRecord:
     timed: str = ""  # when: records timed side by side in one run share it; only they are compared
     latency_fp32_rounds_ms: tuple[float, ...] = ()  # the median of each interleaved round of that timing
     latency_int8_rounds_ms: tuple[float, ...] = ()
-    busy_cores: float | None = None  # cores other processes kept busy around a host timing (None: not known)
+    busy_cores: float | None = None  # most cores other processes kept busy during its timing (None: not known)
 
     def point(self, precision: str) -> tuple[float | None, float | None]:
         return getattr(self, f"latency_{precision}_ms"), getattr(self, f"test_accuracy_{precision}")
@@ -131,7 +131,7 @@ def format_table(records: list[CompareRecord]) -> str:
         busy = max((m.busy_cores for m in members if m.busy_cores is not None), default=None)
         if busy is not None and busy >= BUSY_CORES_WARNING:
             lines.append(
-                f"warning: other processes kept {busy:.1f} cores busy around this timing: its latencies and verdicts may be "
+                f"warning: other processes kept {busy:.1f} cores busy during this timing: its latencies and verdicts may be "
                 "noise; run again on a quiet machine (the models are re-timed, not retrained)"
             )
         lines.append("")

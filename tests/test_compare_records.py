@@ -133,5 +133,5 @@ def test_a_timing_on_a_busy_machine_is_flagged_and_a_quiet_one_is_not():
     quiet = [dataclasses.replace(r, busy_cores=0.05) for r in (record("trial 1"), record("mv2", kind="reference"))]
     assert "warning" not in format_table(quiet)
     busy = [quiet[0], dataclasses.replace(quiet[1], busy_cores=1.4)]
-    assert "warning: other processes kept 1.4 cores busy around this timing" in format_table(busy)
+    assert "warning: other processes kept 1.4 cores busy during this timing" in format_table(busy)
     assert "warning" not in format_table([dataclasses.replace(r, busy_cores=None) for r in busy])  # earlier files
