@@ -81,12 +81,6 @@ def paused(pids: list[int] | None):
         signal.signal(signal.SIGTERM, previous)
 
 
-def arch_id(arch: str) -> str:
-    from search_spaces import ArchSpec
-
-    return ArchSpec.from_string(arch).arch_id
-
-
 def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
     """The finished trials of a search that no other dominates on (search latency, proxy accuracy);
     `every`: all its finished trials, each architecture once."""
@@ -124,6 +118,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
+    from search_spaces import ArchSpec
     from nas.config import DeviceConfig
     from results.compare import load
     from results.dominance import dominates
@@ -149,7 +144,7 @@ def main() -> None:
     front = [row for row in front if args.search_ms_below is None or row["latency_ms"] < args.search_ms_below]
     front = [row for row in front if args.trials is None or row["number"] in args.trials]
     for row in front:
-        twins = twin_files(row["arch"], os.path.join(twins_dir, arch_id(row["arch"])), dataset=dataset)
+        twins = twin_files(row["arch"], os.path.join(twins_dir, ArchSpec.from_string(row["arch"]).arch_id), dataset=dataset)
         paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
 
     device, fingerprint = DeviceConfig().open()
