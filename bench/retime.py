@@ -118,10 +118,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
-    from search_spaces import ArchSpec
     from nas.config import DeviceConfig
     from results.compare import load
     from results.dominance import dominates
+    from search_spaces import ArchSpec
     from trainers.cifar import load_cifar
 
     records = load(args.compare)
