@@ -36,6 +36,10 @@ Steps, each resumable per epoch and skipped when its results are there:
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
+
+`--only alternatives --proxies-only --runs-dir OTHER` runs the alternatives' proxies beside a proof run that is
+still training finals (in a runs folder of its own, keeping no checkpoints): each file compares with the finals
+finished so far; the later `alternatives` step of the main run fills in the rest without running a proxy again.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy", "alternatives", "full"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--show", action="store_true")
+    parser.add_argument(
+        "--proxies-only", action="store_true", help="alternatives: train no final (another run does), keep no checkpoints"
+    )
     parser.add_argument(
         "--checkpoint-minutes", type=float, default=45.0, help="commit unfinished checkpoints at most this often (with --commit)"
     )
@@ -112,7 +119,10 @@ def main() -> None:
             commit(paths, message, repo=repo)
 
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
-    keeper.restore()
+    if args.proxies_only:  # the checkpoints are the other run's, which trains them
+        keeper.poll = lambda **_: None
+    else:
+        keeper.restore()
     run_compare = os.path.join(runs, STUDY, "compare.json")
     if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
         os.makedirs(os.path.dirname(run_compare), exist_ok=True)
@@ -182,6 +192,9 @@ def main() -> None:
         ] + [(f"seed{seed}", ["--seed", str(seed)]) for seed in plan["proxy"].get("seeds", ())]  # averaged later
         for name, flags in runs_of:
             path = os.path.join(out, f"proxy_vs_final_{name}.json")
+            if args.proxies_only:  # finals the other run finished since
+                restore_results(runs, out, recipe, dataset=DATASET)
+                flags += ["--proxies-only"]
             run_watched([*proxy_command(path), *flags], poll=keeper.poll)
             landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
 

@@ -343,6 +343,7 @@ def proxy_check(plan, *, on_result=None, on_epoch=None):
         study=plan.study,
         trials=plan.trials,
         path=plan.path,
+        proxies_only=plan.proxies_only,
         on_result=on_result,
         on_epoch=on_epoch,
     )

@@ -77,6 +77,13 @@ class CheckSettings:
         default=None, metadata={"help": "long budget: the retraining recipe with this many epochs on the full split (>= 15)"}
     )
     out: str | None = field(default=None, metadata={"help": "result file", "default_text": "runs/proxy-check/<settings>.json"})
+    proxies_only: bool = field(
+        default=False,
+        metadata={
+            "help": "train only the proxy runs; compare with the long results already finished (by another check, "
+            "nas retrain or nas compare); run again without it to fill in the rest"
+        },
+    )
     show: bool = field(default=False, metadata={"help": "print the saved result of this check without training"})
 
 
@@ -90,6 +97,7 @@ class CheckPlan:
     trials: tuple[int, ...]
     count: int
     path: str
+    proxies_only: bool = False
 
     def describe(self) -> str:
         if isinstance(self.long, FinalBudget):
@@ -147,7 +155,7 @@ def plan(config: SearchConfig, settings: CheckSettings, *, study=None, given: se
         if unknown:
             raise ConfigError(f"reference {unknown[0]!r} is unknown; known: {', '.join(REFERENCES)}")
     path = settings.out or result_path(config)
-    return CheckPlan(config, study, proxy, long, references, settings.trials, settings.archs, path)
+    return CheckPlan(config, study, proxy, long, references, settings.trials, settings.archs, path, settings.proxies_only)
 
 
 def saved_report(plan: CheckPlan) -> str:
@@ -252,9 +260,10 @@ def save_records(path: str, records: dict[str, CheckRecord], settings: dict, *, 
 _DATASETS: dict = {}
 
 
-def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, on_epoch=None) -> dict:
+def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, train: bool = True, on_epoch=None) -> dict | None:
     """The final validation accuracy of `arch` under the retraining recipe (in this process,
-    resumable per epoch, in the folder `nas retrain` / `nas compare` use)."""
+    resumable per epoch, in the folder `nas retrain` / `nas compare` use); without `train`, only a
+    finished one (else None)."""
     from nas.choice import retrain_dir
     from search_spaces import ArchSpec
     from trainers.cifar import load_cifar
@@ -263,6 +272,8 @@ def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, on_epoch=Non
     spec = ArchSpec.from_string(arch)
     workdir = retrain_dir(config.runs_dir, dataset=config.dataset, recipe=budget.recipe, arch_id=spec.arch_id)
     result = load_result(workdir)
+    if result is None and not train:
+        return None
     if result is None:
         if config.dataset not in _DATASETS:
             _DATASETS[config.dataset] = load_cifar(config.dataset, data_dir=config.data_dir)
@@ -280,10 +291,13 @@ def run_check(
     study=None,
     trials: tuple[int, ...] = (),
     path: str | None = None,
+    proxies_only: bool = False,
     on_result: Callable[[CheckRecord, Budget, dict], None] | None = None,
     on_epoch: Callable | None = None,
 ) -> tuple[str, dict[str, CheckRecord]]:
-    """Train every candidate at both budgets (skipping what the result file already holds)."""
+    """Train every candidate at both budgets (skipping what the result file already holds); with
+    `proxies_only`, the long budget only where it is already finished (a final another process
+    trains is left to it: two trainings of one model would share its checkpoint)."""
     from nas.worker import WORKER_LOG, Status, TrialJob, TrialRunner
 
     path = path or result_path(config)
@@ -307,10 +321,15 @@ def run_check(
                     continue
                 start = time.perf_counter()
                 if isinstance(budget, FinalBudget):
-                    record.results[budget.label] = _final(config, arch, budget, on_epoch=on_epoch)
+                    final = _final(config, arch, budget, train=not proxies_only, on_epoch=on_epoch)
+                    if final is None:
+                        continue
+                    record.results[budget.label] = final
                     save_records(path, records, settings, summary=summarize(records, proxy, long))
                     if on_result:
                         on_result(record, budget, record.results[budget.label])
+                    continue
+                if proxies_only and budget is long:
                     continue
                 job = TrialJob.from_config(config, arch=arch, train_images=budget.train_images, epochs=budget.epochs)
                 outcome = runner.run(job, timeout_s=config.trial_timeout_s)

@@ -193,3 +193,54 @@ def test_a_failed_proxy_check_run_is_tried_once_more_when_the_check_runs_again(t
     assert second["256x1"]["attempts"] == 2 and "timed out" in second["256x1"]["error"]
     assert results() == second  # two attempts are all it gets; nothing ran
     assert list(answers) == ["ok"]  # asked three times: the proxy twice, the long run once
+
+
+def test_proxies_only_trains_no_final_and_takes_the_finished_ones(tmp_path, monkeypatch):
+    """`--proxies-only` runs every proxy, reads the finals another process finished, and trains none
+    (a second training of one model would share its checkpoint); run again without it, the missing
+    final is trained and the proxies are not run again (the trainings here are stand-ins)."""
+    from nas import proxy_check, worker
+    from nas.config import SearchConfig
+    from search_spaces import ArchSpec
+    from trainers import full
+    from trainers.full import Recipe, RetrainResult
+
+    def _id(arch):
+        return ArchSpec.from_string(arch).arch_id
+
+    archs = ["conv_r1_k3_s1_c16-head_c256", "conv_r1_k3_s1_c32-head_c256"]
+    proxies, finals = [], []
+
+    class Runner:
+        def __init__(self, **_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def run(self, job, *, timeout_s=None):
+            proxies.append(job.arch)
+            return worker.Outcome(worker.Status.OK, accuracy=0.4, params_count=1, timings={"train_seconds": 1.0})
+
+    def result(arch, accuracy):
+        return RetrainResult(arch, "cifar10", {}, 1, 1, accuracy, accuracy, 0.0, 9.0, 1.0, (), "")
+
+    finished = {archs[0]: result(archs[0], 0.8)}  # the other one is still training elsewhere
+    monkeypatch.setattr(worker, "TrialRunner", Runner)
+    monkeypatch.setattr(proxy_check, "candidates", lambda *a, **k: [(f"sample-{k}", a, None) for k, a in enumerate(archs)])
+    monkeypatch.setattr(full, "load_result", lambda workdir: next((r for a, r in finished.items() if _id(a) in workdir), None))
+    monkeypatch.setattr(full, "retrain", lambda spec, data, **_: finals.append(spec.to_string()) or result(spec.to_string(), 0.9))
+    monkeypatch.setitem(proxy_check._DATASETS, "cifar10", "the data")  # never read
+    check = dict(config=SearchConfig(runs_dir=str(tmp_path)), count=2, proxy=proxy_check.Budget(256, 1))
+    long = proxy_check.FinalBudget(Recipe(epochs=1))
+    path = str(tmp_path / "check.json")
+
+    _, records = proxy_check.run_check(**check, long=long, path=path, proxies_only=True)
+    assert proxies == archs and finals == []
+    assert records[archs[0]].results[long.label]["accuracy"] == 0.8 and long.label not in records[archs[1]].results
+    _, records = proxy_check.run_check(**check, long=long, path=path)
+    assert proxies == archs and finals == [archs[1]]  # only the missing final, and no proxy again
+    assert records[archs[1]].results[long.label]["accuracy"] == 0.9
