@@ -161,23 +161,13 @@ def test_a_failed_proxy_check_run_is_tried_once_more_when_the_check_runs_again(t
 
     answers = iter(["timed out after 1800 s", "ok", "timed out after 1800 s", "ok"])
 
-    class Runner:
-        def __init__(self, **_):
-            pass
+    def answer(job):
+        reason = next(answers)
+        if reason != "ok":
+            return worker.Outcome(worker.Status.FAILED, reason=reason)
+        return worker.Outcome(worker.Status.OK, accuracy=0.5, params_count=1, timings={"train_seconds": 1.0})
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            return False
-
-        def run(self, job, *, timeout_s=None):
-            answer = next(answers)
-            if answer != "ok":
-                return worker.Outcome(worker.Status.FAILED, reason=answer)
-            return worker.Outcome(worker.Status.OK, accuracy=0.5, params_count=1, timings={"train_seconds": 1.0})
-
-    monkeypatch.setattr(worker, "TrialRunner", Runner)
+    monkeypatch.setattr(worker, "TrialRunner", _stand_in_runner(answer))
     monkeypatch.setattr(proxy_check, "candidates", lambda *a, **k: [("sample-0", "conv_r1_k3_s1_c16-head_c256", None)])
     config = SearchConfig(runs_dir=str(tmp_path))
     check = dict(config=config, count=1, proxy=proxy_check.Budget(256, 1), long=proxy_check.Budget(1024, 1))
@@ -211,25 +201,15 @@ def test_proxies_only_trains_no_final_and_takes_the_finished_ones(tmp_path, monk
     archs = ["conv_r1_k3_s1_c16-head_c256", "conv_r1_k3_s1_c32-head_c256"]
     proxies, finals = [], []
 
-    class Runner:
-        def __init__(self, **_):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            return False
-
-        def run(self, job, *, timeout_s=None):
-            proxies.append(job.arch)
-            return worker.Outcome(worker.Status.OK, accuracy=0.4, params_count=1, timings={"train_seconds": 1.0})
+    def answer(job):
+        proxies.append(job.arch)
+        return worker.Outcome(worker.Status.OK, accuracy=0.4, params_count=1, timings={"train_seconds": 1.0})
 
     def result(arch, accuracy):
         return RetrainResult(arch, "cifar10", {}, 1, 1, accuracy, accuracy, 0.0, 9.0, 1.0, (), "")
 
     finished = {archs[0]: result(archs[0], 0.8)}  # the other one is still training elsewhere
-    monkeypatch.setattr(worker, "TrialRunner", Runner)
+    monkeypatch.setattr(worker, "TrialRunner", _stand_in_runner(answer))
     monkeypatch.setattr(proxy_check, "candidates", lambda *a, **k: [(f"sample-{k}", a, None) for k, a in enumerate(archs)])
     monkeypatch.setattr(full, "load_result", lambda workdir: next((r for a, r in finished.items() if _id(a) in workdir), None))
     monkeypatch.setattr(full, "retrain", lambda spec, data, **_: finals.append(spec.to_string()) or result(spec.to_string(), 0.9))
@@ -244,3 +224,22 @@ def test_proxies_only_trains_no_final_and_takes_the_finished_ones(tmp_path, monk
     _, records = proxy_check.run_check(**check, long=long, path=path)
     assert proxies == archs and finals == [archs[1]]  # only the missing final, and no proxy again
     assert records[archs[1]].results[long.label]["accuracy"] == 0.9
+
+
+def _stand_in_runner(answer):
+    """A TrialRunner that trains nothing: `answer(job)` gives each job's outcome."""
+
+    class Runner:
+        def __init__(self, **_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def run(self, job, *, timeout_s=None):
+            return answer(job)
+
+    return Runner
