@@ -24,14 +24,25 @@ from nas.proxy_check import ESTIMATORS, load_records  # noqa: E402
 from results.ranking import agreement  # noqa: E402
 
 
-def proxy_and_final(records, estimator=ESTIMATORS["proxy accuracy"]) -> dict[str, tuple[float, float, float]]:
-    """arch -> (the proxy run's `estimator`, final accuracy, proxy seconds) of the records that have both."""
+def finals_of(records) -> dict[str, float]:
+    """arch -> final accuracy, from any record that has it."""
+    return {
+        arch: final["accuracy"]
+        for arch, record in records.items()
+        for label, final in record.results.items()
+        if label.startswith("final-") and "accuracy" in final
+    }
+
+
+def proxy_and_final(records, finals: dict[str, float], estimator=ESTIMATORS["proxy accuracy"]) -> dict[str, tuple]:
+    """arch -> (the proxy run's `estimator`, final accuracy, proxy seconds) of the records with a proxy run and a
+    final in `finals` (the finals are one training per architecture, whichever check's file recorded them: a
+    check run with --proxies-only before they finished lacks them)."""
     out = {}
     for arch, record in records.items():
-        finals = [v for k, v in record.results.items() if k.startswith("final-") and "accuracy" in v]
         proxies = [v for k, v in record.results.items() if not k.startswith("final-") and "accuracy" in v]
-        if finals and proxies and estimator(proxies[0]) is not None:
-            out[arch] = (estimator(proxies[0]), finals[0]["accuracy"], proxies[0].get("seconds", float("nan")))
+        if arch in finals and proxies and estimator(proxies[0]) is not None:
+            out[arch] = (estimator(proxies[0]), finals[arch], proxies[0].get("seconds", float("nan")))
     return out
 
 
@@ -45,7 +56,8 @@ def main() -> None:
         raise SystemExit(f"no proxy_vs_final*.json in {args.folder} yet")
     runs = {os.path.basename(f)[len("proxy_vs_final") : -len(".json")].lstrip("_") or "default": f for f in files}
     records = {name: load_records(path) for name, path in runs.items()}
-    pairs = {name: proxy_and_final(found) for name, found in records.items()}
+    finals = {arch: accuracy for found in records.values() for arch, accuracy in finals_of(found).items()}
+    pairs = {name: proxy_and_final(found, finals) for name, found in records.items()}
     seeds = [name for name in pairs if name == "default" or name.startswith("seed")]
     if len(seeds) > 1:  # the default proxy averaged over its seeds, on the architectures every seed has
         common = set.intersection(*(set(pairs[name]) for name in seeds))
@@ -60,7 +72,7 @@ def main() -> None:
     for name, found in records.items():  # the free estimators of each run (its training loss, its curve)
         for estimator, value_of in ESTIMATORS.items():
             if estimator != "proxy accuracy":
-                pairs[f"{name}: {estimator}"] = proxy_and_final(found, value_of)
+                pairs[f"{name}: {estimator}"] = proxy_and_final(found, finals, value_of)
     print(f"{'proxy':<36} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}")
     for name, rows in pairs.items():
         if not rows:  # an estimator that run did not record
