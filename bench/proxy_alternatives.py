@@ -6,7 +6,10 @@ architectures (bench/proof.py steps `proxy` and `alternatives`), side by side.
 Reads proxy_vs_final.json (the default proxy, seed 0) and every proxy_vs_final_<name>.json beside it; for
 each: Kendall's tau and Spearman's rho against the final validation accuracy with 95 % bootstrap intervals,
 the median seconds of one proxy run; the same for the default proxy averaged over the seeds it ran with,
-and for the estimators each run records for free (its mean training loss, its accuracy half-way).
+and for the estimators each run records for free (its mean training loss, its accuracy half-way); and whether
+the ranking error (rank by the proxy minus rank by the final) trends with the architecture's size or its
+latency in the study (Spearman's rho of the two; references have no study latency). The seconds are as each
+run measured them: compare them only between runs made alike (threads, other work on the machine).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from nas.proxy_check import ESTIMATORS, load_records  # noqa: E402
-from results.ranking import agreement  # noqa: E402
+from results.ranking import agreement, ranks  # noqa: E402
 
 
 def finals_of(records) -> dict[str, float]:
@@ -46,6 +49,27 @@ def proxy_and_final(records, finals: dict[str, float], estimator=ESTIMATORS["pro
     return out
 
 
+def sizes_of(records) -> dict[str, tuple]:
+    """arch -> (parameter count or None, study latency ms or None)."""
+    return {
+        arch: (
+            next((v["params_count"] for v in record.results.values() if v.get("params_count")), None),
+            record.latency_ms,
+        )
+        for arch, record in records.items()
+    }
+
+
+def error_trend(rows: dict[str, tuple], sizes: dict[str, tuple], which: int) -> str:
+    """Spearman's rho of the ranking error against size (which=0) or latency (which=1), '-' under 3 values."""
+    archs = list(rows)
+    error = ranks([rows[a][0] for a in archs]) - ranks([rows[a][1] for a in archs])
+    pairs = [(e, sizes[a][which]) for e, a in zip(error, archs, strict=True) if sizes.get(a, (None, None))[which] is not None]
+    if len(pairs) < 3:
+        return "-"
+    return f"{agreement([e for e, _ in pairs], [v for _, v in pairs]).spearman_rho:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", default=os.path.join(ROOT, "bench", "data", "proof"))
@@ -57,6 +81,7 @@ def main() -> None:
     runs = {os.path.basename(f)[len("proxy_vs_final") : -len(".json")].lstrip("_") or "default": f for f in files}
     records = {name: load_records(path) for name, path in runs.items()}
     finals = {arch: accuracy for found in records.values() for arch, accuracy in finals_of(found).items()}
+    sizes = {arch: size for found in records.values() for arch, size in sizes_of(found).items()}
     pairs = {name: proxy_and_final(found, finals) for name, found in records.items()}
     seeds = [name for name in pairs if name == "default" or name.startswith("seed")]
     if len(seeds) > 1:  # the default proxy averaged over its seeds, on the architectures every seed has
@@ -73,7 +98,8 @@ def main() -> None:
         for estimator, value_of in ESTIMATORS.items():
             if estimator != "proxy accuracy":
                 pairs[f"{name}: {estimator}"] = proxy_and_final(found, finals, value_of)
-    print(f"{'proxy':<36} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}")
+    header = f"{'proxy':<36} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}"
+    print(f"{header} {'error~size':>10} {'error~lat':>9}")
     for name, rows in pairs.items():
         if not rows:  # an estimator that run did not record
             continue
@@ -86,7 +112,8 @@ def main() -> None:
         sl, sh = found.spearman_interval
         print(
             f"{name:<36} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
-            f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f}"
+            f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f} "
+            f"{error_trend(rows, sizes, 0):>10} {error_trend(rows, sizes, 1):>9}"
         )
 
 
