@@ -112,6 +112,8 @@ def main() -> None:
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
     recipe = Recipe(epochs=EPOCHS)
     steps = args.only or ("curve", "compare", "proxy", "alternatives", "full")
+    if args.proxies_only and tuple(steps) != ("alternatives",):
+        parser.error("--proxies-only goes with --only alternatives (the other steps train finals)")
     restore_models(runs, out, recipe, dataset=DATASET)
 
     def landed(paths: list[str], message: str) -> None:
@@ -119,9 +121,7 @@ def main() -> None:
             commit(paths, message, repo=repo)
 
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
-    if args.proxies_only:  # the checkpoints are the other run's, which trains them
-        keeper.poll = lambda **_: None
-    else:
+    if not args.proxies_only:  # with it, the checkpoints are the other run's, which trains them
         keeper.restore()
     run_compare = os.path.join(runs, STUDY, "compare.json")
     if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
@@ -194,8 +194,8 @@ def main() -> None:
             path = os.path.join(out, f"proxy_vs_final_{name}.json")
             if args.proxies_only:  # finals the other run finished since
                 restore_results(runs, out, recipe, dataset=DATASET)
-                flags += ["--proxies-only"]
-            run_watched([*proxy_command(path), *flags], poll=keeper.poll)
+            only = ["--proxies-only"] if args.proxies_only else []
+            run_watched([*proxy_command(path), *flags, *only], poll=(lambda: None) if args.proxies_only else keeper.poll)
             landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
 
     if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)

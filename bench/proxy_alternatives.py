@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from nas.proxy_check import ESTIMATORS, load_records  # noqa: E402
-from results.ranking import agreement, ranks  # noqa: E402
+from results.ranking import agreement, error_trend  # noqa: E402
 
 
 def finals_of(records) -> dict[str, float]:
@@ -60,14 +60,12 @@ def sizes_of(records) -> dict[str, tuple]:
     }
 
 
-def error_trend(rows: dict[str, tuple], sizes: dict[str, tuple], which: int) -> str:
+def trend_column(rows: dict[str, tuple], sizes: dict[str, tuple], which: int) -> str:
     """Spearman's rho of the ranking error against size (which=0) or latency (which=1), '-' under 3 values."""
     archs = list(rows)
-    error = ranks([rows[a][0] for a in archs]) - ranks([rows[a][1] for a in archs])
-    pairs = [(e, sizes[a][which]) for e, a in zip(error, archs, strict=True) if sizes.get(a, (None, None))[which] is not None]
-    if len(pairs) < 3:
-        return "-"
-    return f"{agreement([e for e, _ in pairs], [v for _, v in pairs]).spearman_rho:.2f}"
+    covariate = [sizes.get(a, (None, None))[which] for a in archs]
+    found = error_trend([rows[a][0] for a in archs], [rows[a][1] for a in archs], covariate)
+    return "-" if found is None else f"{found.spearman_rho:.2f}"
 
 
 def main() -> None:
@@ -113,7 +111,7 @@ def main() -> None:
         print(
             f"{name:<36} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
             f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f} "
-            f"{error_trend(rows, sizes, 0):>10} {error_trend(rows, sizes, 1):>9}"
+            f"{trend_column(rows, sizes, 0):>10} {trend_column(rows, sizes, 1):>9}"
         )
 
 

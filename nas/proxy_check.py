@@ -378,7 +378,7 @@ def summarize(records: dict[str, CheckRecord], proxy: Budget, long) -> dict:
     """Rank agreement over the candidates that finished at both budgets (for the proxy's accuracy,
     and for every other estimator the results hold), whether the proxy's ranking error trends with
     size or latency, and the time spent."""
-    from results.ranking import agreement, ranks
+    from results.ranking import agreement, error_trend
 
     done = [
         r
@@ -395,15 +395,14 @@ def summarize(records: dict[str, CheckRecord], proxy: Budget, long) -> dict:
         values = [value_of(r.results[proxy.label]) for r in done]
         if all(v is not None for v in values):
             summary["estimators"][name] = agreement(values, final)
-    # the proxy's ranking error: its rank of a candidate minus the final rank (positive: it overrates it)
-    error = ranks([r.results[proxy.label]["accuracy"] for r in done]) - ranks(final)
+    proxied = [r.results[proxy.label]["accuracy"] for r in done]
     for name, values in (
         ("params", [r.results[proxy.label].get("params_count") for r in done]),
         ("latency", [r.latency_ms for r in done]),
     ):
-        pairs = [(e, v) for e, v in zip(error, values, strict=True) if v is not None]
-        if len(pairs) >= 3:
-            summary["error_trend"][name] = agreement([e for e, _ in pairs], [v for _, v in pairs])
+        trend = error_trend(proxied, final, values)
+        if trend is not None:
+            summary["error_trend"][name] = trend
     return summary
 
 

@@ -75,3 +75,14 @@ def agreement(a, b, *, resamples: int = 2000, seed: int = 0) -> Agreement:
         return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (np.nan, np.nan)
 
     return Agreement(len(a), kendall_tau(a, b), interval(taus), spearman_rho(a, b), interval(rhos))
+
+
+def error_trend(proxy, final, covariate) -> Agreement | None:
+    """Whether a proxy's ranking error (its rank of an item minus the final rank; positive: overrated)
+    trends with `covariate` (size, latency): their rank agreement over the items whose covariate is known
+    (None: unknown), or None under 3 such items."""
+    error = ranks(proxy) - ranks(final)
+    pairs = [(e, v) for e, v in zip(error, covariate, strict=True) if v is not None]
+    if len(pairs) < 3:
+        return None
+    return agreement([e for e, _ in pairs], [v for _, v in pairs])
