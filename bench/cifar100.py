@@ -21,16 +21,23 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from landing import CheckpointKeeper, commit, keep_models, restore_models, restore_results, run_watched  # noqa: E402
+from landing import (  # noqa: E402
+    CheckpointKeeper,
+    commit,
+    keep_models,
+    restore_models,
+    restore_results,
+    restore_study,
+    run_watched,
+    search_kept,
+)
 
 DATASET = "cifar100"
 STUDY = "mnasnet-cifar100"
@@ -64,32 +71,15 @@ def main() -> None:
 
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
     keeper.restore()
-    study_db, run_db = os.path.join(out, "study.db"), os.path.join(runs, STUDY, "study.db")
-    if os.path.exists(study_db) and not os.path.exists(run_db):  # a new machine: the search resumes from it
-        os.makedirs(os.path.dirname(run_db), exist_ok=True)
-        shutil.copy2(study_db, run_db)
+    run_db, kept_db = os.path.join(runs, STUDY, "study.db"), os.path.join(out, "study.db")
+    restore_study(kept_db, run_db)
     study = ["--study", STUDY, "--storage", f"sqlite:///{run_db}"]
     nas = [sys.executable, "-m", "nas.cli"]
     places = ["--data-dir", args.data_dir, "--runs-dir", runs]
 
     if "search" in steps:
-        last = time.monotonic()
-
-        def copy_study(*, force: bool = False) -> None:
-            nonlocal last
-            if not force and time.monotonic() - last < 600:
-                return
-            last = time.monotonic()
-            with sqlite3.connect(run_db) as source, sqlite3.connect(study_db + ".tmp") as target:
-                source.backup(target)  # a consistent copy of a database being written
-            os.replace(study_db + ".tmp", study_db)
-            if os.path.exists(os.path.join(runs, STUDY, "trials.csv")):  # written once the first trial ends
-                shutil.copy2(os.path.join(runs, STUDY, "trials.csv"), os.path.join(out, "trials.csv"))
-            landed([study_db, os.path.join(out, "trials.csv")], "bench data: the CIFAR-100 search's study so far")
-
         command = [*nas, "search", "--dataset", DATASET, *study, "--study-trials", str(TRIALS), *places]
-        run_watched(command, poll=lambda: os.path.exists(run_db) and copy_study())
-        copy_study(force=True)
+        search_kept(command, run_db=run_db, kept_db=kept_db, landed=landed, what="the CIFAR-100 search's study")
 
     def check(path: str, budget: list[str]) -> None:
         restore_results(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)

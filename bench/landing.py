@@ -161,3 +161,37 @@ def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
         if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
             os.makedirs(target, exist_ok=True)
             shutil.copy2(source, os.path.join(target, "result.json"))
+
+
+def restore_study(kept_db: str, run_db: str) -> None:
+    """A new machine: put the kept study back where the commands use it (a search resumes from it)."""
+    if os.path.exists(kept_db) and not os.path.exists(run_db):
+        os.makedirs(os.path.dirname(run_db), exist_ok=True)
+        shutil.copy2(kept_db, run_db)
+
+
+def search_kept(command: list[str], *, run_db: str, kept_db: str, landed, what: str, every: float = 600.0) -> None:
+    """Run `nas search` `command` on the study in `run_db`, copying it (and its trials.csv) to `kept_db` at
+    most every `every` seconds and at the end; a fresh runs/ folder is seeded from `kept_db` first
+    (`restore_study`), so the search resumes there with every kept trial."""
+    import sqlite3
+
+    restore_study(kept_db, run_db)
+    os.makedirs(os.path.dirname(kept_db), exist_ok=True)
+    last = time.monotonic()
+    run_csv, kept_csv = (os.path.join(os.path.dirname(db), "trials.csv") for db in (run_db, kept_db))
+
+    def copy(*, force: bool = False) -> None:
+        nonlocal last
+        if not os.path.exists(run_db) or (not force and time.monotonic() - last < every):
+            return
+        last = time.monotonic()
+        with sqlite3.connect(run_db) as source, sqlite3.connect(kept_db + ".tmp") as target:
+            source.backup(target)  # a consistent copy of a database being written
+        os.replace(kept_db + ".tmp", kept_db)
+        if os.path.exists(run_csv):  # written once the first trial ends
+            shutil.copy2(run_csv, kept_csv)
+        landed([kept_db, kept_csv], f"bench data: {what} so far")
+
+    run_watched(command, poll=copy)
+    copy(force=True)

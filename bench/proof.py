@@ -11,7 +11,8 @@ Beside another long run (bench/cifar100.py) on 2 cores, give each one training t
 
 Its inputs and results live in bench/data/proof/, which survives a change of machine:
 
-    study.db, trials.csv   the default search (`nas search --trials 60`) every step draws from
+    study.db, trials.csv   the default search (`nas search --trials 60`, 2026-12-01: the 8,000 x 1 proxy) every
+                           step but the shipped ones draws from
     plan.json              which trials and references each step takes (chosen once, after the search)
     compare_30.json        `nas compare` at 30 epochs: one record per model, merged run after run
     compare_100.json       the same at the recipe's full length (step 4)
@@ -21,6 +22,8 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
                            instead of retraining
     checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 45 minutes (bench/landing.py)
     timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
+    shipped/               step 3b: the default search again with the proxy the product now ships (study.db,
+                           trials.csv), and its front against the references at 30 epochs (compare_30.json)
 
 Steps, each resumable per epoch and skipped when its results are there:
 
@@ -31,6 +34,9 @@ Steps, each resumable per epoch and skipped when its results are there:
     alternatives  the same check with each other proxy budget of the plan, and the default budget with
               other training seeds (to average), into proxy_vs_final_<images>x<epochs>.json and
               proxy_vs_final_seed<S>.json; the finals are reused, only the proxies train
+    shipped-search   step 3b: `nas search --study-trials 60` with the shipped defaults, into its own study
+    shipped-compare  `nas compare` at 30 epochs of the members plan.json's "shipped" names (chosen once its
+              search is done) and the references, whose trained models are reused
     full      step 4: `nas compare` at the recipe's full length for the pair plan.json's "full" names (the
               best found model under MobileNetV2-0.5's int8 latency here, and MobileNetV2-0.5), into
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
@@ -55,10 +61,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from landing import CheckpointKeeper, commit, keep_models, restore_models, restore_results, run_watched  # noqa: E402
+from landing import (  # noqa: E402
+    CheckpointKeeper,
+    commit,
+    keep_models,
+    restore_models,
+    restore_results,
+    run_watched,
+    search_kept,
+)
 
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
+STEPS = ("curve", "compare", "proxy", "alternatives", "shipped-search", "shipped-compare", "full")
 DATASET = "cifar10"
 
 
@@ -74,7 +89,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "proof"), help="where inputs and results live")
-    parser.add_argument("--only", nargs="+", choices=("curve", "compare", "proxy", "alternatives", "full"))
+    parser.add_argument("--only", nargs="+", choices=STEPS)
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--show", action="store_true")
     parser.add_argument(
@@ -105,13 +120,22 @@ def main() -> None:
                 )
             print("  " + ("\n  ".join(last["dominance"]) or "no found model dominates a reference"))
         if os.path.exists(proxy_file):
-            nas("proxy-check", "--show", "--out", proxy_file, *_study_flags(out), "--final-epochs", str(EPOCHS), runs_dir=runs)
+            nas(
+                "proxy-check",
+                "--show",
+                "--out",
+                proxy_file,
+                *_study_flags(STUDY, out),
+                "--final-epochs",
+                str(EPOCHS),
+                runs_dir=runs,
+            )
         return
     with open(os.path.join(out, "plan.json")) as f:
         plan = json.load(f)
     repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=out, capture_output=True, text=True).stdout.strip()
     recipe = Recipe(epochs=EPOCHS)
-    steps = args.only or ("curve", "compare", "proxy", "alternatives", "full")
+    steps = args.only or STEPS
     if args.proxies_only and tuple(steps) != ("alternatives",):
         parser.error("--proxies-only goes with --only alternatives (the other steps train finals)")
     restore_models(runs, out, recipe, dataset=DATASET)
@@ -123,10 +147,8 @@ def main() -> None:
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
     if not args.proxies_only:  # with it, the checkpoints are the other run's, which trains them
         keeper.restore()
-    run_compare = os.path.join(runs, STUDY, "compare.json")
-    if os.path.exists(compare_file) and not os.path.exists(run_compare):  # earlier sessions' records are kept
-        os.makedirs(os.path.dirname(run_compare), exist_ok=True)
-        shutil.copy2(compare_file, run_compare)
+    shipped = plan.get("shipped", {})
+    shipped_out = os.path.join(out, "shipped")
 
     if "curve" in steps:
         env = {**os.environ, "NAS_RECIPE_CURVES": os.path.join(os.path.dirname(out), "recipe_curves.json")}
@@ -134,9 +156,14 @@ def main() -> None:
         subprocess.run([*command, "--data-dir", args.data_dir, "--runs-dir", runs], cwd=ROOT, env=env, check=True)
         landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
 
-    def compare_each(models: list[dict], epochs: int, path: str) -> None:
-        """`nas compare` at `epochs`, one model at a time, `path` committed after each."""
+    def compare_each(models: list[dict], epochs: int, path: str, *, study: str = STUDY, study_out: str = out) -> None:
+        """`nas compare` at `epochs` of trials of `study` (kept in `study_out`) and references, one model at a
+        time, `path` committed after each."""
         recipe_of = Recipe(epochs=epochs)
+        run_compare = os.path.join(runs, study, "compare.json")
+        if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
+            os.makedirs(os.path.dirname(run_compare), exist_ok=True)
+            shutil.copy2(path, run_compare)
         restore_models(runs, out, recipe_of, dataset=DATASET)
         done = {r.model for r in (load(path) if os.path.exists(path) else []) if r.recipe_id == recipe_of.recipe_id}
         for model in models:
@@ -145,7 +172,16 @@ def main() -> None:
             what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
             if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
                 what = ["--references", model["reference"]]
-            command = [sys.executable, "-m", "nas.cli", "compare", *_study_flags(out), *what, "--epochs", str(epochs)]
+            command = [
+                sys.executable,
+                "-m",
+                "nas.cli",
+                "compare",
+                *_study_flags(study, study_out),
+                *what,
+                "--epochs",
+                str(epochs),
+            ]
             run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
             _land_records(run_compare, path, recipe_of.recipe_id)
             kept = keep_models(runs, out, recipe_of, dataset=DATASET)
@@ -159,8 +195,10 @@ def main() -> None:
         """`nas proxy-check` of the plan's architectures against their final accuracy, into `path`."""
         proxy = plan["proxy"]
         trials = [word for number in proxy["trials"] for word in ("--trial", str(number))]
+        images, epochs = proxy["budget"]  # the study's own proxy, named: the shipped default has moved on since
         return [
-            sys.executable, "-m", "nas.cli", "proxy-check", *_study_flags(out), *trials, "--archs", str(proxy["more"]),
+            sys.executable, "-m", "nas.cli", "proxy-check", *_study_flags(STUDY, out), *trials, "--archs", str(proxy["more"]),
+            "--train-images", str(images), "--epochs", str(epochs),
             "--references", ",".join(proxy["references"]), "--final-epochs", str(EPOCHS),
             "--data-dir", args.data_dir, "--out", path, "--runs-dir", runs,
         ]  # fmt: skip
@@ -198,6 +236,25 @@ def main() -> None:
             run_watched([*proxy_command(path), *flags, *only], poll=(lambda: None) if args.proxies_only else keeper.poll)
             landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
 
+    if "shipped-search" in steps:  # step 3b: the product as it ships, searched again
+        run_db = os.path.join(runs, shipped["study"], "study.db")
+        command = [sys.executable, "-m", "nas.cli", "search", "--study", shipped["study"], "--storage", f"sqlite:///{run_db}"]
+        command += ["--study-trials", str(shipped["trials"]), "--data-dir", args.data_dir, "--runs-dir", runs]
+        kept_db = os.path.join(shipped_out, "study.db")
+        search_kept(command, run_db=run_db, kept_db=kept_db, landed=landed, what="the shipped default search's study")
+
+    if "shipped-compare" in steps:
+        if not shipped.get("compare"):
+            print("step shipped-compare: the plan names no members yet (plan.json 'shipped' 'compare')", flush=True)
+        else:
+            compare_each(
+                shipped["compare"],
+                EPOCHS,
+                os.path.join(shipped_out, "compare_30.json"),
+                study=shipped["study"],
+                study_out=shipped_out,
+            )
+
     if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)
         full = plan.get("full")
         if full is None:
@@ -223,8 +280,8 @@ def _mtime(path: str) -> float | None:
     return os.path.getmtime(path) if os.path.exists(path) else None
 
 
-def _study_flags(out: str) -> list[str]:
-    return ["--study", STUDY, "--storage", f"sqlite:///{os.path.join(out, 'study.db')}"]
+def _study_flags(study: str, folder: str) -> list[str]:
+    return ["--study", study, "--storage", f"sqlite:///{os.path.join(folder, 'study.db')}"]
 
 
 if __name__ == "__main__":
