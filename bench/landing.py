@@ -101,10 +101,11 @@ class CheckpointKeeper:
         from trainers.full import CHECKPOINT
 
         for recipe_id, arch_id in self._pairs(self.kept):
+            kept = os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT)
             target = os.path.join(self.runs, recipe_id, arch_id, CHECKPOINT)
-            if not os.path.exists(target):
+            if os.path.exists(kept) and not os.path.exists(target):  # a dropped one may leave its folder behind
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copy2(os.path.join(self.kept, recipe_id, arch_id, CHECKPOINT), target)
+                shutil.copy2(kept, target)
                 print(f"checkpoint of {arch_id} (recipe {recipe_id}) restored from {self.kept}", flush=True)
 
     def poll(self, *, force: bool = False) -> None:
@@ -120,6 +121,7 @@ class CheckpointKeeper:
             if os.path.exists(os.path.join(source, RESULT)):
                 if os.path.exists(target):  # finished: its record is what survives now
                     os.remove(target)
+                    os.rmdir(os.path.dirname(target))
                     changed.append(target)
                 continue
             if not os.path.exists(os.path.join(source, CHECKPOINT)):
