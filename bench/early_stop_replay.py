@@ -90,7 +90,7 @@ def main() -> None:
             f"{name:<26} {result['trials']:>6} {len(result['stopped']):>7} {result['saved']:>13.0%} {len(result['front']):>5} "
             f"{len(result['front_stopped']):>13} {result['hypervolume_kept']:>7.1%}"
         )
-        for number, (fraction, why) in sorted(result["reasons"].items()):
+        for number, (_, why) in sorted(result["reasons"].items()):
             flag = "  FRONT" if number in result["front_stopped"] else ""
             print(f"    trial {number:>3}{flag}: {why}")
 
