@@ -35,8 +35,9 @@ Steps, each resumable per epoch and skipped when its results are there:
               other training seeds (to average), into proxy_vs_final_<images>x<epochs>.json and
               proxy_vs_final_seed<S>.json; the finals are reused, only the proxies train
     shipped-search   step 3b: `nas search --study-trials 60` with the shipped defaults, into its own study
-    shipped-compare  `nas compare` at 30 epochs of the members plan.json's "shipped" names (chosen once its
-              search is done) and the references, whose trained models are reused
+    shipped-compare  `nas compare` at 30 epochs of the references (their trained models are reused) and the
+              best-reward front member of each third of the shipped front's latency range (the rule that
+              chose trials 73, 64 and 57 from the first study), chosen into plan.json once its search is done
     full      step 4: `nas compare` at the recipe's full length for the pair plan.json's "full" names (the
               best found model under MobileNetV2-0.5's int8 latency here, and MobileNetV2-0.5), into
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
@@ -244,8 +245,15 @@ def main() -> None:
         search_kept(command, run_db=run_db, kept_db=kept_db, landed=landed, what="the shipped default search's study")
 
     if "shipped-compare" in steps:
+        if not shipped.get("compare"):  # chosen once, by the rule the first comparison used
+            shipped["compare"] = _choose_members(shipped, os.path.join(shipped_out, "study.db"), plan["proxy"]["references"])
+            if shipped["compare"]:
+                with open(os.path.join(out, "plan.json"), "w") as f:
+                    json.dump(plan, f, indent=1)
+                    f.write("\n")
+                landed([os.path.join(out, "plan.json")], "bench data: the shipped search's members to compare, chosen")
         if not shipped.get("compare"):
-            print("step shipped-compare: the plan names no members yet (plan.json 'shipped' 'compare')", flush=True)
+            print("step shipped-compare: its search is not finished (plan.json 'shipped')", flush=True)
         else:
             compare_each(
                 shipped["compare"],
@@ -261,6 +269,29 @@ def main() -> None:
             print("step full: the plan names no pair yet (plan.json 'full')", flush=True)
         else:
             compare_each(full["models"], full["epochs"], os.path.join(out, f"compare_{full['epochs']}.json"))
+
+
+def _choose_members(shipped: dict, study_db: str, references: list[str]) -> list[dict]:
+    """The best-reward front member of each third of the front's latency range (cheapest first), after the
+    references (their trained models are reused: only re-timed and scored); [] until the search is done."""
+    import optuna
+
+    from nas.searching import study_evaluations
+    from results.pareto import pareto_front, trial_rows
+
+    if not os.path.exists(study_db):
+        return []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=shipped["study"], storage=f"sqlite:///{study_db}")
+    trials = study.get_trials(deepcopy=False)
+    if study_evaluations(trials) < shipped["trials"] or any(t.state.name == "RUNNING" for t in trials):
+        return []  # the search's own count of what it has done
+    rows = trial_rows(study)
+    front = pareto_front(rows)
+    low, high = front[0].latency_ms, front[-1].latency_ms
+    thirds = [[r for r in front if min(2, int(3 * (r.latency_ms - low) / max(1e-12, high - low))) == k] for k in range(3)]
+    members = [max(third, key=lambda r: r.reward) for third in thirds if third]
+    return [{"reference": name} for name in references] + [{"trial": r.number} for r in members]
 
 
 def _land_records(source: str, path: str, recipe_id: str) -> None:
