@@ -72,7 +72,8 @@ def test_the_worker_stops_a_dominated_trial_at_the_first_rung(cifar_dir, tmp_pat
 
 
 PROXY_CHECK = [
-    "proxy-check", "--archs", "3", "--no-references", "--train-images", "256", "--long-images", "1024", "--long-epochs", "1",
+    "proxy-check", "--archs", "3", "--no-references", "--train-images", "256", "--epochs", "1", "--long-images", "1024",
+    "--long-epochs", "1",
     "--val-images", "300", "--runs-dir", "runs",
     "--width", "0.25",  # quarter-width networks: the plumbing is the same, the training cheaper
 ]  # fmt: skip
