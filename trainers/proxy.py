@@ -35,8 +35,8 @@ def proxy_model(spec, *, input_shape=(32, 32, 3), num_classes: int = 10):
 
 
 #: (training images per epoch, epochs) of a trial, per data set, chosen with `nas proxy-check` (docs/proxy.md).
-#: CIFAR-10: against 30-epoch final accuracy of 10 architectures (the proof, bench/data/proof/), 24,000 images x
-#: 2 epochs ranked best of the budgets tried (Spearman 0.86, against 0.64-0.76 for 8,000 x 1 over three seeds),
+#: CIFAR-10: against 30-epoch final accuracy of 11 architectures (the proof, bench/data/proof/), 24,000 images x
+#: 2 epochs ranked best of the budgets tried (Spearman 0.83, against 0.69-0.75 for 8,000 x 1 over three seeds),
 #: for about 6x the training. 100 classes need more than 10: at 8,000 images x 1 epoch CIFAR-100 trials scored
 #: 0.018-0.031, within noise of chance (0.010).
 DEFAULT_BUDGETS = {"cifar10": (24_000, 2), "cifar100": (20_000, 2)}
