@@ -53,12 +53,38 @@ def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
         if not os.path.exists(os.path.join(source, "result.json")):
             continue
         target = os.path.join(models_dir(out, recipe), arch_id)
+        written += _set_aside_earlier(source, target)
         os.makedirs(target, exist_ok=True)
         for name in KEPT_FILES:
             if os.path.exists(os.path.join(source, name)) and not os.path.exists(os.path.join(target, name)):
                 shutil.copy2(os.path.join(source, name), os.path.join(target, name))
                 written.append(os.path.join(target, name))
     return written
+
+
+def _set_aside_earlier(source: str, target: str) -> list[str]:
+    """When `source` is another training of an architecture already kept in `target` (its result differs:
+    the earlier one was kept without the files to re-time it, so it was trained again), move the earlier
+    training's files to target/earlier/<n>/ rather than mixing its record with the new model's files; both
+    paths of each moved file, to commit."""
+    kept_result = os.path.join(target, "result.json")
+    if not os.path.exists(kept_result):
+        return []
+    with open(kept_result, "rb") as kept, open(os.path.join(source, "result.json"), "rb") as new:
+        if kept.read() == new.read():
+            return []
+    n = 1
+    while os.path.exists(os.path.join(target, "earlier", str(n))):
+        n += 1
+    aside = os.path.join(target, "earlier", str(n))
+    os.makedirs(aside)
+    moved = []
+    for name in KEPT_FILES:
+        if os.path.exists(os.path.join(target, name)):
+            os.replace(os.path.join(target, name), os.path.join(aside, name))
+            moved += [os.path.join(target, name), os.path.join(aside, name)]
+    print(f"{os.path.basename(target)} trained again: the earlier training's record moved to {aside}", flush=True)
+    return moved
 
 
 def restore_models(runs_dir: str, out: str, recipe, *, dataset: str) -> None:

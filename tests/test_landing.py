@@ -1,0 +1,54 @@
+"""bench/landing.py: the long benchmarks' kept models survive a change of machine without mixing one
+training's record with another training's files."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.landing import KEPT_FILES, keep_models, models_dir, restore_models  # noqa: E402
+from nas.choice import retrain_dir  # noqa: E402
+from trainers.full import Recipe  # noqa: E402
+
+RECIPE = Recipe(epochs=30)
+
+
+def _train(runs: str, arch_id: str, accuracy: float, *, files=KEPT_FILES) -> str:
+    folder = retrain_dir(runs, dataset="cifar10", recipe=RECIPE, arch_id=arch_id)
+    os.makedirs(folder, exist_ok=True)
+    for name in files:
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump({"val_accuracy": accuracy, "file": name}, f)
+    return folder
+
+
+def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
+    out = str(tmp_path / "out")
+    first_machine, second_machine = str(tmp_path / "a"), str(tmp_path / "b")
+    # kept on a first machine without its .tflite files (as on 2026-12-01)
+    _train(first_machine, "abc", 0.85, files=("result.json", "model_card.json"))
+    keep_models(first_machine, out, RECIPE, dataset="cifar10")
+    kept = os.path.join(models_dir(out, RECIPE), "abc")
+
+    # a new machine cannot re-time it, so nothing is restored and it is trained again
+    restore_models(second_machine, out, RECIPE, dataset="cifar10")
+    assert not os.path.exists(retrain_dir(second_machine, dataset="cifar10", recipe=RECIPE, arch_id="abc"))
+    _train(second_machine, "abc", 0.86)
+    written = keep_models(second_machine, out, RECIPE, dataset="cifar10")
+
+    for name in KEPT_FILES:  # the kept set is the new training's, whole
+        assert json.load(open(os.path.join(kept, name)))["val_accuracy"] == 0.86
+    earlier = os.path.join(kept, "earlier", "1", "result.json")
+    assert json.load(open(earlier))["val_accuracy"] == 0.85
+    assert earlier in written and os.path.join(kept, "result.json") in written
+
+    # keeping again copies nothing and moves nothing
+    assert keep_models(second_machine, out, RECIPE, dataset="cifar10") == []
+    assert not os.path.exists(os.path.join(kept, "earlier", "2"))
+
+    # and a third machine gets the complete set back
+    third = str(tmp_path / "c")
+    restore_models(third, out, RECIPE, dataset="cifar10")
+    restored = retrain_dir(third, dataset="cifar10", recipe=RECIPE, arch_id="abc")
+    assert json.load(open(os.path.join(restored, "model_fp32.tflite")))["val_accuracy"] == 0.86
