@@ -240,7 +240,7 @@ def main() -> None:
     if "shipped-search" in steps:  # step 3b: the product as it ships, searched again
         run_db = os.path.join(runs, shipped["study"], "study.db")
         command = [sys.executable, "-m", "nas.cli", "search", "--study", shipped["study"], "--storage", f"sqlite:///{run_db}"]
-        command += ["--study-trials", str(shipped["trials"]), "--data-dir", args.data_dir, "--runs-dir", runs]
+        command += ["--study-trials", str(shipped["trials"]), "--early-stop", "off", "--data-dir", args.data_dir, "--runs-dir", runs]
         kept_db = os.path.join(shipped_out, "study.db")
         search_kept(command, run_db=run_db, kept_db=kept_db, landed=landed, what="the shipped default search's study")
 
