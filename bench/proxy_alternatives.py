@@ -6,7 +6,8 @@ architectures (bench/proof.py steps `proxy` and `alternatives`), side by side.
 Reads proxy_vs_final.json (the default proxy, seed 0) and every proxy_vs_final_<name>.json beside it; for
 each: Kendall's tau and Spearman's rho against the final validation accuracy with 95 % bootstrap intervals,
 the median seconds of one proxy run; the same for the default proxy averaged over the seeds it ran with,
-and for the estimators each run records for free (its mean training loss, its accuracy half-way); and whether
+and for the estimators each run records for free (its mean training loss, its accuracy half-way), for each
+proxy corrected for size out of sample (leave-one-out), and for the parameter count alone; and whether
 the ranking error (rank by the proxy minus rank by the final) trends with the architecture's size or its
 latency in the study (Spearman's rho of the two; references have no study latency). The seconds are as each
 run measured them: compare them only between runs made alike (threads, other work on the machine).
@@ -68,6 +69,26 @@ def trend_column(rows: dict[str, tuple], sizes: dict[str, tuple], which: int) ->
     return "-" if found is None else f"{found.spearman_rho:.2f}"
 
 
+def size_corrected(rows: dict[str, tuple], sizes: dict[str, tuple]) -> dict[str, tuple]:
+    """The proxy corrected for its size trend, out of sample: for each architecture, final accuracy fitted as
+    a + b x proxy + c x log(parameters) on all the *others* (least squares), and that fit's prediction for it
+    (leave-one-out: a correction fitted on the finals it is scored against would rank them well by
+    construction). What a search could ship if the correction held: its coefficients from finals like these."""
+    import numpy as np
+
+    archs = [a for a in rows if sizes.get(a, (None, None))[0]]
+    if len(archs) < 5:  # 3 coefficients need more than 3 others to mean anything
+        return {}
+    X = np.array([[1.0, rows[a][0], np.log(sizes[a][0])] for a in archs])
+    y = np.array([rows[a][1] for a in archs])
+    out = {}
+    for i, arch in enumerate(archs):
+        others = np.arange(len(archs)) != i
+        coefficients, *_ = np.linalg.lstsq(X[others], y[others], rcond=None)
+        out[arch] = (float(X[i] @ coefficients), rows[arch][1], rows[arch][2])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", default=os.path.join(ROOT, "bench", "data", "proof"))
@@ -96,20 +117,25 @@ def main() -> None:
         for estimator, value_of in ESTIMATORS.items():
             if estimator != "proxy accuracy":
                 pairs[f"{name}: {estimator}"] = proxy_and_final(found, finals, value_of)
-    header = f"{'proxy':<36} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}"
+    for name in list(records):  # the size trend taken out, and size alone (no training: 0 s)
+        pairs[f"{name}: size-corrected, leave-one-out"] = size_corrected(pairs[name], sizes)
+    pairs["log parameter count alone"] = {
+        arch: (sizes[arch][0], accuracy, 0.0) for arch, accuracy in finals.items() if sizes.get(arch, (None, None))[0]
+    }
+    header = f"{'proxy':<42} {'n':>3} {'Kendall tau [95 %]':>24} {'Spearman rho [95 %]':>24} {'s per arch':>10}"
     print(f"{header} {'error~size':>10} {'error~lat':>9}")
     for name, rows in pairs.items():
         if not rows:  # an estimator that run did not record
             continue
         if len(rows) < 3:
-            print(f"{name:<36} {len(rows):>3}   (too few finished)")
+            print(f"{name:<42} {len(rows):>3}   (too few finished)")
             continue
         proxy, final, seconds = zip(*rows.values(), strict=True)
         found = agreement(proxy, final)
         kl, kh = found.kendall_interval
         sl, sh = found.spearman_interval
         print(
-            f"{name:<36} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
+            f"{name:<42} {found.n:>3} {found.kendall_tau:>7.3f} [{kl:>6.3f}, {kh:>6.3f}] "
             f"{found.spearman_rho:>7.3f} [{sl:>6.3f}, {sh:>6.3f}] {statistics.median(seconds):>10.0f} "
             f"{trend_column(rows, sizes, 0):>10} {trend_column(rows, sizes, 1):>9}"
         )
