@@ -24,6 +24,7 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
     shipped/               step 3b: the default search again with the proxy the product now ships (study.db,
                            trials.csv), and its front against the references at 30 epochs (compare_30.json)
+    mobilevit/             step 5: the same for the space with MobileViT blocks
 
 Steps, each resumable per epoch and skipped when its results are there:
 
@@ -38,6 +39,9 @@ Steps, each resumable per epoch and skipped when its results are there:
     shipped-compare  `nas compare` at 30 epochs of the references (their trained models are reused) and the
               best-reward front member of each third of the shipped front's latency range (the rule that
               chose trials 73, 64 and 57 from the first study), chosen into plan.json once its search is done
+    mobilevit-search, mobilevit-compare  step 5: the same for `--space mnasnet-mobilevit` with the shipped
+              defaults (early stopping on), its front beside MobileViT-XXS (mobilevit/); the conv-only winners
+              join them in one table through `bench/retime.py --compare` with every comparison file
     full      step 4: `nas compare` at the recipe's full length for the pair plan.json's "full" names (the
               best found model under MobileNetV2-0.5's int8 latency here, and MobileNetV2-0.5), into
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
@@ -74,7 +78,9 @@ from landing import (  # noqa: E402
 
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
-STEPS = ("curve", "compare", "proxy", "alternatives", "shipped-search", "shipped-compare", "full")
+#: the searches run again besides the first (plan.json names each one's study, trials, flags, references)
+SEARCHES = ("shipped", "mobilevit")
+STEPS = ("curve", "compare", "proxy", "alternatives", *(f"{n}-{step}" for n in SEARCHES for step in ("search", "compare")), "full")
 DATASET = "cifar10"
 
 
@@ -148,8 +154,6 @@ def main() -> None:
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
     if not args.proxies_only:  # with it, the checkpoints are the other run's, which trains them
         keeper.restore()
-    shipped = plan.get("shipped", {})
-    shipped_out = os.path.join(out, "shipped")
 
     if "curve" in steps:
         env = {**os.environ, "NAS_RECIPE_CURVES": os.path.join(os.path.dirname(out), "recipe_curves.json")}
@@ -237,31 +241,27 @@ def main() -> None:
             run_watched([*proxy_command(path), *flags, *only], poll=(lambda: None) if args.proxies_only else keeper.poll)
             landed([path], f"bench data: the {name} proxy against final accuracy at {EPOCHS} epochs")
 
-    if "shipped-search" in steps:  # step 3b: the product as it ships, searched again
-        run_db = os.path.join(runs, shipped["study"], "study.db")
-        command = [sys.executable, "-m", "nas.cli", "search", "--study", shipped["study"], "--storage", f"sqlite:///{run_db}"]
-        command += ["--study-trials", str(shipped["trials"]), "--early-stop", "off", "--data-dir", args.data_dir, "--runs-dir", runs]
-        kept_db = os.path.join(shipped_out, "study.db")
-        search_kept(command, run_db=run_db, kept_db=kept_db, landed=landed, what="the shipped default search's study")
-
-    if "shipped-compare" in steps:
-        if not shipped.get("compare"):  # chosen once, by the rule the first comparison used
-            shipped["compare"] = _choose_members(shipped, os.path.join(shipped_out, "study.db"), plan["proxy"]["references"])
-            if shipped["compare"]:
-                with open(os.path.join(out, "plan.json"), "w") as f:
-                    json.dump(plan, f, indent=1)
-                    f.write("\n")
-                landed([os.path.join(out, "plan.json")], "bench data: the shipped search's members to compare, chosen")
-        if not shipped.get("compare"):
-            print("step shipped-compare: its search is not finished (plan.json 'shipped')", flush=True)
-        else:
-            compare_each(
-                shipped["compare"],
-                EPOCHS,
-                os.path.join(shipped_out, "compare_30.json"),
-                study=shipped["study"],
-                study_out=shipped_out,
-            )
+    for name in SEARCHES:  # a search of its own, then its front at 30 epochs beside the references
+        block, folder = plan.get(name, {}), os.path.join(out, name)
+        if f"{name}-search" in steps:
+            run_db = os.path.join(runs, block["study"], "study.db")
+            command = [sys.executable, "-m", "nas.cli", "search", "--study", block["study"], "--storage", f"sqlite:///{run_db}"]
+            command += ["--study-trials", str(block["trials"]), *block.get("flags", []), "--data-dir", args.data_dir]
+            kept_db = os.path.join(folder, "study.db")
+            search_kept([*command, "--runs-dir", runs], run_db=run_db, kept_db=kept_db, landed=landed, what=f"the {name} search's study")
+        if f"{name}-compare" in steps:
+            if not block.get("compare"):  # chosen once, by the rule the first comparison used
+                references = block.get("references", plan["proxy"]["references"])
+                block["compare"] = _choose_members(block, os.path.join(folder, "study.db"), references)
+                if block["compare"]:
+                    with open(os.path.join(out, "plan.json"), "w") as f:
+                        json.dump(plan, f, indent=1)
+                        f.write("\n")
+                    landed([os.path.join(out, "plan.json")], f"bench data: the {name} search's members to compare, chosen")
+            if not block.get("compare"):
+                print(f"step {name}-compare: its search is not finished (plan.json {name!r})", flush=True)
+            else:
+                compare_each(block["compare"], EPOCHS, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder)
 
     if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)
         full = plan.get("full")
@@ -271,7 +271,7 @@ def main() -> None:
             compare_each(full["models"], full["epochs"], os.path.join(out, f"compare_{full['epochs']}.json"))
 
 
-def _choose_members(shipped: dict, study_db: str, references: list[str]) -> list[dict]:
+def _choose_members(block: dict, study_db: str, references: list[str]) -> list[dict]:
     """The best-reward front member of each third of the front's latency range (cheapest first), after the
     references (their trained models are reused: only re-timed and scored); [] until the search is done."""
     import optuna
@@ -282,9 +282,9 @@ def _choose_members(shipped: dict, study_db: str, references: list[str]) -> list
     if not os.path.exists(study_db):
         return []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=shipped["study"], storage=f"sqlite:///{study_db}")
+    study = optuna.load_study(study_name=block["study"], storage=f"sqlite:///{study_db}")
     trials = study.get_trials(deepcopy=False)
-    if study_evaluations(trials) < shipped["trials"] or any(t.state.name == "RUNNING" for t in trials):
+    if study_evaluations(trials) < block["trials"] or any(t.state.name == "RUNNING" for t in trials):
         return []  # the search's own count of what it has done
     rows = trial_rows(study)
     front = pareto_front(rows)
