@@ -80,7 +80,14 @@ EPOCHS = 30
 STUDY = "mnasnet-cifar10"
 #: the searches run again besides the first (plan.json names each one's study, trials, flags, references)
 SEARCHES = ("shipped", "mobilevit")
-STEPS = ("curve", "compare", "proxy", "alternatives", *(f"{n}-{step}" for n in SEARCHES for step in ("search", "compare")), "full")
+STEPS = (
+    "curve",
+    "compare",
+    "proxy",
+    "alternatives",
+    *(f"{n}-{step}" for n in SEARCHES for step in ("search", "compare")),
+    "full",
+)
 DATASET = "cifar10"
 
 
@@ -248,7 +255,9 @@ def main() -> None:
             command = [sys.executable, "-m", "nas.cli", "search", "--study", block["study"], "--storage", f"sqlite:///{run_db}"]
             command += ["--study-trials", str(block["trials"]), *block.get("flags", []), "--data-dir", args.data_dir]
             kept_db = os.path.join(folder, "study.db")
-            search_kept([*command, "--runs-dir", runs], run_db=run_db, kept_db=kept_db, landed=landed, what=f"the {name} search's study")
+            search_kept(
+                [*command, "--runs-dir", runs], run_db=run_db, kept_db=kept_db, landed=landed, what=f"the {name} search's study"
+            )
         if f"{name}-compare" in steps:
             if not block.get("compare"):  # chosen once, by the rule the first comparison used
                 references = block.get("references", plan["proxy"]["references"])
@@ -261,7 +270,9 @@ def main() -> None:
             if not block.get("compare"):
                 print(f"step {name}-compare: its search is not finished (plan.json {name!r})", flush=True)
             else:
-                compare_each(block["compare"], EPOCHS, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder)
+                compare_each(
+                    block["compare"], EPOCHS, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder
+                )
 
     if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)
         full = plan.get("full")

@@ -7,7 +7,7 @@ converted the same way (fp32; int8 with real training images as its calibration 
 still has its real files is timed as a twin too, as the control: its real files and its twin must agree
 (their ratio is printed).
 
-    python bench/retime.py [--compare bench/data/proof/compare_30.json] [--rounds 5] [--data-dir data]
+    python bench/retime.py [--compare bench/data/proof/compare_30.json ...] [--rounds 5] [--data-dir data]
         [--front-of trials.csv [--every-trial] [--search-ms-below MS] [--trials N ...]] [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
@@ -99,9 +99,32 @@ def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
     return rows if every else non_dominated(rows, lambda r: (r["latency_ms"], r["accuracy"]))
 
 
+def records_of_files(paths: list[str]) -> list:
+    """Every record of `paths`, in order. From the second file on, a found model's name gets its file's folder
+    added (trial numbers are per study: "trial 20 (shipped)"), and so does a reference met again (the
+    shipped comparison's own MobileNetV2-0.5 beside the first one's), so every one is timed and shown."""
+    import dataclasses
+
+    from results.compare import load
+
+    records, names = [], set()
+    for index, path in enumerate(paths):
+        for record in load(path):
+            if record.model in names or (index and record.kind == "found"):
+                record = dataclasses.replace(record, model=f"{record.model} ({os.path.basename(os.path.dirname(path))})")
+            names.add(record.model)
+            records.append(record)
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", default=os.path.join(PROOF, "compare_30.json"))
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=[os.path.join(PROOF, "compare_30.json")],
+        help="comparison files, timed together (a model in several is named by its file's folder from the second on)",
+    )
     parser.add_argument("--models", default=os.path.join(PROOF, "models"), help="kept models: <recipe>/<arch>/")
     parser.add_argument("--out", default=os.path.join(PROOF, "timing.json"))
     parser.add_argument("--rounds", type=int, default=5)
@@ -119,12 +142,11 @@ def main() -> None:
 
     from nas.comparison import time_side_by_side
     from nas.config import DeviceConfig
-    from results.compare import load
     from results.dominance import dominates
     from search_spaces import ArchSpec
     from trainers.cifar import load_cifar
 
-    records = load(args.compare)
+    records = records_of_files(args.compare)
     dataset = load_cifar(records[0].dataset, data_dir=args.data_dir)
     twins_dir = os.path.join(ROOT, "runs", "twins")  # by architecture: every later timing reuses them
     paths: dict[tuple[str, str, str], str] = {}  # (model, source, precision) -> file

@@ -7,11 +7,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.landing import KEPT_FILES, keep_models, models_dir, restore_models  # noqa: E402
-from nas.choice import retrain_dir  # noqa: E402
-from trainers.full import Recipe  # noqa: E402
+from bench.landing import KEPT_FILES, keep_models, models_dir, restore_models
+from nas.choice import retrain_dir
+from trainers.full import Recipe
 
 RECIPE = Recipe(epochs=30)
+
+
+def _accuracy(path: str) -> float:
+    with open(path) as f:
+        return json.load(f)["val_accuracy"]
 
 
 def _train(runs: str, arch_id: str, accuracy: float, *, files=KEPT_FILES) -> str:
@@ -38,9 +43,9 @@ def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
     written = keep_models(second_machine, out, RECIPE, dataset="cifar10")
 
     for name in KEPT_FILES:  # the kept set is the new training's, whole
-        assert json.load(open(os.path.join(kept, name)))["val_accuracy"] == 0.86
+        assert _accuracy(os.path.join(kept, name)) == 0.86
     earlier = os.path.join(kept, "earlier", "1", "result.json")
-    assert json.load(open(earlier))["val_accuracy"] == 0.85
+    assert _accuracy(earlier) == 0.85
     assert earlier in written and os.path.join(kept, "result.json") in written
 
     # keeping again copies nothing and moves nothing
@@ -51,4 +56,4 @@ def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
     third = str(tmp_path / "c")
     restore_models(third, out, RECIPE, dataset="cifar10")
     restored = retrain_dir(third, dataset="cifar10", recipe=RECIPE, arch_id="abc")
-    assert json.load(open(os.path.join(restored, "model_fp32.tflite")))["val_accuracy"] == 0.86
+    assert _accuracy(os.path.join(restored, "model_fp32.tflite")) == 0.86
