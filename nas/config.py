@@ -181,7 +181,9 @@ class SearchConfig:
     val_images: int = _setting(ProxyBudget.val_images, "held-out images carved from the training set")
     epochs: int | None = _setting(None, "proxy: epochs", default_text=_PER_DATASET["epochs"])
     batch_size: int = _setting(ProxyBudget.batch_size, "proxy: batch size")
-    early_stop: str = _setting("on", "stop a trial dominated part-way by a faster finished one (nas.early_stop); off: train every trial to the end")
+    early_stop: str = _setting(
+        "on", "stop a trial dominated part-way by a faster finished one (nas.early_stop); off: train every trial to the end"
+    )
     # latency measurement: DeviceConfig's fields (its defaults and help), flat for the flags and TOML keys
     device: str = _as_in_device_config("device")
     latency_threads: int = _as_in_device_config("latency_threads")

@@ -60,7 +60,8 @@ def search_header(config, study, fingerprint: dict) -> str:
     return (
         f"study {config.study_name!r} in {config.storage_url}: {earlier} earlier trials; {budget}\n"
         f"mode {config.mode}, strategy {config.strategy}, target {config.target_ms:g} ms, alpha {config.reward_alpha:g}, "
-        f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs, early stop {config.early_stop}\n"
+        f"beta {config.reward_beta:g}; proxy {config.train_images} images x {config.epochs} epochs, "
+        f"early stop {config.early_stop}\n"
         f"latency on: {device_line(fingerprint)}"
     )
 
