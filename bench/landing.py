@@ -23,6 +23,9 @@ def commit(paths: list[str], message: str, *, repo: str) -> None:
     relative = [p for p in (os.path.relpath(p, repo) for p in paths) if os.path.exists(os.path.join(repo, p)) or tracked(p)]
     if not relative:
         return
+    changed = subprocess.run(["git", "status", "--porcelain", "--", *relative], cwd=repo, capture_output=True, text=True)
+    if changed.returncode == 0 and not changed.stdout.strip():
+        return  # the same bytes again (a study copied while no trial finished): nothing to commit
     for attempt in range(10):
         added = subprocess.run(["git", "add", "-A", "--", *relative], cwd=repo, capture_output=True, text=True)
         done = subprocess.run(

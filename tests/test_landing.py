@@ -57,3 +57,26 @@ def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
     restore_models(third, out, RECIPE, dataset="cifar10")
     restored = retrain_dir(third, dataset="cifar10", recipe=RECIPE, arch_id="abc")
     assert _accuracy(os.path.join(restored, "model_fp32.tflite")) == 0.86
+
+
+def test_committing_unchanged_files_is_quiet_and_adds_no_commit(tmp_path, capsys):
+    import subprocess
+
+    from bench.landing import commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *args: subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (repo / "other.txt").write_text("committed")
+    git("add", "other.txt")
+    git("commit", "-q", "-m", "start")
+    (repo / "result.json").write_text("1")
+    (repo / "other.txt").write_text("work in progress")  # someone's uncommitted edit stays out
+    commit([str(repo / "result.json")], "first", repo=str(repo))
+    commit([str(repo / "result.json")], "again, unchanged", repo=str(repo))
+    assert git("log", "--format=%s").stdout.split("\n")[:-1] == ["first", "start"]
+    assert "warning" not in capsys.readouterr().out
+    assert "other.txt" in git("status", "--porcelain").stdout
