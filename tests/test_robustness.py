@@ -73,13 +73,13 @@ def test_ctrl_c_is_a_kill_too(cifar_dir, tmp_path):
     KeyboardInterrupt: test_sigterm_is_handled_like_ctrl_c, and a retraining's in test_retrain.)"""
     signum = signal.SIGINT
     runs = tmp_path / "runs"
-    # 6 trials, signalled during the second or a later one: a loaded machine (the suite's other process,
-    # a training) can starve this test's polling for long, and 3 trials were once all done before it
-    command = _search("--trials", "6", "--seed", "4", runs=runs, cifar_dir=cifar_dir)
+    # signalled as soon as the second trial's model is timed (it trains next), with 4x the tiny budget's
+    # images so that its training outlasts the polling: on a loaded machine the tiny trials (and the early
+    # stopping of later ones) once finished all 6 within the test's old 3-second pause
+    command = _search("--trials", "6", "--seed", "4", "--train-images", "4096", runs=runs, cifar_dir=cifar_dir)
     search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     models = runs / "mnasnet-cifar10" / "models"
     _wait_for(lambda: len(glob.glob(str(models / "*.tflite"))) >= 2, timeout_s=300, what="the second trial to reach training")
-    time.sleep(3)
     search.send_signal(signum)
     # promptly: no trial is finished first; but a 2-core machine shared with the suite's other process and
     # a training took over 60 s to stop TensorFlow's worker and exit (the test's own search alone: seconds)
