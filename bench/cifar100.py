@@ -115,7 +115,6 @@ def main() -> None:
             [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
             f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs",
         )
-        keeper.poll(force=True)
 
 
 if __name__ == "__main__":

@@ -140,9 +140,11 @@ class CheckpointKeeper:
     def poll(self, *, force: bool = False) -> None:
         from trainers.full import CHECKPOINT, RESULT, load_checkpoint
 
-        if not force and time.monotonic() - self.last < self.every:
-            return
-        self.last = time.monotonic()
+        # a finished model's checkpoint is dropped at every poll (cheap, and the step may end before the next
+        # keep); copying unfinished ones, megabytes to commit each time, waits for `every`
+        keep = force or time.monotonic() - self.last >= self.every
+        if keep:
+            self.last = time.monotonic()
         changed, epochs = [], []
         for recipe_id, arch_id in self._pairs(self.runs):
             source = os.path.join(self.runs, recipe_id, arch_id)
@@ -153,7 +155,7 @@ class CheckpointKeeper:
                     os.rmdir(os.path.dirname(target))
                     changed.append(target)
                 continue
-            if not os.path.exists(os.path.join(source, CHECKPOINT)):
+            if not keep or not os.path.exists(os.path.join(source, CHECKPOINT)):
                 continue
             if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
                 continue
@@ -169,12 +171,14 @@ class CheckpointKeeper:
 
 
 def run_watched(command: list[str], *, poll) -> None:
-    """Run `command` (its output on this terminal), calling `poll` every 30 s; stop on failure."""
+    """Run `command` (its output on this terminal), calling `poll` every 30 s and once when it ends; stop on
+    failure."""
     print("$ " + " ".join(command[2:] if command[1:2] == ["-m"] else command), flush=True)
     process = subprocess.Popen(command, cwd=ROOT)
     while process.poll() is None:
         time.sleep(30)
         poll()
+    poll()
     if process.returncode != 0:
         raise SystemExit(f"{command[3] if len(command) > 3 else command[0]} failed (exit {process.returncode})")
 

@@ -198,7 +198,6 @@ def main() -> None:
             _land_records(run_compare, path, recipe_of.recipe_id)
             kept = keep_models(runs, out, recipe_of, dataset=DATASET)
             landed([path, *kept], f"bench data: nas compare at {epochs} epochs, {json.dumps(model)}")
-            keeper.poll(force=True)  # its checkpoint is dropped
 
     if "compare" in steps:
         compare_each(plan["compare"], EPOCHS, compare_file)

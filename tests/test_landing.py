@@ -80,3 +80,24 @@ def test_committing_unchanged_files_is_quiet_and_adds_no_commit(tmp_path, capsys
     assert git("log", "--format=%s").stdout.split("\n")[:-1] == ["first", "start"]
     assert "warning" not in capsys.readouterr().out
     assert "other.txt" in git("status", "--porcelain").stdout
+
+
+def test_a_finished_models_checkpoint_is_dropped_at_once_and_an_unfinished_one_kept_only_when_due(tmp_path):
+    from bench.landing import CheckpointKeeper
+    from trainers.full import CHECKPOINT, RESULT
+
+    runs, out, landed = str(tmp_path / "runs"), str(tmp_path / "out"), []
+    keeper = CheckpointKeeper(runs, out, dataset="cifar10", landed=lambda paths, message: landed.append(message), every=3600)
+    kept = os.path.join(out, "checkpoints", RECIPE.recipe_id, "abc", CHECKPOINT)
+    os.makedirs(os.path.dirname(kept))
+    with open(kept, "w") as f:
+        f.write("kept in an earlier session")
+    folder = _train(runs, "abc", 0.85, files=(RESULT,))  # it finished since
+    unfinished = os.path.join(os.path.dirname(folder), "def", CHECKPOINT)
+    os.makedirs(os.path.dirname(unfinished))
+    with open(unfinished, "w") as f:
+        f.write("epoch 3")
+
+    keeper.poll()  # long before the next keep is due
+    assert not os.path.exists(kept) and landed == ["bench data: unfinished checkpoints (finished ones dropped)"]
+    assert not os.path.exists(os.path.join(out, "checkpoints", RECIPE.recipe_id, "def"))  # copying waits
