@@ -102,7 +102,9 @@ def proxy_front(trials_csv: str, *, every: bool = False) -> list[dict]:
 def records_of_files(paths: list[str]) -> list:
     """Every record of `paths`, in order. From the second file on, a found model's name gets its file's folder
     added (trial numbers are per study: "trial 20 (shipped)"), and so does a reference met again (the
-    shipped comparison's own MobileNetV2-0.5 beside the first one's), so every one is timed and shown."""
+    shipped comparison's own MobileNetV2-0.5 beside the first one's), so every one is timed and shown. Two
+    records of one architecture time the same files twice in the same rounds: deliberately, their difference
+    is the timing's own noise (docs/outcome.md)."""
     import dataclasses
 
     from results.compare import load
