@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "cifar100"))
     parser.add_argument("--only", nargs="+", choices=("search", "check", "alternatives", "compare"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
-    parser.add_argument("--checkpoint-minutes", type=float, default=45.0)
+    parser.add_argument("--checkpoint-minutes", type=float, default=120.0)
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every unfinished checkpoint now, then stop")
     args = parser.parse_args()
 
     from trainers.full import Recipe
@@ -70,6 +71,9 @@ def main() -> None:
             commit(paths, message, repo=repo)
 
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
+    if args.keep_checkpoints:
+        keeper.poll(force=True)
+        return
     keeper.restore()
     run_db, kept_db = os.path.join(runs, STUDY, "study.db"), os.path.join(out, "study.db")
     restore_study(kept_db, run_db)

@@ -107,16 +107,26 @@ def restore_models(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
                 shutil.copy2(os.path.join(kept, arch_id, name), os.path.join(target, name))
 
 
+#: megabytes of checkpoints one process commits at most in a session, its end's keep included. A session
+#: submits at most 256 MiB of diffs, every committed copy of a 10-20 MB checkpoint counts, and a file added
+#: and removed again counts twice: two runs keeping theirs every 45 minutes made a whole session's
+#: submission too big to land (2026-12-05), and all its work was lost with it.
+CHECKPOINT_BUDGET_MB = 60.0
+
+
 class CheckpointKeeper:
     """Keeps every unfinished retraining's checkpoint of `dataset` under out/checkpoints/<recipe>/<arch>/ (committed at
-    most every `every` seconds), puts kept ones back into a fresh runs/ folder, and drops each once its model
-    is finished. A session ends after a few hours and its machine with it: trial 57's first 16 epochs (about
-    two hours) were lost that way, and a model longer than a session would otherwise never finish."""
+    most every `every` seconds, and within `budget_mb` in all), puts kept ones back into a fresh runs/ folder,
+    and drops each once its model is finished. A session ends after a few hours and its machine with it:
+    trial 57's first 16 epochs (about two hours) were lost that way, and a model longer than a session would
+    otherwise never finish. What matters is the checkpoint there at the session's end: `poll(force=True)`
+    keeps it then, whatever the interval."""
 
-    def __init__(self, runs_dir: str, out: str, *, dataset: str, landed, every: float):
+    def __init__(self, runs_dir: str, out: str, *, dataset: str, landed, every: float, budget_mb: float = CHECKPOINT_BUDGET_MB):
         self.runs = os.path.join(runs_dir, "retrained", dataset)
         self.kept = os.path.join(out, "checkpoints")
         self.landed, self.every = landed, every
+        self.budget_mb, self.budget_left = budget_mb, budget_mb * 1e6
         self.last = time.monotonic()
 
     def _pairs(self, root: str) -> list[tuple[str, str]]:
@@ -159,6 +169,11 @@ class CheckpointKeeper:
                 continue
             if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
                 continue
+            size = os.path.getsize(os.path.join(source, CHECKPOINT))
+            if size > self.budget_left:
+                print(f"checkpoint of {arch_id} not kept: over this run's {self.budget_mb:.0f} MB budget", flush=True)
+                continue
+            self.budget_left -= size
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy2(os.path.join(source, CHECKPOINT), target + ".tmp")
             os.replace(target + ".tmp", target)

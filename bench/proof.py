@@ -20,7 +20,8 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     models/<recipe>/<arch>/  each finished training's result, and where exported its model card and TFLite
                            files: a later machine re-times and re-scores them, or reuses a final accuracy,
                            instead of retraining
-    checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 45 minutes (bench/landing.py)
+    checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 2 hours within a size budget, and at a
+                           session's end by `--keep-checkpoints --commit` (bench/landing.py)
     timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
     shipped/               step 3b: the default search again with the proxy the product now ships (study.db,
                            trials.csv), and its front against the references at 30 epochs (compare_30.json)
@@ -110,7 +111,12 @@ def main() -> None:
         "--proxies-only", action="store_true", help="alternatives: train no final (another run does), keep no checkpoints"
     )
     parser.add_argument(
-        "--checkpoint-minutes", type=float, default=45.0, help="commit unfinished checkpoints at most this often (with --commit)"
+        "--checkpoint-minutes", type=float, default=120.0, help="commit unfinished checkpoints at most this often (with --commit)"
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every unfinished checkpoint now (--commit: commit it), then stop",
     )
     args = parser.parse_args()
 
@@ -159,6 +165,9 @@ def main() -> None:
             commit(paths, message, repo=repo)
 
     keeper = CheckpointKeeper(runs, out, dataset=DATASET, landed=landed, every=args.checkpoint_minutes * 60)
+    if args.keep_checkpoints:
+        keeper.poll(force=True)
+        return
     if not args.proxies_only:  # with it, the checkpoints are the other run's, which trains them
         keeper.restore()
 

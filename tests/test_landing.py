@@ -4,6 +4,7 @@ training's record with another training's files."""
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -101,3 +102,30 @@ def test_a_finished_models_checkpoint_is_dropped_at_once_and_an_unfinished_one_k
     keeper.poll()  # long before the next keep is due
     assert not os.path.exists(kept) and landed == ["bench data: unfinished checkpoints (finished ones dropped)"]
     assert not os.path.exists(os.path.join(out, "checkpoints", RECIPE.recipe_id, "def"))  # copying waits
+
+
+def test_checkpoints_are_kept_within_the_runs_byte_budget_even_when_forced(tmp_path):
+    """A session's submission has a size limit: a run commits at most `budget_mb` of checkpoints, so a
+    checkpoint bigger than what is left stays out (and says so) rather than sinking the whole session."""
+    import numpy as np
+
+    from bench.landing import CheckpointKeeper
+    from trainers.full import CHECKPOINT, save_checkpoint
+
+    runs, out, landed = str(tmp_path / "runs"), str(tmp_path / "out"), []
+    keeper = CheckpointKeeper(
+        runs, out, dataset="cifar10", landed=lambda paths, message: landed.append(paths), every=0, budget_mb=1.5
+    )
+    base = os.path.dirname(retrain_dir(runs, dataset="cifar10", recipe=RECIPE, arch_id="x"))
+    for arch_id in ("abc", "def"):
+        os.makedirs(os.path.join(base, arch_id))
+        save_checkpoint(
+            os.path.join(base, arch_id, CHECKPOINT), state={"epochs_done": 3}, arrays={"w_0": np.zeros(250_000, np.float32)}
+        )
+
+    keeper.poll(force=True)
+    kept = os.path.join(out, "checkpoints", RECIPE.recipe_id)
+    assert sorted(os.listdir(kept)) == ["abc"] and len(landed) == 1  # 1 MB of 1.5: the second would exceed it
+    os.utime(os.path.join(base, "abc", CHECKPOINT), (time.time() + 5, time.time() + 5))  # a later epoch
+    keeper.poll(force=True)
+    assert sorted(os.listdir(kept)) == ["abc"] and len(landed) == 1  # nothing left in the budget
