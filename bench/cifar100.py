@@ -32,6 +32,7 @@ from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
     keep_models,
+    landing_on_write,
     restore_models,
     restore_results,
     restore_study,
@@ -92,12 +93,14 @@ def main() -> None:
             *nas, "proxy-check", *study, "--archs", str(MORE), "--references", REFERENCE,
             "--final-epochs", str(CHECK_EPOCHS), *budget, "--out", path, *places,
         ]  # fmt: skip
-        run_watched(command, poll=keeper.poll)
-        kept = keep_models(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
-        landed(
-            [path, *kept],
-            f"bench data: CIFAR-100 proxy against final accuracy at {CHECK_EPOCHS} epochs ({os.path.basename(path)})",
-        )
+
+        def land(partial: str = "") -> None:
+            kept = keep_models(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
+            what = f"{os.path.basename(path)}{partial}"
+            landed([path, *kept], f"bench data: CIFAR-100 proxy against final accuracy at {CHECK_EPOCHS} epochs ({what})")
+
+        run_watched(command, poll=landing_on_write(path, lambda: land(", partial"), keeper))
+        land()
 
     if "check" in steps:
         check(os.path.join(out, "proxy_vs_final.json"), [])

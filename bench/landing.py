@@ -185,6 +185,25 @@ class CheckpointKeeper:
             self.landed(changed, f"bench data: unfinished checkpoints ({what})")
 
 
+def landing_on_write(path: str, land, keeper: CheckpointKeeper):
+    """A poll for `run_watched`: the keeper's, and `land()` whenever `path` was written since the last look
+    (a proxy check writes each result as it lands; committed then, a new machine reuses its finals)."""
+
+    def mtime() -> float | None:
+        return os.path.getmtime(path) if os.path.exists(path) else None
+
+    seen = mtime()
+
+    def poll() -> None:
+        nonlocal seen
+        keeper.poll()
+        if mtime() != seen:
+            seen = mtime()
+            land()
+
+    return poll
+
+
 def run_watched(command: list[str], *, poll) -> None:
     """Run `command` (its output on this terminal), calling `poll` every 30 s and once when it ends; stop on
     failure."""

@@ -71,6 +71,7 @@ from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
     keep_models,
+    landing_on_write,
     restore_models,
     restore_results,
     run_watched,
@@ -226,18 +227,12 @@ def main() -> None:
     if "proxy" in steps or "alternatives" in steps:
         restore_results(runs, out, recipe, dataset=DATASET)
     if "proxy" in steps:
-        command = proxy_command(proxy_file)
-        seen = _mtime(proxy_file)
 
-        def poll() -> None:  # the check writes each result as it lands: commit it then
-            nonlocal seen
-            keeper.poll()
-            if _mtime(proxy_file) != seen:  # with the finals' results: a new machine reuses them
-                seen = _mtime(proxy_file)
-                kept = keep_models(runs, out, recipe, dataset=DATASET)
-                landed([proxy_file, *kept], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
+        def land_partial() -> None:
+            kept = keep_models(runs, out, recipe, dataset=DATASET)
+            landed([proxy_file, *kept], f"bench data: proxy against final accuracy at {EPOCHS} epochs (partial)")
 
-        run_watched(command, poll=poll)
+        run_watched(proxy_command(proxy_file), poll=landing_on_write(proxy_file, land_partial, keeper))
         landed(
             [proxy_file, *keep_models(runs, out, recipe, dataset=DATASET)],
             f"bench data: proxy against final accuracy at {EPOCHS} epochs",
@@ -324,10 +319,6 @@ def _land_records(source: str, path: str, recipe_id: str) -> None:
     recipes = kept["recipes"] | {recipe_id: run["recipes"][recipe_id]}
     fingerprints = kept["fingerprints"] | {r.fingerprint: run["fingerprints"][r.fingerprint] for r in new}
     save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
-
-
-def _mtime(path: str) -> float | None:
-    return os.path.getmtime(path) if os.path.exists(path) else None
 
 
 def _study_flags(study: str, folder: str) -> list[str]:

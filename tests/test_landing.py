@@ -129,3 +129,21 @@ def test_checkpoints_are_kept_within_the_runs_byte_budget_even_when_forced(tmp_p
     os.utime(os.path.join(base, "abc", CHECKPOINT), (time.time() + 5, time.time() + 5))  # a later epoch
     keeper.poll(force=True)
     assert sorted(os.listdir(kept)) == ["abc"] and len(landed) == 1  # nothing left in the budget
+
+
+def test_a_result_file_lands_each_time_it_is_written_and_not_otherwise(tmp_path):
+    from bench.landing import CheckpointKeeper, landing_on_write
+
+    path, landed = tmp_path / "proxy_vs_final.json", []
+    keeper = CheckpointKeeper(str(tmp_path / "runs"), str(tmp_path / "out"), dataset="cifar10", landed=None, every=3600)
+    poll = landing_on_write(str(path), lambda: landed.append(path.read_text()), keeper)
+    poll()
+    assert landed == []  # nothing written yet
+    path.write_text("first final")
+    poll()
+    poll()
+    assert landed == ["first final"]
+    path.write_text("second final")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a filesystem's coarse clock must not hide a write
+    poll()
+    assert landed == ["first final", "second final"]
