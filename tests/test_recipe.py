@@ -115,3 +115,55 @@ def test_one_epoch_is_a_valid_recipe():
     recipe = Recipe(epochs=1)
     assert recipe.warmup == pytest.approx(0.1)
     assert Recipe(epochs=30).warmup == 2.0
+
+
+def test_a_timed_recipe_fits_its_epochs_to_the_minutes():
+    recipe = Recipe(minutes=120)
+    assert recipe.fitting_epochs(50.0) == 144  # 7,200 s of 50-s epochs
+    assert recipe.fitting_epochs(10_000.0) == 3  # never fewer than the warm-up and one epoch to decay
+    assert recipe.warmup == 2.0  # fixed: the length is known only after the first epoch
+    assert "as many epochs as fit in 120 minutes" in recipe.describe()
+    with pytest.raises(ValueError, match="minutes=0 must lie in"):
+        Recipe(minutes=0)
+    with pytest.raises(ValueError, match="warmup-epochs=3 must be less than 3 with --minutes"):
+        Recipe(minutes=10, warmup_epochs=3)
+
+
+def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_path):
+    """Minutes too few for more than the minimum: 3 epochs, the schedule decayed to zero at the third; a run
+    stopped after its first epoch resumes with the length it chose and computes what an uninterrupted run
+    does (deterministic kernels)."""
+    from search_spaces import ArchSpec
+    from search_spaces.references import REFERENCES
+    from trainers.cifar import Dataset
+    from trainers.full import load_checkpoint, retrain
+    from trainers.schedules import WarmupCosine
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300, 32, 32, 3), dtype=np.uint8)  # plumbing only: no claim about learning
+    y = rng.integers(0, 10, size=300)
+    names = tuple(str(k) for k in range(10))
+    dataset = Dataset(name="cifar10", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], class_names=names, source="synthetic")
+    recipe = Recipe(minutes=1e-4, batch_size=64, val_images=100, train_images=128, ema_bn_batches=2, deterministic=True)
+    spec = ArchSpec.from_string(REFERENCES["mnasnet-small"])
+    straight = retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "straight"))
+    assert straight.epochs_run == 3 and straight.recipe["minutes"] == 1e-4
+    # the schedule of a 3-epoch run (2 steps an epoch, 2 epochs of warm-up), though the first epoch ran before
+    # the length was known
+    schedule = WarmupCosine(peak=recipe.lr, warmup=4, total=6)
+    assert [r["lr_end"] for r in straight.history] == pytest.approx([float(schedule(s)) for s in (1, 3, 5)])
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, epochs, record):
+        assert epochs == 3  # the length is chosen before the first epoch's checkpoint is written
+        raise Stop
+
+    with pytest.raises(Stop):
+        retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "resumed"), on_epoch=stop_after_first)
+    assert load_checkpoint(str(tmp_path / "resumed" / "checkpoint.npz"))[0]["epochs"] == 3
+    resumed = retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "resumed"))
+    assert resumed.epochs_run == 3
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr_end"] == pytest.approx(a["lr_end"])

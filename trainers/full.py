@@ -49,6 +49,12 @@ class Recipe:
     """Every knob of a retraining. Defaults chosen by measurement (README, "The retraining recipe")."""
 
     epochs: int = _knob(100, "epochs")
+    minutes: float | None = _knob(
+        None,
+        "instead of --epochs, as many epochs as fit in this much training time on this machine (the first epoch "
+        "is timed; the count chosen is recorded)",
+        default_text="off",
+    )
     batch_size: int = _knob(128, "batch size")
     optimizer: str = _knob("sgd", "sgd (Nesterov), rmsprop (MnasNet's) or adam")
     lr: float = _knob(0.1, "peak learning rate")
@@ -80,12 +86,25 @@ class Recipe:
         _in_range("ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True)
         if not isinstance(self.cutout, int) or not 0 <= self.cutout <= 32:
             raise ValueError(f"cutout={self.cutout!r} must be a side in pixels, 0..32 (0 = off)")
+        if self.minutes is not None:
+            _in_range("minutes", self.minutes, low=0.0, high=100_000.0, low_open=True)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup-epochs={self.warmup_epochs:g} must be >= 0 and less than epochs={self.epochs}")
+        if self.minutes is not None and self.warmup_epochs is not None and self.warmup_epochs >= MIN_TIMED_EPOCHS:
+            raise ValueError(f"warmup-epochs={self.warmup_epochs:g} must be less than {MIN_TIMED_EPOCHS} with --minutes")
 
     @property
     def warmup(self) -> float:
-        return self.warmup_epochs if self.warmup_epochs is not None else min(2.0, self.epochs / 10)
+        """Epochs of linear warm-up. A timed run (`minutes`) learns its length only after its first epoch, which
+        lies inside a warm-up of fixed length, so its schedule so far does not depend on the length."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return 2.0 if self.minutes is not None else min(2.0, self.epochs / 10)
+
+    def fitting_epochs(self, epoch_seconds: float) -> int:
+        """How many epochs of `epoch_seconds` a timed run trains: as many as fit in `minutes`, at least
+        MIN_TIMED_EPOCHS (past the warm-up)."""
+        return max(MIN_TIMED_EPOCHS, int(self.minutes * 60 // epoch_seconds))
 
     @property
     def recipe_id(self) -> str:
@@ -95,14 +114,17 @@ class Recipe:
 
     def describe(self) -> str:
         ema = f", EMA {self.ema_decay:g}" if self.ema_decay else ""
+        length = f"as many epochs as fit in {self.minutes:g} minutes" if self.minutes is not None else f"{self.epochs} epochs"
         return (
-            f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} (warm-up {self.warmup:g} epochs, "
+            f"{length}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} (warm-up {self.warmup:g} epochs, "
             f"cosine), L2 {self.weight_decay:g}, label smoothing {self.label_smoothing:g}, cutout {self.cutout}, "
             f"dropout {self.dropout:g}{ema}"
         )
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+#: a timed run trains at least this many epochs, whatever its minutes: its warm-up's two, and one to decay
+MIN_TIMED_EPOCHS = 3
 
 
 def _flag(name: str) -> str:
@@ -225,32 +247,40 @@ def retrain(
     steps_per_epoch = len(x_train) // recipe.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{len(x_train)} training images are fewer than one batch of {recipe.batch_size}")
-    total_steps = steps_per_epoch * recipe.epochs
+    checkpoint_path = os.path.join(workdir, CHECKPOINT)
+    loaded = load_checkpoint(checkpoint_path)
+    # the run's length: the recipe's, or a timed run's, chosen after its first epoch and kept in the checkpoint;
+    # BatchNorm's momentum and the average's decay are set as for --epochs either way (both at their caps for
+    # any run of some length), so a resumed timed run computes what an uninterrupted one does
+    epochs = loaded[0].get("epochs", recipe.epochs) if recipe.minutes is not None and loaded else recipe.epochs
+    planned_steps = steps_per_epoch * recipe.epochs
     identity = {"arch": spec.to_string(), "recipe": asdict(recipe), "dataset": dataset.name}
     build_args = {
         "input_shape": dataset.x_train.shape[1:],
         "num_classes": dataset.num_classes,
-        "bn_momentum": bn_momentum_for(total_steps),
+        "bn_momentum": bn_momentum_for(planned_steps),
         "dropout": recipe.dropout,
     }
     keras.utils.set_random_seed(recipe.seed)
     model = build(spec, **build_args, fused_bn=True)
-    step = FusedStep(
-        model,
-        StepRecipe(
-            optimizer=recipe.optimizer,
-            peak_lr=recipe.lr,
-            warmup_steps=round(recipe.warmup * steps_per_epoch),
-            total_steps=total_steps,
-            weight_decay=recipe.weight_decay,
-            label_smoothing=recipe.label_smoothing,
-        ),
-    )
-    average = WeightAverage(model, decay=average_decay(recipe, total_steps)) if recipe.ema_decay else None
+
+    def fused_step(epochs: int) -> FusedStep:
+        return FusedStep(
+            model,
+            StepRecipe(
+                optimizer=recipe.optimizer,
+                peak_lr=recipe.lr,
+                warmup_steps=round(recipe.warmup * steps_per_epoch),
+                total_steps=steps_per_epoch * epochs,
+                weight_decay=recipe.weight_decay,
+                label_smoothing=recipe.label_smoothing,
+            ),
+        )
+
+    step = fused_step(epochs)
+    average = WeightAverage(model, decay=average_decay(recipe, planned_steps)) if recipe.ema_decay else None
     predictor = Predictor(model)
 
-    checkpoint_path = os.path.join(workdir, CHECKPOINT)
-    loaded = load_checkpoint(checkpoint_path)
     best_weights = None
     if loaded:
         state, arrays = loaded
@@ -274,7 +304,8 @@ def retrain(
             "train_seconds": 0.0,
         }
 
-    for epoch in range(state["epochs_done"], recipe.epochs):
+    while state["epochs_done"] < epochs:
+        epoch = state["epochs_done"]
         start = time.perf_counter()
         order = np.random.default_rng([recipe.seed, epoch]).permutation(len(x_train))
         data = batches(
@@ -329,12 +360,20 @@ def retrain(
         state["history"].append(record)
         state["epochs_done"] = epoch + 1
         state["train_seconds"] += record["seconds"]
+        if recipe.minutes is not None and "epochs" not in state:
+            # timed: the first epoch (inside the warm-up, tracing included) sets the length; the schedule's
+            # decay is rebuilt for it, the optimizer's state carried over
+            state["epochs"] = epochs = recipe.fitting_epochs(record["seconds"])
+            optimizer_state = step.state_arrays()
+            step = fused_step(epochs)
+            step.load_state_arrays(optimizer_state)
+            log.info("%.1f s per epoch: %d epochs fit in %g minutes", record["seconds"], epochs, recipe.minutes)
         arrays = {f"w_{k}": v for k, v in enumerate(_weights(model))}
         arrays |= {f"best_{k}": v for k, v in enumerate(best_weights)}
         arrays |= step.state_arrays() | _seed_states(model) | (average.arrays() if average else {})
         save_checkpoint(checkpoint_path, state=state, arrays=arrays)
         if on_epoch:
-            on_epoch(epoch, recipe.epochs, record)
+            on_epoch(epoch, epochs, record)
 
     _set_weights(model, best_weights)
     val_accuracy_flip = predictor.accuracy(x_val, y_val, flip=True)
