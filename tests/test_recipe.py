@@ -87,18 +87,24 @@ def test_the_average_is_applied_with_its_own_statistics_and_then_undone():
         np.testing.assert_array_equal(before, w.numpy())
 
 
+def _noise_dataset():
+    """300 random images: plumbing only, no claim about learning."""
+    from trainers.cifar import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=300)
+    names = tuple(str(k) for k in range(10))
+    return Dataset(name="cifar10", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], class_names=names, source="synthetic")
+
+
 def test_a_run_too_short_to_average_delivers_its_trained_weights(tmp_path):
     """Four steps: the decay is 0, so the "average" is the last weights, never an extrapolation."""
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
-    from trainers.cifar import Dataset
     from trainers.full import retrain
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(300, 32, 32, 3), dtype=np.uint8)  # plumbing only: no claim about learning
-    y = rng.integers(0, 10, size=300)
-    names = tuple(str(k) for k in range(10))
-    dataset = Dataset(name="cifar10", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], class_names=names, source="synthetic")
+    dataset = _noise_dataset()
     recipe = Recipe(epochs=2, batch_size=64, val_images=100, train_images=128, ema_bn_batches=2)
     result = retrain(ArchSpec.from_string(REFERENCES["mnasnet-small"]), dataset, recipe=recipe, workdir=str(tmp_path))
     for record in result.history:
@@ -135,15 +141,10 @@ def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_
     does (deterministic kernels)."""
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
-    from trainers.cifar import Dataset
     from trainers.full import load_checkpoint, retrain
     from trainers.schedules import WarmupCosine
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(300, 32, 32, 3), dtype=np.uint8)  # plumbing only: no claim about learning
-    y = rng.integers(0, 10, size=300)
-    names = tuple(str(k) for k in range(10))
-    dataset = Dataset(name="cifar10", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], class_names=names, source="synthetic")
+    dataset = _noise_dataset()
     recipe = Recipe(minutes=1e-4, batch_size=64, val_images=100, train_images=128, ema_bn_batches=2, deterministic=True)
     spec = ArchSpec.from_string(REFERENCES["mnasnet-small"])
     straight = retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "straight"))
