@@ -24,6 +24,8 @@ from search_spaces.keras_blocks import CIFAR_MEAN
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 PAD = 4
+#: batches augmented at once, ahead of the training step
+PIPELINE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,12 @@ def batches(x: np.ndarray, y: np.ndarray, *, num_classes: int, batch_size: int, 
         images = augment_batch(tf.cast(images, tf.float32), seed=stateless_seed, cutout=cutout)
         return images, tf.one_hot(labels, num_classes)
 
-    return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Fixed parallelism, no autotuning: tf.data's autotuning thread sleeps up to a minute between rounds and, in
+    # this TensorFlow, is not woken when its iterator goes away, so the end of an epoch waited for it, 0-41 s
+    # (every few epochs of a 100-epoch retraining, 35 s idle; bench/data_pipeline.py measures both)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.map(prepare, num_parallel_calls=PIPELINE_THREADS).prefetch(2).with_options(options)
 
 
 class FusedStep:
