@@ -168,3 +168,12 @@ def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_
     assert resumed.epochs_run == 3
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr_end"] == pytest.approx(a["lr_end"])
+
+
+def test_recipe_ids_of_kept_models_do_not_change_when_fields_are_added():
+    """Models and checkpoints live under their recipe's id (bench/data/proof/models/b74b8132/...): a new field
+    left unset must not move them (adding `minutes` once did, and a 100-epoch run restarted from epoch 0)."""
+    assert Recipe(epochs=100).recipe_id == "4936f582"
+    assert Recipe(epochs=30).recipe_id == "b74b8132"
+    assert Recipe(epochs=15).recipe_id == "f5affbc0"
+    assert Recipe(minutes=120).recipe_id != Recipe().recipe_id

@@ -108,9 +108,10 @@ class Recipe:
 
     @property
     def recipe_id(self) -> str:
-        """A short hash of every field: retrained models are reused only under the same recipe."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
+        """A short hash of every field: retrained models are reused only under the same recipe. A field added
+        since models were kept counts only when set, so an older recipe keeps its id (and its models)."""
+        fields_ = {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
+        return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:8]
 
     def describe(self) -> str:
         ema = f", EMA {self.ema_decay:g}" if self.ema_decay else ""
@@ -123,6 +124,8 @@ class Recipe:
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+#: fields added after recipes had ids: left out of the id while unset (None)
+ADDED_FIELDS = ("minutes",)
 #: a timed run trains at least this many epochs, whatever its minutes: its warm-up's two, and one to decay
 MIN_TIMED_EPOCHS = 3
 
