@@ -287,7 +287,7 @@ def compare(
     merge the records into compare.json; (every record of the file, its path)."""
     recipe = recipe or Recipe()
     import datetime
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
     from nas import comparison as comparing
     from results.compare import load_document, merge, records_of, save
@@ -318,7 +318,7 @@ def compare(
     save(
         path,
         merged,
-        recipes=document["recipes"] | {recipe.recipe_id: asdict(recipe) | {"description": recipe.describe()}},
+        recipes=document["recipes"] | {recipe.recipe_id: recipe.record() | {"description": recipe.describe()}},
         fingerprints=document["fingerprints"] | {fingerprint["id"]: fingerprint},
         runs=[*document["runs"], {"timed": timed, "code": code_version(), "recipe_id": recipe.recipe_id, "models": len(records)}],
     )

@@ -177,3 +177,4 @@ def test_recipe_ids_of_kept_models_do_not_change_when_fields_are_added():
     assert Recipe(epochs=30).recipe_id == "b74b8132"
     assert Recipe(epochs=15).recipe_id == "f5affbc0"
     assert Recipe(minutes=120).recipe_id != Recipe().recipe_id
+    assert "minutes" not in Recipe().record()  # what checkpoints are checked against: older ones still resume

@@ -108,10 +108,13 @@ class Recipe:
 
     @property
     def recipe_id(self) -> str:
-        """A short hash of every field: retrained models are reused only under the same recipe. A field added
-        since models were kept counts only when set, so an older recipe keeps its id (and its models)."""
-        fields_ = {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
-        return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:8]
+        """A short hash of the recipe's record: retrained models are reused only under the same recipe."""
+        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def record(self) -> dict:
+        """The recipe as checkpoints, results and ids hold it: every field, but a field added since models were
+        kept only when set, so that an older recipe keeps its id, checkpoints and models."""
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
 
     def describe(self) -> str:
         ema = f", EMA {self.ema_decay:g}" if self.ema_decay else ""
@@ -257,7 +260,7 @@ def retrain(
     # any run of some length), so a resumed timed run computes what an uninterrupted one does
     epochs = loaded[0].get("epochs", recipe.epochs) if recipe.minutes is not None and loaded else recipe.epochs
     planned_steps = steps_per_epoch * recipe.epochs
-    identity = {"arch": spec.to_string(), "recipe": asdict(recipe), "dataset": dataset.name}
+    identity = {"arch": spec.to_string(), "recipe": recipe.record(), "dataset": dataset.name}
     build_args = {
         "input_shape": dataset.x_train.shape[1:],
         "num_classes": dataset.num_classes,
@@ -389,7 +392,7 @@ def retrain(
     result = RetrainResult(
         arch=spec.to_string(),
         dataset=dataset.name,
-        recipe=asdict(recipe),
+        recipe=recipe.record(),
         epochs_run=state["epochs_done"],
         best_epoch=state["best_epoch"],
         val_accuracy=state["best_val_accuracy"],
