@@ -2,7 +2,7 @@
 parallelism `trainers.fused.batches` uses now, one epoch of each in turn, in one process.
 
 With autotuning, each iterator starts a thread that re-tunes the pipeline at doubling intervals (up to a
-minute); in TensorFlow 2.20 that thread is not woken when its iterator is destroyed, so the epoch's last
+minute); in TensorFlow 2.21 that thread is not woken when its iterator is destroyed, so the epoch's last
 step is followed by an idle wait for it (py-spy: `~LogicalThreadWrapper` under `RootDataset::Iterator`;
 gdb: the thread in `Model::OptimizeLoop`). The benchmark trains the fused step over real CIFAR-10, as the
 proxy does (batch 64), and times each epoch's loop and its iterator's destruction apart.
