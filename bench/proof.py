@@ -46,6 +46,8 @@ Steps, each resumable per epoch and skipped when its results are there:
     full      step 4: `nas compare` at the recipe's full length for the pair plan.json's "full" names (the
               best found model under MobileNetV2-0.5's int8 latency here, and MobileNetV2-0.5), into
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
+    full-timed  the pair of plan.json's "full_timed" with as many epochs as fit in its "minutes" here
+              (`nas compare --minutes`), into compare_<minutes>min.json: what the whole budget buys
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
 
@@ -89,6 +91,7 @@ STEPS = (
     "alternatives",
     *(f"{n}-{step}" for n in SEARCHES for step in ("search", "compare")),
     "full",
+    "full-timed",
 )
 DATASET = "cifar10"
 
@@ -178,10 +181,10 @@ def main() -> None:
         subprocess.run([*command, "--data-dir", args.data_dir, "--runs-dir", runs], cwd=ROOT, env=env, check=True)
         landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
 
-    def compare_each(models: list[dict], epochs: int, path: str, *, study: str = STUDY, study_out: str = out) -> None:
-        """`nas compare` at `epochs` of trials of `study` (kept in `study_out`) and references, one model at a
-        time, `path` committed after each."""
-        recipe_of = Recipe(epochs=epochs)
+    def compare_each(models: list[dict], recipe_of: Recipe, path: str, *, study: str = STUDY, study_out: str = out) -> None:
+        """`nas compare` under `recipe_of` (its length: epochs, or minutes) of trials of `study` (kept in
+        `study_out`) and references, one model at a time, `path` committed after each."""
+        length = ["--minutes", f"{recipe_of.minutes:g}"] if recipe_of.minutes else ["--epochs", str(recipe_of.epochs)]
         run_compare = os.path.join(runs, study, "compare.json")
         if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
             os.makedirs(os.path.dirname(run_compare), exist_ok=True)
@@ -201,16 +204,15 @@ def main() -> None:
                 "compare",
                 *_study_flags(study, study_out),
                 *what,
-                "--epochs",
-                str(epochs),
+                *length,
             ]
             run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
             _land_records(run_compare, path, recipe_of.recipe_id)
             kept = keep_models(runs, out, recipe_of, dataset=DATASET)
-            landed([path, *kept], f"bench data: nas compare at {epochs} epochs, {json.dumps(model)}")
+            landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
 
     if "compare" in steps:
-        compare_each(plan["compare"], EPOCHS, compare_file)
+        compare_each(plan["compare"], recipe, compare_file)
 
     def proxy_command(path: str) -> list[str]:
         """`nas proxy-check` of the plan's architectures against their final accuracy, into `path`."""
@@ -274,15 +276,23 @@ def main() -> None:
                 print(f"step {name}-compare: its search is not finished (plan.json {name!r})", flush=True)
             else:
                 compare_each(
-                    block["compare"], EPOCHS, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder
+                    block["compare"], recipe, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder
                 )
 
-    if "full" in steps:  # step 4: the recipe's full length, for the pair the plan names (chosen once the timings exist)
-        full = plan.get("full")
-        if full is None:
-            print("step full: the plan names no pair yet (plan.json 'full')", flush=True)
+    # step 4: the recipe's full length for the pair the plan names (chosen once the timings exist); then, where
+    # the plan says so, the same pair with as many epochs as fit in a time budget (`nas compare --minutes`)
+    for step, key in (("full", "full"), ("full-timed", "full_timed")):
+        block = plan.get(key)
+        if step not in steps:
+            continue
+        if block is None:
+            print(f"step {step}: the plan names no pair yet (plan.json {key!r})", flush=True)
+        elif "minutes" in block:
+            compare_each(
+                block["models"], Recipe(minutes=block["minutes"]), os.path.join(out, f"compare_{block['minutes']:g}min.json")
+            )
         else:
-            compare_each(full["models"], full["epochs"], os.path.join(out, f"compare_{full['epochs']}.json"))
+            compare_each(block["models"], Recipe(epochs=block["epochs"]), os.path.join(out, f"compare_{block['epochs']}.json"))
 
 
 def _choose_members(block: dict, study_db: str, references: list[str]) -> list[dict]:
