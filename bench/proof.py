@@ -133,6 +133,9 @@ def main() -> None:
     proxy_file = os.path.join(out, "proxy_vs_final.json")
     if args.show:
         print(format_table(load(compare_file)) if os.path.exists(compare_file) else "no comparison yet")
+        for name in sorted(os.listdir(out)):  # step 4's longer recipes, each in a file of its own
+            if name.startswith("compare_") and name.endswith(".json") and name != os.path.basename(compare_file):
+                print(f"\n{name}:\n{format_table(load(os.path.join(out, name)))}")
         timing = os.path.join(out, "timing.json")
         if os.path.exists(timing):  # the latest quiet side-by-side timing of every model (bench/retime.py)
             last = read_json(timing, None)["runs"][-1]
