@@ -9,12 +9,11 @@ leave it half-written.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 
 from latency.fingerprint import fingerprint_id
-from search_spaces.files import read_json_store, write_text_atomic
+from search_spaces.files import locked, read_json_store, write_text_atomic
 
 
 def cache_key(arch_id: str, input_shape: tuple[int, ...], *, num_classes: int, fingerprint: dict, protocol=None) -> str:
@@ -58,8 +57,7 @@ class LatencyCache:
             latency = latency | {"arch": arch}
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        with open(self.path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.path + ".lock"):
             entries = self._read()
             entries[key] = latency
             write_text_atomic(self.path, json.dumps(entries, indent=1, sort_keys=True))

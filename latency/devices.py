@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import os
 import re
@@ -32,6 +31,7 @@ import numpy as np
 
 from latency.fingerprint import converter, fingerprint_id, host_fingerprint
 from latency.measure import LatencyProtocol, LatencyResult, busy_while, measure_tflite
+from search_spaces.files import locked
 
 DELEGATES = ("none", "xnnpack", "gpu", "nnapi")
 DEFAULT_PATTERN = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*ms"
@@ -76,12 +76,8 @@ def taking_turns(name: str):
     """Hold the machine-wide lock of device `name` (blocks while another process measures on it)."""
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     path = os.path.join(os.environ.get("NAS_LOCK_DIR", tempfile.gettempdir()), f"nas-device-{digest}.lock")
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(path):
+        yield
 
 
 @dataclass(frozen=True)

@@ -311,9 +311,12 @@ def compare(
     device, fingerprint = (device_config or DeviceConfig()).open()
     dataset = load_dataset(dataset_name, selection.data_dir)
     timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    records = comparing.compare(
-        chosen, dataset=dataset, recipe=recipe, device=device, timed=timed, on_model=on_model, on_epoch=on_epoch
-    )
+    try:
+        records = comparing.compare(
+            chosen, dataset=dataset, recipe=recipe, device=device, timed=timed, on_model=on_model, on_epoch=on_epoch
+        )
+    except ValueError as error:  # a folder holding another run, or one another process trains
+        raise ConfigError(str(error)) from None
     merged = merge(earlier, records)
     save(
         path,

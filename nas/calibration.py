@@ -9,13 +9,12 @@ Results are kept in `runs/calibration.json` by device fingerprint and input size
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from search_spaces.files import CALIBRATION, read_json_store, write_text_atomic
+from search_spaces.files import CALIBRATION, locked, read_json_store, write_text_atomic
 from search_spaces.references import REFERENCES, reference
 
 ANCHOR = "mobilenetv2-1.0"  # MnasNet's T was this model's latency on its phone
@@ -132,8 +131,7 @@ def save(runs_dir: str, fingerprint: dict, input_hw: int, rows: list[Calibration
     """Add this calibration to the store, atomically and under a lock (several workers may share it)."""
     path = store_path(runs_dir)
     os.makedirs(runs_dir, exist_ok=True)
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(path + ".lock"):
         entries = _read(path)
         entries[_key(fingerprint["id"], input_hw)] = {"fingerprint": fingerprint, "rows": [r.__dict__ for r in rows]}
         write_text_atomic(path, json.dumps(entries, indent=1, sort_keys=True))

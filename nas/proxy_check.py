@@ -21,6 +21,7 @@ whether the proxy's ranking error trends with the architecture's size or latency
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 from nas.config import ConfigError, SearchConfig
 from search_spaces import REFERENCES, reference
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -263,9 +266,11 @@ _DATASETS: dict = {}
 def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, train: bool = True, on_epoch=None) -> dict | None:
     """The final validation accuracy of `arch` under the retraining recipe (in this process,
     resumable per epoch, in the folder `nas retrain` / `nas compare` use); without `train`, only a
-    finished one (else None)."""
+    finished one (else None). None too while another process trains it: it is left to that one, and
+    the check run again takes its result."""
     from nas.choice import retrain_dir
     from search_spaces import ArchSpec
+    from search_spaces.files import Busy
     from trainers.cifar import load_cifar
     from trainers.full import load_result, retrain
 
@@ -277,7 +282,11 @@ def _final(config: SearchConfig, arch: str, budget: FinalBudget, *, train: bool 
     if result is None:
         if config.dataset not in _DATASETS:
             _DATASETS[config.dataset] = load_cifar(config.dataset, data_dir=config.data_dir)
-        result = retrain(spec, _DATASETS[config.dataset], recipe=budget.recipe, workdir=workdir, on_epoch=on_epoch)
+        try:
+            result = retrain(spec, _DATASETS[config.dataset], recipe=budget.recipe, workdir=workdir, on_epoch=on_epoch)
+        except Busy as busy:
+            log.warning("%s: %s; this check goes on without it", spec.arch_id, busy)
+            return None
     return {"accuracy": result.val_accuracy, "seconds": round(result.train_seconds, 2), "epochs": result.epochs_run}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import time
@@ -88,14 +87,16 @@ def load_existing_study(*, study_name: str, storage_url: str) -> optuna.Study:
 
 def lock_sqlite(path: str, stack: contextlib.ExitStack, study_name: str) -> None:
     """SQLite serves one search process: a second one on the same file is refused."""
-    lock = stack.enter_context(open(path + ".lock", "w"))  # noqa: SIM115 (closed by the stack)
+    from search_spaces.files import Busy, locked
+
+    busy = (
+        f"study {study_name!r} is already being searched by another process on {path}: SQLite serves one process; "
+        "for many workers use --storage postgresql://..."
+    )
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(
-            f"study {study_name!r} is already being searched by another process on {path}: SQLite serves one process; "
-            "for many workers use --storage postgresql://..."
-        ) from None
+        stack.enter_context(locked(path + ".lock", busy=busy))
+    except Busy as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> None:

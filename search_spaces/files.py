@@ -8,6 +8,7 @@ It lives in the bottom package, which every other imports and which imports noth
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +43,23 @@ def atomic_path(path: str, *, suffix: str = ".tmp") -> Iterator[str]:
 def write_text_atomic(path: str, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         f.write(text)
+
+
+class Busy(ValueError):
+    """Another process holds a lock that is not waited for; the message says what it is doing."""
+
+
+@contextlib.contextmanager
+def locked(path: str, *, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if missing) for the block. With `busy`,
+    do not wait: raise `Busy(busy)` at once when another process holds it. The kernel releases it
+    when its holder dies, so a killed process never leaves a stale lock."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
+        except BlockingIOError:
+            raise Busy(busy) from None
+        yield
 
 
 class DamagedFile(ValueError):

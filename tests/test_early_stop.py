@@ -227,6 +227,42 @@ def test_proxies_only_trains_no_final_and_takes_the_finished_ones(tmp_path, monk
     assert records[archs[1]].results[long.label]["accuracy"] == 0.9
 
 
+def test_a_final_another_process_trains_is_left_to_it(tmp_path, monkeypatch, caplog):
+    """A check that reaches a final another process is training goes on without it (one warning) and
+    takes it when run again; nothing is trained twice in one folder (the trainings are stand-ins)."""
+    from nas import proxy_check, worker
+    from nas.config import SearchConfig
+    from search_spaces.files import Busy
+    from trainers import full
+    from trainers.full import Recipe, RetrainResult
+
+    arch = "conv_r1_k3_s1_c16-head_c256"
+    busy = [True]
+
+    def retrain(spec, data, **_):
+        if busy[0]:
+            raise Busy("being trained by another process")
+        return RetrainResult(arch, "cifar10", {}, 1, 1, 0.9, 0.9, 0.0, 9.0, 1.0, (), "")
+
+    answer = lambda job: worker.Outcome(worker.Status.OK, accuracy=0.4, params_count=1, timings={"train_seconds": 1.0})  # noqa: E731
+    monkeypatch.setattr(worker, "TrialRunner", _stand_in_runner(answer))
+    monkeypatch.setattr(proxy_check, "candidates", lambda *a, **k: [("sample-0", arch, None)])
+    monkeypatch.setattr(full, "load_result", lambda workdir: None)
+    monkeypatch.setattr(full, "retrain", retrain)
+    monkeypatch.setitem(proxy_check._DATASETS, "cifar10", "the data")  # never read
+    check = dict(
+        config=SearchConfig(runs_dir=str(tmp_path)), count=1, proxy=proxy_check.Budget(256, 1), path=str(tmp_path / "c.json")
+    )
+    long = proxy_check.FinalBudget(Recipe(epochs=1))
+
+    _, records = proxy_check.run_check(**check, long=long)
+    assert long.label not in records[arch].results and "256x1" in records[arch].results
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "being trained by another process" in caplog.text
+    busy[0] = False
+    _, records = proxy_check.run_check(**check, long=long)
+    assert records[arch].results[long.label]["accuracy"] == 0.9
+
+
 def _stand_in_runner(answer):
     """A TrialRunner that trains nothing: `answer(job)` gives each job's outcome."""
 

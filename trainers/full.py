@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from search_spaces.files import atomic_path, read_json, write_text_atomic
+from search_spaces.files import atomic_path, locked, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.npz"
 RESULT = "result.json"
 MODEL = "model.keras"
+TRAINING_LOCK = "training.lock"
 
 
 def _knob(default, help: str, **flag):
@@ -239,7 +240,16 @@ def retrain(
     workdir: str,
     on_epoch: Callable[[int, int, dict], None] | None = None,
 ) -> RetrainResult:
-    """Train `spec` on `dataset` with `recipe` in `workdir`, resuming from its checkpoint if any."""
+    """Train `spec` on `dataset` with `recipe` in `workdir`, resuming from its checkpoint if any.
+    One process trains in a folder at a time (two would write one checkpoint): a second one gets
+    `Busy` at once."""
+    os.makedirs(workdir, exist_ok=True)
+    busy = f"{workdir} is being trained by another process; wait for it to finish (its result is then reused)"
+    with locked(os.path.join(workdir, TRAINING_LOCK), busy=busy):
+        return _train(spec, dataset, recipe=recipe, workdir=workdir, on_epoch=on_epoch)
+
+
+def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainResult:
     import keras
     import tensorflow as tf
 
@@ -248,7 +258,6 @@ def retrain(
 
     if recipe.deterministic:
         tf.config.experimental.enable_op_determinism()
-    os.makedirs(workdir, exist_ok=True)
     x_train, y_train, x_val, y_val = split(dataset, recipe)
     steps_per_epoch = len(x_train) // recipe.batch_size
     if steps_per_epoch < 1:
