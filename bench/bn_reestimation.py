@@ -14,8 +14,7 @@ bench/data/bn_reestimation.json with the code and the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
+import dataclasses
 import os
 import sys
 
@@ -23,8 +22,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
+from runlog import append_run  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "data", "bn_reestimation.json")
 
@@ -37,12 +37,11 @@ def main() -> None:
     parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
 
-    from latency.fingerprint import host_fingerprint
     from search_spaces import ArchSpec
     from search_spaces.keras_blocks import build
     from trainers.cifar import load_cifar
-    from trainers.full import CHECKPOINT, Recipe, _set_weights, bn_momentum_for, load_checkpoint, split
-    from trainers.fused import BatchNormEstimator, Predictor, batches
+    from trainers.full import CHECKPOINT, Recipe, _set_weights, bn_momentum_for, epoch_batches, load_checkpoint, split
+    from trainers.fused import BatchNormEstimator, Predictor
 
     loaded = load_checkpoint(os.path.join(args.workdir, CHECKPOINT))
     if loaded is None:
@@ -68,16 +67,8 @@ def main() -> None:
     order = np.random.default_rng([recipe.seed, last_epoch]).permutation(len(x_train))  # the last epoch's batches
 
     def training_batches(count: int, cutout: int):
-        head = order[: count * recipe.batch_size]
-        kept = batches(
-            x_train[head],
-            y_train[head],
-            num_classes=data.num_classes,
-            batch_size=recipe.batch_size,
-            seed=recipe.seed,
-            key=last_epoch,
-            cutout=cutout,
-        )
+        augmented = dataclasses.replace(recipe, cutout=cutout)
+        kept = epoch_batches(x_train, y_train, order[: count * recipe.batch_size], augmented, data.num_classes, last_epoch)
         return (images for images, _ in kept)
 
     rows = []
@@ -101,19 +92,15 @@ def main() -> None:
         variable.assign(arrays[f"ema_{k}"])
     score("average")
 
-    document = read_json(args.out, {"runs": []})
-    document["runs"].append(
+    append_run(
+        args.out,
         {
-            "timed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "code": code_version(),
-            "machine": host_fingerprint(threads=1),
             "arch_id": spec.arch_id,
             "recipe": state["recipe"],
             "epochs_done": state["epochs_done"],
             "rows": rows,
-        }
+        },
     )
-    write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ Each run is appended to bench/data/data_pipeline.json with the code and the mach
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -24,8 +22,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from search_spaces.files import code_version, read_json, write_text_atomic  # noqa: E402
+from runlog import append_run  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "data", "data_pipeline.json")
 
@@ -59,7 +58,6 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from latency.fingerprint import host_fingerprint
     from nas.choice import parse_arch
     from search_spaces.keras_blocks import build
     from trainers.cifar import load_cifar
@@ -101,21 +99,17 @@ def main() -> None:
     before, now = medians
     print(f"epoch time, {now} / {before}: {medians[now] / medians[before]:.2f}x")
 
-    document = read_json(args.out, {"runs": []})
-    document["runs"].append(
+    append_run(
+        args.out,
         {
-            "timed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "code": code_version(),
-            "machine": host_fingerprint(threads=1),
             "arch": args.arch,
             "images": args.images,
             "batch_size": args.batch_size,
             "threads": {k: os.environ.get(k, "TensorFlow's") for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
             "epochs": epochs,
             "ratio_now_over_before": medians[now] / medians[before],
-        }
+        },
     )
-    write_text_atomic(args.out, json.dumps(document, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -232,6 +232,21 @@ def split(dataset, recipe: Recipe):
     return dataset.x_train[train_idx], dataset.y_train[train_idx], dataset.x_train[val_idx], dataset.y_train[val_idx]
 
 
+def epoch_batches(x_train, y_train, order, recipe: Recipe, num_classes: int, epoch: int):
+    """Epoch `epoch`'s training batches, augmented as `recipe` says: the images of `order`, in that order."""
+    from trainers.fused import batches
+
+    return batches(
+        x_train[order],
+        y_train[order],
+        num_classes=num_classes,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        key=epoch,
+        cutout=recipe.cutout,
+    )
+
+
 def retrain(
     spec,
     dataset,
@@ -254,7 +269,7 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
     import tensorflow as tf
 
     from search_spaces.keras_blocks import build, with_keras_batchnorm
-    from trainers.fused import FusedStep, Predictor, StepRecipe, WeightAverage, batches
+    from trainers.fused import FusedStep, Predictor, StepRecipe, WeightAverage
 
     if recipe.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -323,15 +338,7 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         epoch = state["epochs_done"]
         start = time.perf_counter()
         order = np.random.default_rng([recipe.seed, epoch]).permutation(len(x_train))
-        data = batches(
-            x_train[order],
-            y_train[order],
-            num_classes=dataset.num_classes,
-            batch_size=recipe.batch_size,
-            seed=recipe.seed,
-            key=epoch,
-            cutout=recipe.cutout,
-        )
+        data = epoch_batches(x_train, y_train, order, recipe, dataset.num_classes, epoch)
         losses = []
         for images, labels in data:
             losses.append(step.run(images, labels))
@@ -353,15 +360,7 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
             # as they were: without cutout they describe other inputs than training normalised (measured at the
             # end of a 100-epoch run: 1.1 points lower, for the raw weights too; bench/data/bn_reestimation.json)
             head = order[: recipe.ema_bn_batches * recipe.batch_size]
-            bn_data = batches(
-                x_train[head],
-                y_train[head],
-                num_classes=dataset.num_classes,
-                batch_size=recipe.batch_size,
-                seed=recipe.seed,
-                key=epoch,
-                cutout=recipe.cutout,
-            )
+            bn_data = epoch_batches(x_train, y_train, head, recipe, dataset.num_classes, epoch)
             with average.applied(images for images, _ in bn_data):
                 record["val_accuracy_ema"] = predictor.accuracy(x_val, y_val)
                 if record["val_accuracy_ema"] > record["val_accuracy"]:
