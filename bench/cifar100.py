@@ -10,6 +10,8 @@ Steps, each resumable (trials, epochs, architectures) and skipped when its resul
                   epochs); its study and trials.csv are copied to bench/data/cifar100/ as it goes
     check         `nas proxy-check` of 8 of the study's trials spread over its latency range and MobileNetV2-0.5
                   against the retraining recipe at 15 epochs (final validation accuracy)
+    finals        the check's finals alone, from the far end of its list: a second process beside `check`
+                  (one process trains in a model's folder at a time; each takes what the other is not training)
     alternatives  the same check with other proxy budgets (the finals are reused: only the proxies train)
     compare       `nas compare` at 30 epochs: the study's best-reward front member and MobileNetV2-0.5
 
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "cifar100"))
-    parser.add_argument("--only", nargs="+", choices=("search", "check", "alternatives", "compare"))
+    parser.add_argument("--only", nargs="+", choices=("search", "check", "finals", "alternatives", "compare"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--checkpoint-minutes", type=float, default=120.0)
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every unfinished checkpoint now, then stop")
@@ -104,6 +106,18 @@ def main() -> None:
 
     if "check" in steps:
         check(os.path.join(out, "proxy_vs_final.json"), [])
+    if "finals" in steps and "check" not in steps:
+        recipe = Recipe(epochs=CHECK_EPOCHS)
+        restore_results(runs, out, recipe, dataset=DATASET)
+        for arch in reversed(check_archs(run_db)):
+            command = [*nas, "retrain", "--arch", arch, "--dataset", DATASET, "--epochs", str(CHECK_EPOCHS), *places]
+            print(f"$ nas retrain --arch {arch} ...", flush=True)
+            if subprocess.run(command, cwd=ROOT).returncode == 2:  # another process trains it (or bad input: said)
+                continue
+            kept = keep_models(runs, out, recipe, dataset=DATASET)
+            if kept:
+                landed(kept, f"bench data: a CIFAR-100 final at {CHECK_EPOCHS} epochs for the proxy check")
+            keeper.poll()
     if "alternatives" in steps:
         for images, epochs in ALTERNATIVES:
             check(
@@ -122,6 +136,18 @@ def main() -> None:
             [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
             f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs",
         )
+
+
+def check_archs(run_db: str) -> list[str]:
+    """The architectures `check` compares, in its order: the study's candidates, then the reference."""
+    import optuna
+
+    from nas.config import SearchConfig
+    from nas.proxy_check import candidates
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{run_db}")
+    chosen = candidates(SearchConfig(dataset=DATASET), MORE, references=(REFERENCE,), study=study)
+    return [arch for _, arch, _ in chosen]
 
 
 if __name__ == "__main__":
