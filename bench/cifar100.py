@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "cifar100"))
     parser.add_argument("--only", nargs="+", choices=("search", "check", "finals", "alternatives", "compare"))
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
+    parser.add_argument("--proxies-only", action="store_true", help="check, alternatives: train no final, take the finished ones")
     parser.add_argument("--checkpoint-minutes", type=float, default=120.0)
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every unfinished checkpoint now, then stop")
     args = parser.parse_args()
@@ -94,7 +95,7 @@ def main() -> None:
         command = [
             *nas, "proxy-check", *study, "--archs", str(MORE), "--references", REFERENCE,
             "--final-epochs", str(CHECK_EPOCHS), *budget, "--out", path, *places,
-        ]  # fmt: skip
+        ] + (["--proxies-only"] if args.proxies_only else [])  # fmt: skip
 
         def land(partial: str = "") -> None:
             kept = keep_models(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
