@@ -83,8 +83,8 @@ def main() -> None:
             for cutout in (0, recipe.cutout):
                 estimator.reestimate(training_batches(count, cutout))
                 row(f"re-estimated, {count} batches, cutout {cutout}")
-        for row in rows[-1 - 2 * len(args.batches) :]:
-            print(f"{row['weights']:<9} {row['statistics']:<38} {row['val_accuracy']:.4f}")
+        for scored in rows[-1 - 2 * len(args.batches) :]:
+            print(f"{scored['weights']:<9} {scored['statistics']:<38} {scored['val_accuracy']:.4f}")
 
     print(f"{spec.arch_id} after epoch {state['epochs_done']} of {recipe.epochs}; validation accuracy of {len(x_val)} images")
     score("raw")
