@@ -17,7 +17,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import optuna
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 
 STOPPED = "interrupted: the search was stopped (Ctrl-C or SIGTERM) during this trial"
+NOT_BEGUN = "interrupted: the search was stopped (Ctrl-C or SIGTERM) before this trial began"
 
 
 class TrialFailed(RuntimeError):
@@ -173,8 +174,9 @@ class Objective:
     """One trial: the candidate, its latency, then (if it may run) its accuracy; every figure in
     one `TrialRecord`."""
 
-    def __init__(self, config: SearchConfig, study: optuna.Study, evaluator, sampler):
+    def __init__(self, config: SearchConfig, study: optuna.Study, evaluator, sampler, guard: InterruptGuard | None = None):
         self.config = config
+        self.guard = guard or InterruptGuard()  # not installed: interrupts are Python's as usual
         self.study = study
         self.evaluator = evaluator
         self.sampler = sampler
@@ -185,8 +187,12 @@ class Objective:
         self.interrupted: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial):
+        if self.guard.pending:  # interrupted while Optuna created this trial: it never began
+            store(trial, TrialRecord(fail_reason=NOT_BEGUN), previous=TrialRecord.from_trial(trial))
+            self.guard.raise_pending()
         try:
-            return self._evaluate(trial)
+            with self.guard.trial():
+                return self._evaluate(trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: while the trial still runs, say why it will fail
             store(trial, TrialRecord(fail_reason=STOPPED), previous=TrialRecord.from_trial(trial))
             self.interrupted = trial
@@ -336,6 +342,46 @@ class _Interrupted(KeyboardInterrupt):
     later; a retraining keeps its finished epochs."""
 
 
+class InterruptGuard:
+    """Where Ctrl-C or SIGTERM stops a search. Inside a trial: at once (the trial fails with a reason and
+    is retried). In Optuna's bookkeeping around a trial (creating it, recording its result, the
+    callbacks): once that is done, when the trial's callbacks end. Interrupted while it records a
+    result, Optuna 5.1 leaves the trial RUNNING and raises an unrelated UnboundLocalError. A second
+    interrupt stops at once wherever it lands."""
+
+    def __init__(self):
+        self.in_trial = False
+        self.pending: str | None = None  # the signal that came between trials, not acted on yet
+
+    def _handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.in_trial or self.pending:
+            raise _Interrupted(f"signal {name}")
+        self.pending = name
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InterruptGuard]:
+        """SIGINT and SIGTERM handled by this guard for the block (main thread only, as any handler)."""
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[None]:
+        self.in_trial = True
+        try:
+            yield
+        finally:
+            self.in_trial = False
+
+    def raise_pending(self) -> None:
+        if self.pending:
+            raise _Interrupted(f"signal {self.pending}")
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
     def handler(signum, frame):
@@ -404,12 +450,13 @@ def _run_search(config, stack, evaluator, storage, *, on_trial, on_start) -> Sea
         count, budget, spent = budget_spent(study)
         if on_trial:
             on_trial(trial, count, budget)
-        if spent or reused_in_a_row >= MAX_REUSED_IN_A_ROW:
+        if spent or reused_in_a_row >= MAX_REUSED_IN_A_ROW or guard.pending:
             study.stop()
 
-    objective = Objective(config, study, evaluator, sampler)
+    guard = InterruptGuard()
+    objective = Objective(config, study, evaluator, sampler, guard)
     try:
-        with terminate_as_interrupt():
+        with guard.installed():
             if not budget_spent(study)[2]:  # with --study-trials, other workers may have spent it
                 study.optimize(
                     objective,
@@ -419,6 +466,7 @@ def _run_search(config, stack, evaluator, storage, *, on_trial, on_start) -> Sea
                     callbacks=[after_trial],
                     gc_after_trial=False,
                 )
+            guard.raise_pending()  # an interrupt in Optuna's bookkeeping, acted on now that it is done
     except KeyboardInterrupt:
         if objective.interrupted is not None:  # failed with its reason (Objective); run its architecture again next time
             trial = study._storage.get_trial(objective.interrupted._trial_id)

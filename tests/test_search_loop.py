@@ -139,6 +139,43 @@ def test_only_an_interrupted_trial_is_marked_for_retry(tmp_path):
     assert objective.interrupted is None
 
 
+@pytest.mark.parametrize(
+    ("step", "states", "last_reason"),
+    [
+        # Optuna 5.1 interrupted there left the trial RUNNING and raised UnboundLocalError, a traceback
+        ("recording the second trial", [State.COMPLETE, State.COMPLETE], None),
+        ("creating the second trial", [State.COMPLETE, State.FAIL], "before this trial began"),
+    ],
+)
+def test_an_interrupt_in_optunas_bookkeeping_stops_the_search_cleanly(tmp_path, monkeypatch, step, states, last_reason):
+    """Ctrl-C while Optuna creates or records a trial waits for that step, then stops the search as a
+    KeyboardInterrupt: every trial is finished or failed with a reason, and none is retried for nothing."""
+    import signal
+
+    from optuna.study import _optimize
+
+    from nas.searching import run_search
+
+    name, target = ("_tell_with_warning", _optimize) if step.startswith("recording") else ("ask", optuna.Study)
+    original, calls = getattr(target, name), []
+
+    def interrupted(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at once, in this thread
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, interrupted)
+    config = _config(tmp_path, trials=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config)
+    trials = optuna.load_study(study_name=config.study_name, storage=config.storage_url).trials
+    assert [t.state for t in trials] == states
+    last = TrialRecord.from_trial(trials[-1]).fail_reason
+    assert (last_reason is None and not last) or last_reason in last, last
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler again
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("strategy", "budget", "evaluations"),
