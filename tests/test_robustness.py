@@ -83,8 +83,9 @@ def test_ctrl_c_is_a_kill_too(cifar_dir, tmp_path):
     search.send_signal(signum)
     # promptly: no trial is finished first; but a 2-core machine shared with the suite's other process and
     # a training took over 60 s to stop TensorFlow's worker and exit (the test's own search alone: seconds)
-    _, err = search.communicate(timeout=180)
-    assert search.returncode == 130, err[-2000:]
+    out, err = search.communicate(timeout=180)
+    # once (under heavy load) it ended otherwise with an empty stderr: the exit code and the progress tell why
+    assert search.returncode == 130, f"exit {search.returncode}\nstdout: {out[-1500:]}\nstderr: {err[-1500:]}"
     assert "Traceback" not in err and "interrupted; finished trials are kept" in err, err[-3000:]
     storage = f"sqlite:///{runs}/mnasnet-cifar10/study.db"
     trials = optuna.load_study(study_name="mnasnet-cifar10", storage=storage).trials
