@@ -40,6 +40,18 @@ REFERENCES: dict[str, str] = {
         "-mbconv_r4_k3_s2_e6_c64-mbconv_r3_k3_s1_e6_c96-mbconv_r3_k3_s1_e6_c160"
         "-mbconv_r1_k3_s1_e6_c320-head_c1280"
     ),
+    # the width multipliers Keras publishes (channels rounded as keras.applications.MobileNetV2 rounds them):
+    # the hand-designed family a user picks a size from, so a found model is judged against its frontier
+    "mobilenetv2-0.75": (
+        "conv_r1_k3_s2_c24-dsconv_r1_k3_s1_c16-mbconv_r2_k3_s1_e6_c24-mbconv_r3_k3_s2_e6_c24"
+        "-mbconv_r4_k3_s2_e6_c48-mbconv_r3_k3_s1_e6_c72-mbconv_r3_k3_s1_e6_c120"
+        "-mbconv_r1_k3_s1_e6_c240-head_c1280"
+    ),
+    "mobilenetv2-0.35": (
+        "conv_r1_k3_s2_c16-dsconv_r1_k3_s1_c8-mbconv_r2_k3_s1_e6_c8-mbconv_r3_k3_s2_e6_c16"
+        "-mbconv_r4_k3_s2_e6_c24-mbconv_r3_k3_s1_e6_c32-mbconv_r3_k3_s1_e6_c56"
+        "-mbconv_r1_k3_s1_e6_c112-head_c1280"
+    ),
     "mobilenetv2-0.5": (
         "conv_r1_k3_s2_c16-dsconv_r1_k3_s1_c8-mbconv_r2_k3_s1_e6_c16-mbconv_r3_k3_s2_e6_c16"
         "-mbconv_r4_k3_s2_e6_c32-mbconv_r3_k3_s1_e6_c48-mbconv_r3_k3_s1_e6_c80"
@@ -66,6 +78,8 @@ CIFAR_UNSTRIDED_BLOCKS: dict[str, tuple[int, ...]] = {
     "mnasnet-b1": (2, 6),
     "mnasnet-small": (2, 6),
     "mobilenetv2-1.0": (2, 6),
+    "mobilenetv2-0.75": (2, 6),
+    "mobilenetv2-0.35": (2, 6),
     "mobilenetv2-0.5": (2, 6),
     "mobilenetv2-0.5-s1": (0, 6),  # its stem's stride was moved to block 2, where MobileNetV2 strides anyway
     "mobilevit-xxs": (3, 5),

@@ -13,8 +13,11 @@ PARAMS = {
     "mnasnet-a1": 2_652_336,
     "mnasnet-b1": 3_153_042,
     "mnasnet-small": 779_002,
+    # the MobileNetV2 widths: each equal to keras.applications.MobileNetV2(alpha=..., classes=10)'s count
     "mobilenetv2-1.0": 2_270_794,
+    "mobilenetv2-0.75": 1_394_874,
     "mobilenetv2-0.5": 719_034,
+    "mobilenetv2-0.35": 423_018,
     "mobilenetv2-0.5-s1": 719_034,  # the same layers, other strides
     "mobilevit-xxs": 958_346,
 }
