@@ -8,7 +8,8 @@ still has its real files is timed as a twin too, as the control: its real files 
 (their ratio is printed).
 
     python bench/retime.py [--compare bench/data/proof/compare_30.json ...] [--rounds 5] [--data-dir data]
-        [--front-of trials.csv [--every-trial] [--search-ms-below MS] [--trials N ...]] [--pause PID ...]
+        [--front-of trials.csv [--every-trial] [--search-ms-below MS] [--trials N ...]] [--references NAME ...]
+        [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
 the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
@@ -140,12 +141,16 @@ def main() -> None:
     parser.add_argument("--every-trial", action="store_true", help="with --front-of: every finished trial, not only the front")
     parser.add_argument("--search-ms-below", type=float, help="with --front-of: only trials the search timed below this")
     parser.add_argument("--trials", type=int, nargs="+", help="with --front-of: only these trials")
+    parser.add_argument(
+        "--references", nargs="+", metavar="NAME", default=[], help="references not trained yet, timed as twins: where each falls"
+    )
     args = parser.parse_args()
 
     from nas.comparison import time_side_by_side
     from nas.config import DeviceConfig
     from results.dominance import dominates
     from search_spaces import ArchSpec
+    from search_spaces import reference as reference_spec
     from trainers.cifar import load_cifar
 
     records = records_of_files(args.compare)
@@ -170,6 +175,10 @@ def main() -> None:
     for row in front:
         twins = twin_files(row["arch"], os.path.join(twins_dir, ArchSpec.from_string(row["arch"]).arch_id), dataset=dataset)
         paths |= {(f"front trial {row['number']}", "twin", p): path for p, path in twins.items()}
+    untrained = {name: reference_spec(name) for name in args.references}
+    for name, spec in untrained.items():
+        twins = twin_files(spec.to_string(), os.path.join(twins_dir, spec.arch_id), dataset=dataset)
+        paths |= {(f"untrained {name}", "twin", p): path for p, path in twins.items()}
 
     device, fingerprint = DeviceConfig().open()
     print(f"timing {len(paths)} files side by side, {args.rounds} interleaved rounds", flush=True)
@@ -225,6 +234,11 @@ def main() -> None:
             for row in front
         ],
         "front_is": "every finished trial" if args.every_trial else "the front by proxy accuracy",
+        "untrained_references": [
+            {"model": name, "arch_id": spec.arch_id}
+            | {f"latency_{p}_ms": latency[(f"untrained {name}", "twin", p)] for p in PRECISIONS}
+            for name, spec in untrained.items()
+        ],
     }
     document = read_json(args.out, {"runs": []})
     document["runs"].append(entry)
@@ -249,6 +263,10 @@ def main() -> None:
                 f"{row['number']:>6} {row['accuracy']:>9.3f} {row['latency_ms']:>9.3f} "
                 f"{row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f}{marks}"
             )
+    if untrained:
+        print("\nreferences not trained yet (twins), timed in the same rounds")
+        for row in entry["untrained_references"]:
+            print(f"{row['model']:<20} {'':<9} {row['latency_fp32_ms']:>8.3f} {row['latency_int8_ms']:>8.3f}")
     print(f"\nwritten to {args.out}")
 
 
