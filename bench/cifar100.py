@@ -13,7 +13,8 @@ Steps, each resumable (trials, epochs, architectures) and skipped when its resul
     finals        the check's finals alone, from the far end of its list: a second process beside `check`
                   (one process trains in a model's folder at a time; each takes what the other is not training)
     alternatives  the same check with other proxy budgets (the finals are reused: only the proxies train)
-    compare       `nas compare` at 30 epochs: the study's best-reward front member and MobileNetV2-0.5
+    compare       `nas compare` at 30 epochs: the study's best-reward front member, then MobileNetV2-0.5 (one
+                  at a time, each record kept as it lands)
 
 Results go to bench/data/cifar100/; unfinished checkpoints are kept there too (bench/landing.py).
 """
@@ -34,8 +35,8 @@ from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
     keep_models,
+    land_records,
     landing_on_write,
-    restore_models,
     restore_results,
     restore_study,
     run_watched,
@@ -126,17 +127,24 @@ def main() -> None:
                 ["--train-images", str(images), "--epochs", str(epochs)],
             )
 
-    if "compare" in steps:
+    if "compare" in steps:  # one model at a time, each record committed as it lands and never trained again
         recipe = Recipe(epochs=COMPARE_EPOCHS)
-        restore_models(runs, out, recipe, dataset=DATASET)
-        command = [*nas, "compare", *study, "--front", "--top", "1", "--references", REFERENCE]
-        run_watched([*command, "--epochs", str(COMPARE_EPOCHS), *places], poll=keeper.poll)
         compare_file = os.path.join(out, f"compare_{COMPARE_EPOCHS}.json")
-        shutil.copy2(os.path.join(runs, STUDY, "compare.json"), compare_file)
-        landed(
-            [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
-            f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs",
-        )
+        run_compare = os.path.join(runs, STUDY, "compare.json")
+        if os.path.exists(compare_file) and not os.path.exists(run_compare):  # an earlier machine's records
+            shutil.copy2(compare_file, run_compare)
+        from results.compare import load
+
+        done = [r for r in (load(compare_file) if os.path.exists(compare_file) else []) if r.recipe_id == recipe.recipe_id]
+        for kind, what in (("found", ["--front", "--top", "1", "--references", ""]), ("reference", ["--references", REFERENCE])):
+            if any(r.kind == kind and (kind == "found" or r.model == REFERENCE) for r in done):
+                continue
+            run_watched([*nas, "compare", *study, *what, "--epochs", str(COMPARE_EPOCHS), *places], poll=keeper.poll)
+            land_records(run_compare, compare_file, recipe.recipe_id)
+            landed(
+                [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
+                f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs ({kind})",
+            )
 
 
 def check_archs(run_db: str) -> list[str]:

@@ -1,6 +1,11 @@
 """What the long benchmarks share to survive a session's end: each result committed the moment it lands,
-unfinished trainings' checkpoints kept in the repository, finished models kept with their files, and all of
-it put back into a fresh runs/ folder on a new machine (bench/proof.py, bench/cifar100.py)."""
+unfinished trainings' checkpoints kept in the repository, finished trainings' records kept, and all of it put
+back into a fresh runs/ folder on a new machine (bench/proof.py, bench/cifar100.py).
+
+Trained models themselves (.tflite files) are not kept: a comparison's record holds their test accuracy, and
+a later machine re-times them through twins (bench/retime.py: the same architecture, untrained, converted the
+same way; its latency within 1.001-1.05x of the real files'). A model a comparison has recorded is never
+trained again for want of its files: the benchmarks skip every model whose record is kept."""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json", "model_fp32.tflite", "model_int8.tflite")
+#: a finished training's records: its final validation accuracy, and where exported its model card (test
+#: accuracy of each file, parameters, multiply-adds) and provenance
+KEPT_FILES = ("result.json", "model_card.json", "model_card.md", "provenance.json")
 
 
 def commit(paths: list[str], message: str, *, repo: str) -> None:
@@ -44,9 +51,8 @@ def models_dir(out: str, recipe) -> str:
 
 
 def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
-    """Copy every finished training of `recipe` into models_dir (its result, and its exported files where it
-    was exported: what a later machine needs to re-time and re-score it, or to reuse its final accuracy,
-    without retraining); the copied files, to commit."""
+    """Copy the records of every finished training of `recipe` into models_dir (what a later machine needs to
+    reuse its final accuracy, or its scores, without retraining); the copied files, to commit."""
     from nas.choice import retrain_dir
 
     written = []
@@ -67,9 +73,9 @@ def keep_models(runs_dir: str, out: str, recipe, *, dataset: str) -> list[str]:
 
 def _set_aside_earlier(source: str, target: str) -> list[str]:
     """When `source` is another training of an architecture already kept in `target` (its result differs:
-    the earlier one was kept without the files to re-time it, so it was trained again), move the earlier
-    training's files to target/earlier/<n>/ rather than mixing its record with the new model's files; both
-    paths of each moved file, to commit."""
+    it was trained again, on purpose or on a machine that lost the first), move the earlier training's
+    records to target/earlier/<n>/ rather than mixing them with the new one's; both paths of each moved
+    file, to commit."""
     kept_result = os.path.join(target, "result.json")
     if not os.path.exists(kept_result):
         return []
@@ -88,23 +94,6 @@ def _set_aside_earlier(source: str, target: str) -> list[str]:
             moved += [os.path.join(target, name), os.path.join(aside, name)]
     print(f"{os.path.basename(target)} trained again: the earlier training's record moved to {aside}", flush=True)
     return moved
-
-
-def restore_models(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
-    """Put the kept exported models of `recipe` back where `nas compare` looks for them (a fresh runs/
-    folder). Only a model whose .tflite files are kept too: from the records alone compare would take it
-    for finished and have nothing to time (the models of 2026-12-01 were kept without their files)."""
-    from nas.choice import retrain_dir
-
-    kept = models_dir(out, recipe)
-    for arch_id in sorted(os.listdir(kept)) if os.path.isdir(kept) else ():
-        if not all(os.path.exists(os.path.join(kept, arch_id, name)) for name in KEPT_FILES):
-            continue
-        target = retrain_dir(runs_dir, dataset=dataset, recipe=recipe, arch_id=arch_id)
-        os.makedirs(target, exist_ok=True)
-        for name in KEPT_FILES:
-            if not os.path.exists(os.path.join(target, name)):
-                shutil.copy2(os.path.join(kept, arch_id, name), os.path.join(target, name))
 
 
 #: megabytes of checkpoints one process commits at most in a session, its end's keep included. A session
@@ -230,6 +219,19 @@ def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
         if os.path.exists(source) and not os.path.exists(os.path.join(target, "result.json")):
             os.makedirs(target, exist_ok=True)
             shutil.copy2(source, os.path.join(target, "result.json"))
+
+
+def land_records(source: str, path: str, recipe_id: str) -> None:
+    """Merge the records of `recipe_id` in a run's compare.json (which holds every recipe) into `path`
+    (one file per recipe length): earlier records there are kept, a model timed again is replaced."""
+    from results.compare import load_document, merge, records_of, save
+
+    run, kept = load_document(source), load_document(path)
+    new = [r for r in records_of(run) if r.recipe_id == recipe_id]
+    runs = kept["runs"] + [r for r in run["runs"] if r.get("recipe_id") == recipe_id and r not in kept["runs"]]
+    recipes = kept["recipes"] | {recipe_id: run["recipes"][recipe_id]}
+    fingerprints = kept["fingerprints"] | {r.fingerprint: run["fingerprints"][r.fingerprint] for r in new}
+    save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
 
 
 def restore_study(kept_db: str, run_db: str) -> None:

@@ -17,9 +17,9 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     compare_30.json        `nas compare` at 30 epochs: one record per model, merged run after run
     compare_100.json       the same at the recipe's full length (step 4)
     proxy_vs_final.json    `nas proxy-check --final-epochs 30`: proxy and final accuracy per architecture
-    models/<recipe>/<arch>/  each finished training's result, and where exported its model card and TFLite
-                           files: a later machine re-times and re-scores them, or reuses a final accuracy,
-                           instead of retraining
+    models/<recipe>/<arch>/  each finished training's records (result, and where exported its model card): a
+                           later machine reuses its final accuracy instead of retraining, and re-times the
+                           compared models through twins (bench/retime.py); no trained model files are kept
     checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 2 hours within a size budget, and at a
                            session's end by `--keep-checkpoints --commit` (bench/landing.py)
     timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
@@ -73,8 +73,8 @@ from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
     keep_models,
+    land_records,
     landing_on_write,
-    restore_models,
     restore_results,
     run_watched,
     search_kept,
@@ -165,7 +165,6 @@ def main() -> None:
     steps = args.only or STEPS
     if args.proxies_only and tuple(steps) != ("alternatives",):
         parser.error("--proxies-only goes with --only alternatives (the other steps train finals)")
-    restore_models(runs, out, recipe, dataset=DATASET)
 
     def landed(paths: list[str], message: str) -> None:
         if args.commit and repo:
@@ -192,7 +191,6 @@ def main() -> None:
         if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
             os.makedirs(os.path.dirname(run_compare), exist_ok=True)
             shutil.copy2(path, run_compare)
-        restore_models(runs, out, recipe_of, dataset=DATASET)
         done = {r.model for r in (load(path) if os.path.exists(path) else []) if r.recipe_id == recipe_of.recipe_id}
         for model in models:
             if model.get("reference", f"trial {model.get('trial')}") in done:
@@ -210,7 +208,7 @@ def main() -> None:
                 *length,
             ]
             run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
-            _land_records(run_compare, path, recipe_of.recipe_id)
+            land_records(run_compare, path, recipe_of.recipe_id)
             kept = keep_models(runs, out, recipe_of, dataset=DATASET)
             landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
 
@@ -319,19 +317,6 @@ def _choose_members(block: dict, study_db: str, references: list[str]) -> list[d
     thirds = [[r for r in front if min(2, int(3 * (r.latency_ms - low) / max(1e-12, high - low))) == k] for k in range(3)]
     members = [max(third, key=lambda r: r.reward) for third in thirds if third]
     return [{"reference": name} for name in references] + [{"trial": r.number} for r in members]
-
-
-def _land_records(source: str, path: str, recipe_id: str) -> None:
-    """Merge the records of `recipe_id` in the run's compare.json (which holds every recipe) into `path`
-    (one file per recipe length): earlier records there are kept, a model timed again is replaced."""
-    from results.compare import load_document, merge, records_of, save
-
-    run, kept = load_document(source), load_document(path)
-    new = [r for r in records_of(run) if r.recipe_id == recipe_id]
-    runs = kept["runs"] + [r for r in run["runs"] if r.get("recipe_id") == recipe_id and r not in kept["runs"]]
-    recipes = kept["recipes"] | {recipe_id: run["recipes"][recipe_id]}
-    fingerprints = kept["fingerprints"] | {r.fingerprint: run["fingerprints"][r.fingerprint] for r in new}
-    save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
 
 
 def _study_flags(study: str, folder: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Time every model of a comparison side by side on this machine, including those whose files are gone.
 
 Latency does not depend on the weights: a model's TFLite graph is fixed by its architecture and the
-converter. So a compared model whose .tflite files did not survive a change of machine is timed through a
+converter. So a compared model whose .tflite files are not on this machine (trained models are not kept in the
+repository: only their records, bench/landing.py; runs/ goes with its machine) is timed through a
 *twin*: the same architecture built as the delivered model is (Keras' BatchNorm, untrained weights),
 converted the same way (fp32; int8 with real training images as its calibration set). One model that
 still has its real files is timed as a twin too, as the control: its real files and its twin must agree
@@ -128,7 +129,7 @@ def main() -> None:
         default=[os.path.join(PROOF, "compare_30.json")],
         help="comparison files, timed together (a model in several is named by its file's folder from the second on)",
     )
-    parser.add_argument("--models", default=os.path.join(PROOF, "models"), help="kept models: <recipe>/<arch>/")
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"), help="where this machine's trained models are")
     parser.add_argument("--out", default=os.path.join(PROOF, "timing.json"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
@@ -155,11 +156,12 @@ def main() -> None:
 
     records = records_of_files(args.compare)
     dataset = load_cifar(records[0].dataset, data_dir=args.data_dir)
-    twins_dir = os.path.join(ROOT, "runs", "twins")  # by architecture: every later timing reuses them
+    twins_dir = os.path.join(args.runs_dir, "twins")  # by architecture: every later timing reuses them
     paths: dict[tuple[str, str, str], str] = {}  # (model, source, precision) -> file
     control = None
     for record in records:
-        real = {p: os.path.join(args.models, record.recipe_id, record.arch_id, f"model_{p}.tflite") for p in PRECISIONS}
+        folder = os.path.join(args.runs_dir, "retrained", record.dataset, record.recipe_id, record.arch_id)
+        real = {p: os.path.join(folder, f"model_{p}.tflite") for p in PRECISIONS}
         if all(os.path.exists(path) for path in real.values()):
             paths |= {(record.model, "real", p): path for p, path in real.items()}
             if control is not None:

@@ -8,7 +8,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.landing import KEPT_FILES, keep_models, models_dir, restore_models
+from bench.landing import KEPT_FILES, keep_models, models_dir
 from nas.choice import retrain_dir
 from trainers.full import Recipe
 
@@ -29,17 +29,24 @@ def _train(runs: str, arch_id: str, accuracy: float, *, files=KEPT_FILES) -> str
     return folder
 
 
+def test_a_finished_training_is_kept_as_its_records_without_model_files(tmp_path):
+    out = str(tmp_path / "out")
+    folder = _train(str(tmp_path / "a"), "abc", 0.85, files=(*KEPT_FILES, "model_fp32.tflite", "model_int8.tflite"))
+    written = keep_models(str(tmp_path / "a"), out, RECIPE, dataset="cifar10")
+
+    kept = os.path.join(models_dir(out, RECIPE), "abc")
+    assert sorted(os.listdir(kept)) == sorted(KEPT_FILES) and sorted(written) == sorted(os.path.join(kept, n) for n in KEPT_FILES)
+    assert not any(name.endswith(".tflite") for name in KEPT_FILES)
+    assert os.path.exists(os.path.join(folder, "model_fp32.tflite"))  # the run's own files stay where they are
+
+
 def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
     out = str(tmp_path / "out")
-    first_machine, second_machine = str(tmp_path / "a"), str(tmp_path / "b")
-    # kept on a first machine without its .tflite files (as on 2026-12-01)
-    _train(first_machine, "abc", 0.85, files=("result.json", "model_card.json"))
-    keep_models(first_machine, out, RECIPE, dataset="cifar10")
+    _train(str(tmp_path / "a"), "abc", 0.85, files=("result.json", "model_card.json"))
+    keep_models(str(tmp_path / "a"), out, RECIPE, dataset="cifar10")
     kept = os.path.join(models_dir(out, RECIPE), "abc")
 
-    # a new machine cannot re-time it, so nothing is restored and it is trained again
-    restore_models(second_machine, out, RECIPE, dataset="cifar10")
-    assert not os.path.exists(retrain_dir(second_machine, dataset="cifar10", recipe=RECIPE, arch_id="abc"))
+    second_machine = str(tmp_path / "b")  # trained again there
     _train(second_machine, "abc", 0.86)
     written = keep_models(second_machine, out, RECIPE, dataset="cifar10")
 
@@ -47,17 +54,38 @@ def test_a_second_training_sets_the_earlier_record_aside(tmp_path):
         assert _accuracy(os.path.join(kept, name)) == 0.86
     earlier = os.path.join(kept, "earlier", "1", "result.json")
     assert _accuracy(earlier) == 0.85
+    assert not os.path.exists(os.path.join(kept, "earlier", "1", "provenance.json"))  # never kept: nothing to move
     assert earlier in written and os.path.join(kept, "result.json") in written
 
     # keeping again copies nothing and moves nothing
     assert keep_models(second_machine, out, RECIPE, dataset="cifar10") == []
     assert not os.path.exists(os.path.join(kept, "earlier", "2"))
 
-    # and a third machine gets the complete set back
-    third = str(tmp_path / "c")
-    restore_models(third, out, RECIPE, dataset="cifar10")
-    restored = retrain_dir(third, dataset="cifar10", recipe=RECIPE, arch_id="abc")
-    assert _accuracy(os.path.join(restored, "model_fp32.tflite")) == 0.86
+
+def test_landing_a_runs_records_keeps_the_earlier_ones_and_only_this_recipes(tmp_path):
+    from bench.landing import land_records
+    from results.compare import CompareRecord, load, save
+
+    def record(model: str, recipe_id: str, accuracy: float) -> CompareRecord:
+        return CompareRecord(
+            model=model, kind="reference", arch="conv_r1_k3_s1_c16-head_c64", arch_id=model, params_count=1000,
+            multiply_adds=None, latency_fp32_ms=0.2, latency_int8_ms=0.1, test_accuracy_fp32=accuracy,
+            test_accuracy_int8=accuracy, val_accuracy=accuracy, epochs=30, train_seconds=60.0, recipe_id=recipe_id,
+            dataset="cifar10", fingerprint="machine",
+        )  # fmt: skip
+
+    kept, run = str(tmp_path / "compare_30.json"), str(tmp_path / "compare.json")
+    fingerprints = {"machine": {"id": "machine"}}
+    save(kept, [record("a", "r30", 0.80)], recipes={"r30": {}}, fingerprints=fingerprints, runs=[{"recipe_id": "r30"}])
+    save(
+        run,
+        [record("b", "r30", 0.81), record("c", "r100", 0.90)],
+        recipes={"r30": {}, "r100": {}},
+        fingerprints=fingerprints,
+        runs=[{"recipe_id": "r30", "code": "x"}, {"recipe_id": "r100"}],
+    )
+    land_records(run, kept, "r30")
+    assert sorted((r.model, r.test_accuracy_int8) for r in load(kept)) == [("a", 0.80), ("b", 0.81)]
 
 
 def test_committing_unchanged_files_is_quiet_and_adds_no_commit(tmp_path, capsys):
