@@ -109,9 +109,16 @@ def main() -> None:
     if "check" in steps:
         check(os.path.join(out, "proxy_vs_final.json"), [])
     if "finals" in steps and "check" not in steps:
+        from nas.proxy_check import FinalBudget, load_records
+
         recipe = Recipe(epochs=CHECK_EPOCHS)
         restore_results(runs, out, recipe, dataset=DATASET)
+        # a final the check recorded on an earlier machine (its folder gone with it) is not trained again
+        recorded = load_records(os.path.join(out, "proxy_vs_final.json"))
+        final = FinalBudget(recipe).label
         for arch in reversed(check_archs(run_db)):
+            if final in getattr(recorded.get(arch), "results", {}):
+                continue
             command = [*nas, "retrain", "--arch", arch, "--dataset", DATASET, "--epochs", str(CHECK_EPOCHS), *places]
             print(f"$ nas retrain --arch {arch} ...", flush=True)
             if subprocess.run(command, cwd=ROOT).returncode == 2:  # another process trains it (or bad input: said)
