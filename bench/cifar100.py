@@ -120,8 +120,7 @@ def main() -> None:
             if final in getattr(recorded.get(arch), "results", {}):
                 continue
             command = [*nas, "retrain", "--arch", arch, "--dataset", DATASET, "--epochs", str(CHECK_EPOCHS), *places]
-            print(f"$ nas retrain --arch {arch} ...", flush=True)
-            if subprocess.run(command, cwd=ROOT).returncode == 2:  # another process trains it (or bad input: said)
+            if run_watched(command, poll=keeper.poll, allowed=(0, 2)) == 2:  # another process trains it (or bad input: said)
                 continue
             kept = keep_models(runs, out, recipe, dataset=DATASET)
             if kept:

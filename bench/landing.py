@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -193,17 +194,29 @@ def landing_on_write(path: str, land, keeper: CheckpointKeeper):
     return poll
 
 
-def run_watched(command: list[str], *, poll) -> None:
+def run_watched(command: list[str], *, poll, allowed: tuple[int, ...] = (0,)) -> int:
     """Run `command` (its output on this terminal), calling `poll` every 30 s and once when it ends; stop on
-    failure."""
+    an exit code not `allowed`, else return it. SIGTERM to this process is passed on to the command, which
+    stops as a `nas` command does (keeping its last epoch), rather than training on, orphaned."""
     print("$ " + " ".join(command[2:] if command[1:2] == ["-m"] else command), flush=True)
     process = subprocess.Popen(command, cwd=ROOT)
-    while process.poll() is None:
-        time.sleep(30)
-        poll()
+
+    def forward(signum, frame) -> None:
+        process.send_signal(signum)
+        process.wait()
+        raise SystemExit(f"stopped by signal {signum}; {command[3] if len(command) > 3 else command[0]} stopped too")
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while process.poll() is None:
+            time.sleep(30)
+            poll()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     poll()
-    if process.returncode != 0:
+    if process.returncode not in allowed:
         raise SystemExit(f"{command[3] if len(command) > 3 else command[0]} failed (exit {process.returncode})")
+    return process.returncode
 
 
 def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:

@@ -175,3 +175,33 @@ def test_a_result_file_lands_each_time_it_is_written_and_not_otherwise(tmp_path)
     os.utime(path, (time.time() + 5, time.time() + 5))  # a filesystem's coarse clock must not hide a write
     poll()
     assert landed == ["first final", "second final"]
+
+
+def test_stopping_a_benchmark_stops_the_command_it_runs(tmp_path):
+    """SIGTERM to a benchmark's process (bench/cifar100.py, bench/proof.py) reaches the training it runs:
+    before, `kill` of the benchmark left its `nas retrain` training on, orphaned, for half an hour."""
+    import signal
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    said = tmp_path / "child.txt"
+    child = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(said)!r}, 'w').write('stopped'), sys.exit(3)))\n"
+        f"open({str(said)!r}, 'w').write('started')\n"
+        "time.sleep(60)\n"
+    )
+    driver = (
+        f"import sys; sys.path.insert(0, {root!r})\n"
+        "from bench.landing import run_watched\n"
+        f"run_watched([sys.executable, '-c', {child!r}], poll=lambda: None)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (said.exists() and said.read_text() == "started") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert said.read_text() == "started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert said.read_text() == "stopped"  # the command got the signal and stopped
+    assert process.returncode != 0 and "stopped by signal 15" in stderr
