@@ -277,5 +277,7 @@ def search_kept(command: list[str], *, run_db: str, kept_db: str, landed, what: 
             shutil.copy2(run_csv, kept_csv)
         landed([kept_db, kept_csv], f"bench data: {what} so far")
 
-    run_watched(command, poll=copy)
-    copy(force=True)
+    try:
+        run_watched(command, poll=copy)
+    finally:  # a stopped search's last trials are kept too
+        copy(force=True)
