@@ -39,6 +39,7 @@ from landing import (  # noqa: E402
     landing_on_write,
     restore_results,
     restore_study,
+    reuse_finals,
     run_watched,
     search_kept,
 )
@@ -85,6 +86,7 @@ def main() -> None:
     study = ["--study", STUDY, "--storage", f"sqlite:///{run_db}"]
     nas = [sys.executable, "-m", "nas.cli"]
     places = ["--data-dir", args.data_dir, "--runs-dir", runs]
+    main_check = os.path.join(out, "proxy_vs_final.json")  # the default proxy's; the alternatives reuse its finals
 
     if "search" in steps:
         # every trial trained to the end, as its first 55 were (early stopping became the default at 55)
@@ -93,6 +95,8 @@ def main() -> None:
 
     def check(path: str, budget: list[str]) -> None:
         restore_results(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
+        if path != main_check:
+            reuse_finals(main_check, path)
         command = [
             *nas, "proxy-check", *study, "--archs", str(MORE), "--references", REFERENCE,
             "--final-epochs", str(CHECK_EPOCHS), *budget, "--out", path, *places,
@@ -107,14 +111,14 @@ def main() -> None:
         land()
 
     if "check" in steps:
-        check(os.path.join(out, "proxy_vs_final.json"), [])
+        check(main_check, [])
     if "finals" in steps and "check" not in steps:
         from nas.proxy_check import FinalBudget, load_records
 
         recipe = Recipe(epochs=CHECK_EPOCHS)
         restore_results(runs, out, recipe, dataset=DATASET)
         # a final the check recorded on an earlier machine (its folder gone with it) is not trained again
-        recorded = load_records(os.path.join(out, "proxy_vs_final.json"))
+        recorded = load_records(main_check)
         final = FinalBudget(recipe).label
         for arch in reversed(check_archs(run_db)):
             if final in getattr(recorded.get(arch), "results", {}):

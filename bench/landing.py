@@ -247,6 +247,29 @@ def land_records(source: str, path: str, recipe_id: str) -> None:
     save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
 
 
+def reuse_finals(source: str, target: str) -> None:
+    """Copy the final accuracies `nas proxy-check` recorded in `source` into the records of `target`, another
+    proxy's check of the same architectures: it then trains only its proxies. (A final trained on an earlier
+    machine lives on in the check's file alone; without this, each alternative trained it again.)"""
+    from nas.proxy_check import CheckRecord, load_records, save_records
+    from search_spaces.files import read_json
+
+    if not os.path.exists(source):
+        return
+    kept, records = load_records(source), load_records(target)
+    added = 0
+    for arch, record in kept.items():
+        for label, result in record.results.items():
+            into = records.get(arch) or CheckRecord(name=record.name, arch=arch, latency_ms=record.latency_ms)
+            if label.startswith("final-") and label not in into.results:
+                records[arch] = into
+                into.results[label] = result
+                added += 1
+    if added:
+        settings = {k: v for k, v in read_json(source, {}).get("settings", {}).items() if k != "code"}
+        save_records(target, records, settings)
+
+
 def restore_study(kept_db: str, run_db: str) -> None:
     """A new machine: put the kept study back where the commands use it (a search resumes from it)."""
     if os.path.exists(kept_db) and not os.path.exists(run_db):

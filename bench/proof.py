@@ -76,6 +76,7 @@ from landing import (  # noqa: E402
     land_records,
     landing_on_write,
     restore_results,
+    reuse_finals,
     run_watched,
     search_kept,
 )
@@ -248,6 +249,7 @@ def main() -> None:
         ] + [(f"seed{seed}", ["--seed", str(seed)]) for seed in plan["proxy"].get("seeds", ())]  # averaged later
         for name, flags in runs_of:
             path = os.path.join(out, f"proxy_vs_final_{name}.json")
+            reuse_finals(proxy_file, path)
             if args.proxies_only:  # finals the other run finished since
                 restore_results(runs, out, recipe, dataset=DATASET)
             only = ["--proxies-only"] if args.proxies_only else []

@@ -205,3 +205,30 @@ def test_stopping_a_benchmark_stops_the_command_it_runs(tmp_path):
     _, stderr = process.communicate(timeout=30)
     assert said.read_text() == "stopped"  # the command got the signal and stopped
     assert process.returncode != 0 and "stopped by signal 15" in stderr
+
+
+def test_an_alternative_proxy_check_reuses_the_finals_of_the_main_one(tmp_path):
+    """Finals trained on an earlier machine live on only in the main check's file: an alternative proxy's
+    check of the same architectures takes them from there instead of training them again."""
+    from bench.landing import reuse_finals
+    from nas.proxy_check import CheckRecord, load_records, save_records
+
+    main, alternative = str(tmp_path / "proxy_vs_final.json"), str(tmp_path / "proxy_vs_final_20000x1.json")
+    final = {"accuracy": 0.506, "seconds": 1420.8, "epochs": 15}
+    save_records(
+        main,
+        {
+            "a": CheckRecord(name="trial-19", arch="a", results={"20000x2": {"accuracy": 0.17}, "final-e15-x": final}),
+            "b": CheckRecord(name="trial-7", arch="b", results={"20000x2": {"accuracy": 0.05}}),  # its final not yet
+        },
+        {"dataset": "cifar100"},
+    )
+    save_records(alternative, {"a": CheckRecord(name="trial-19", arch="a", results={"20000x1": {"accuracy": 0.12}})}, {})
+
+    reuse_finals(main, alternative)
+    records = load_records(alternative)
+    assert records["a"].results == {"20000x1": {"accuracy": 0.12}, "final-e15-x": final}  # its own proxy kept
+    assert "b" not in records  # nothing to reuse, and no proxy is taken from the main check
+
+    reuse_finals(main, str(tmp_path / "new.json"))  # a check not started yet starts with the finals
+    assert load_records(str(tmp_path / "new.json"))["a"].results == {"final-e15-x": final}
