@@ -104,9 +104,19 @@ def _search_flags(p) -> None:
 
 
 def cmd_search(args) -> int:
-    from trainers.proxy import chance_ceiling
+    from nas.config import read_toml
+    from nas.storage import with_study_budget
+    from trainers.proxy import chance_ceiling, default_budget
 
-    config = _config(args)
+    given = set(_search_values(args)) | (set(read_toml(args.config)) if args.config else set())
+    default = _config(args)
+    config = with_study_budget(default, given=given)
+    if config != default:  # a default changed since the study began
+        images, epochs = default_budget(config.dataset)
+        _say(
+            f"proxy: {config.train_images} images x {config.epochs} epochs, as the study ran (a new {config.dataset} study "
+            f"trains {images} x {epochs} by default)"
+        )
     started = time.perf_counter()
     chance = 0.0 if config.is_tabular else chance_ceiling(num_classes=config.num_classes, val_images=config.val_images)
 

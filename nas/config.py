@@ -337,23 +337,27 @@ SEARCH_FIELDS = (
 
 def load_config(*, toml_path: str | None = None, overrides: dict | None = None) -> SearchConfig:
     """Defaults, then the TOML file (keys as in the flags, with - or _), then explicit flags."""
-    values: dict = {}
-    if toml_path:
-        try:
-            with open(toml_path, "rb") as f:
-                document = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {toml_path!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"config file {toml_path!r} is not valid TOML: {error}") from None
-        for key, value in document.items():
-            name = key.replace("-", "_")
-            name = ALIASES.get(name, name)
-            if name not in FIELD_NAMES:
-                raise ConfigError(f"config file {toml_path!r} has unknown key {key!r}")
-            values[name] = value
+    values = read_toml(toml_path) if toml_path else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return SearchConfig(**values)
     except TypeError as error:
         raise ConfigError(f"bad configuration: {error}") from None
+
+
+def read_toml(toml_path: str) -> dict:
+    """The settings a TOML file gives, by field name."""
+    try:
+        with open(toml_path, "rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {toml_path!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {toml_path!r} is not valid TOML: {error}") from None
+    values = {}
+    for key, value in document.items():
+        name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"config file {toml_path!r} has unknown key {key!r}")
+        values[name] = value
+    return values

@@ -99,6 +99,25 @@ def lock_sqlite(path: str, stack: contextlib.ExitStack, study_name: str) -> None
         raise ConfigError(str(error)) from None
 
 
+#: the settings whose defaults are measured per data set and move with new measurements (trainers.proxy)
+BUDGET = ("train_images", "epochs")
+
+
+def with_study_budget(config: SearchConfig, *, given: set[str]) -> SearchConfig:
+    """`config` with the proxy budget its study ran with, where the user set none (`given`: the settings set
+    by flag or file): a study resumes as it ran after a default changed, instead of being refused."""
+    keys = [k for k in BUDGET if k not in given]
+    path = sqlite_path(config.storage_url)
+    if not keys or (path and not os.path.exists(path)):
+        return config
+    try:
+        stored = StudySettings.of(load_existing_study(study_name=config.study_name, storage_url=config.storage_url))
+    except ConfigError:  # a new study; a storage that cannot be opened says so when the search opens it
+        return config
+    inherited = {k: getattr(stored, k) for k in keys if getattr(stored, k) not in (None, getattr(config, k))}
+    return dataclasses.replace(config, **inherited) if inherited else config
+
+
 def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study) -> None:
     """Record the study's settings on its first run; on later runs refuse settings or a latency
     fingerprint that would make the new trials incomparable with the stored ones. The reward's
@@ -111,10 +130,11 @@ def check_identity(config: SearchConfig, fingerprint: dict, study: optuna.Study)
     for key, value in config.study_identity().items():
         # A setting missing from an older study's record held that version's default.
         was = getattr(stored, key)
-        if (was if was is not None else LEGACY_DEFAULTS.get(key, getattr(SearchConfig, key, None))) != value:
+        was = was if was is not None else LEGACY_DEFAULTS.get(key, getattr(SearchConfig, key, None))
+        if was != value:  # a default that changed since the study began is named, so it can be resumed as it ran
             raise ConfigError(
-                f"study {config.study_name!r} was run with {key}={was!r}, not {value!r}: "
-                "its trials would not be comparable; use another --study-name"
+                f"study {config.study_name!r} was run with {key}={was!r}, not {value!r}: its trials would not be "
+                f"comparable; resume it with --{key.replace('_', '-')} {was}, or use another --study-name"
             )
     if stored.fingerprint.get("id") != fingerprint["id"]:
         raise ConfigError(

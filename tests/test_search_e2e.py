@@ -118,6 +118,7 @@ def test_changing_the_budget_of_a_study_is_refused(first_search, cifar_dir):
     )
     assert result.returncode == 2
     assert "was run with epochs=1, not 3" in result.stderr and "Traceback" not in result.stderr
+    assert "resume it with --epochs 1," in result.stderr  # e.g. after a default changed
 
 
 # -- looking at the study: HTML report in a real browser, optuna-dashboard over HTTP -----------
