@@ -6,8 +6,8 @@ best member against MobileNetV2-0.5. Hours of CPU, run across sessions like benc
 
 Steps, each resumable (trials, epochs, architectures) and skipped when its results are there:
 
-    search        `nas search --dataset cifar100 --study-trials 60` (the default proxy: 20,000 images x 2
-                  epochs); its study and trials.csv are copied to bench/data/cifar100/ as it goes
+    search        `nas search --dataset cifar100 --study-trials 60` (20,000 images x 2 epochs, the default when it
+                  ran, which the study keeps); its study and trials.csv are copied to bench/data/cifar100/ as it goes
     check         `nas proxy-check` of 8 of the study's trials spread over its latency range and MobileNetV2-0.5
                   against the retraining recipe at 15 epochs (final validation accuracy)
     finals        the check's finals alone, from the far end of its list: a second process beside `check`
@@ -49,7 +49,7 @@ STUDY = "mnasnet-cifar100"
 TRIALS = 60
 CHECK_EPOCHS, COMPARE_EPOCHS = 15, 30
 MORE, REFERENCE = 8, "mobilenetv2-0.5"
-#: (images, epochs) beside the default 20,000 x 2: fewer passes, and more images
+#: (images, epochs) beside the study's 20,000 x 2 (the default when it ran): fewer passes, and more images
 ALTERNATIVES = ((20_000, 1), (45_000, 1), (45_000, 2))
 
 
