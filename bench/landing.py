@@ -2,10 +2,12 @@
 unfinished trainings' checkpoints kept in the repository, finished trainings' records kept, and all of it put
 back into a fresh runs/ folder on a new machine (bench/proof.py, bench/cifar100.py).
 
-Trained models themselves (.tflite files) are not kept: a comparison's record holds their test accuracy, and
-a later machine re-times them through twins (bench/retime.py: the same architecture, untrained, converted the
-same way; its latency within 1.001-1.05x of the real files'). A model a comparison has recorded is never
-trained again for want of its files: the benchmarks skip every model whose record is kept."""
+Trained models themselves (.tflite files) are not kept: a comparison's record holds their test accuracy and the
+latencies timed beside the others on the machine that trained them, and a later machine re-times them through
+twins (bench/retime.py: the same architecture, untrained, converted the same way). A twin's fp32 latency is
+its model's (1.002x); its int8 latency may not be (trial 19: 1.29x), so an int8 verdict is made with the real
+files, on the machine that has them. A model a comparison has recorded is never trained again for want of its
+files: the benchmarks skip every model whose record is kept."""
 
 from __future__ import annotations
 
