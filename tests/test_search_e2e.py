@@ -121,6 +121,24 @@ def test_changing_the_budget_of_a_study_is_refused(first_search, cifar_dir):
     assert "resume it with --epochs 1," in result.stderr  # e.g. after a default changed
 
 
+def test_a_study_resumes_with_its_own_budget_after_the_default_moved(cifar_dir, tmp_path):
+    """A study begun with a budget that is no longer the default (as CIFAR-100's 2 epochs became 1) resumes as
+    it ran when no flag or config file names a budget; one that names another is refused with the way back."""
+    first = search(tmp_path, cifar_dir, trials=1)  # 1024 images x 1 epoch: the "old default" here
+    assert first.returncode == 0, first.stderr[-2000:]
+    common = ["--trials", "1", "--data-dir", str(cifar_dir), "--runs-dir", str(tmp_path), "--target-ms", "0.5"]
+    common += ["--seed", "1", "--train-images", "1024", "--val-images", "500", "--batch-size", "64"]  # no --epochs
+    resumed = nas("search", *common, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "proxy: 1024 images x 1 epochs, as the study ran (a new cifar10 study trains 24000 x 2 by default)" in resumed.stdout
+    assert len(_study(tmp_path).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+
+    (tmp_path / "search.toml").write_text("epochs = 2\n")  # a budget the user names is theirs, and refused
+    refused = nas("search", *common, "--config", str(tmp_path / "search.toml"), cwd=tmp_path)
+    assert refused.returncode == 2 and "was run with epochs=1, not 2" in refused.stderr
+    assert "resume it with --epochs 1," in refused.stderr and "Traceback" not in refused.stderr
+
+
 # -- looking at the study: HTML report in a real browser, optuna-dashboard over HTTP -----------
 
 BROWSER_FLAGS = [
