@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 
@@ -34,8 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
+    compare_each,
     keep_models,
-    land_records,
     landing_on_write,
     restore_results,
     restore_study,
@@ -96,7 +95,7 @@ def main() -> None:
     def check(path: str, budget: list[str]) -> None:
         restore_results(runs, out, Recipe(epochs=CHECK_EPOCHS), dataset=DATASET)
         if path != main_check:
-            reuse_finals(main_check, path)
+            reuse_finals(main_check, path, Recipe(epochs=CHECK_EPOCHS))
         command = [
             *nas, "proxy-check", *study, "--archs", str(MORE), "--references", REFERENCE,
             "--final-epochs", str(CHECK_EPOCHS), *budget, "--out", path, *places,
@@ -118,10 +117,10 @@ def main() -> None:
         recipe = Recipe(epochs=CHECK_EPOCHS)
         restore_results(runs, out, recipe, dataset=DATASET)
         # a final the check recorded on an earlier machine (its folder gone with it) is not trained again
-        recorded = load_records(main_check)
         final = FinalBudget(recipe).label
+        recorded = {arch for arch, record in load_records(main_check).items() if final in record.results}
         for arch in reversed(check_archs(run_db)):
-            if final in getattr(recorded.get(arch), "results", {}):
+            if arch in recorded:
                 continue
             command = [*nas, "retrain", "--arch", arch, "--dataset", DATASET, "--epochs", str(CHECK_EPOCHS), *places]
             if run_watched(command, poll=keeper.poll, allowed=(0, 2)) == 2:  # another process trains it (or bad input: said)
@@ -138,23 +137,21 @@ def main() -> None:
             )
 
     if "compare" in steps:  # one model at a time, each record committed as it lands and never trained again
-        recipe = Recipe(epochs=COMPARE_EPOCHS)
-        compare_file = os.path.join(out, f"compare_{COMPARE_EPOCHS}.json")
-        run_compare = os.path.join(runs, STUDY, "compare.json")
-        if os.path.exists(compare_file) and not os.path.exists(run_compare):  # an earlier machine's records
-            shutil.copy2(compare_file, run_compare)
-        from results.compare import load
+        compare_each(
+            [{"trial": best_reward_member(run_db)}, {"reference": REFERENCE}], Recipe(epochs=COMPARE_EPOCHS),
+            os.path.join(out, f"compare_{COMPARE_EPOCHS}.json"), study=STUDY, storage=f"sqlite:///{run_db}",
+            dataset=DATASET, runs_dir=runs, out=out, data_dir=args.data_dir, poll=keeper.poll, landed=landed,
+        )  # fmt: skip
 
-        done = [r for r in (load(compare_file) if os.path.exists(compare_file) else []) if r.recipe_id == recipe.recipe_id]
-        for kind, what in (("found", ["--front", "--top", "1", "--references", ""]), ("reference", ["--references", REFERENCE])):
-            if any(r.kind == kind and (kind == "found" or r.model == REFERENCE) for r in done):
-                continue
-            run_watched([*nas, "compare", *study, *what, "--epochs", str(COMPARE_EPOCHS), *places], poll=keeper.poll)
-            land_records(run_compare, compare_file, recipe.recipe_id)
-            landed(
-                [compare_file, *keep_models(runs, out, recipe, dataset=DATASET)],
-                f"bench data: CIFAR-100 compare at {COMPARE_EPOCHS} epochs ({kind})",
-            )
+
+def best_reward_member(run_db: str) -> int:
+    """The study's front member of best MnasNet reward (what `nas compare --front --top 1` takes)."""
+    import optuna
+
+    from results.pareto import pareto_info
+
+    front = pareto_info(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{run_db}")).front
+    return max(front, key=lambda r: r.reward or 0.0).number
 
 
 def check_archs(run_db: str) -> list[str]:

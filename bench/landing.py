@@ -236,6 +236,37 @@ def restore_results(runs_dir: str, out: str, recipe, *, dataset: str) -> None:
             shutil.copy2(source, os.path.join(target, "result.json"))
 
 
+def compare_each(
+    models: list[dict], recipe, path: str, *, study: str, storage: str, dataset: str, runs_dir: str, out: str, data_dir: str,
+    poll, landed,
+) -> None:  # fmt: skip
+    """`nas compare` under `recipe` (its length: epochs, or minutes) of `models` ({"trial": N} of `study` in
+    `storage`, or {"reference": NAME}), one model at a time, `path` committed after each. A model whose record
+    `path` holds is skipped: a machine without its files would retrain it for nothing."""
+    import json
+    import sys
+
+    from results.compare import load
+
+    length = ["--minutes", f"{recipe.minutes:g}"] if recipe.minutes else ["--epochs", str(recipe.epochs)]
+    run_compare = os.path.join(runs_dir, study, "compare.json")
+    if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
+        os.makedirs(os.path.dirname(run_compare), exist_ok=True)
+        shutil.copy2(path, run_compare)
+    done = {r.model for r in (load(path) if os.path.exists(path) else []) if r.recipe_id == recipe.recipe_id}
+    for model in models:
+        if model.get("reference", f"trial {model.get('trial')}") in done:
+            continue
+        what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
+        if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
+            what = ["--references", model["reference"]]
+        command = [sys.executable, "-m", "nas.cli", "compare", "--study", study, "--storage", storage, *what, *length]
+        run_watched([*command, "--data-dir", data_dir, "--runs-dir", runs_dir], poll=poll)
+        land_records(run_compare, path, recipe.recipe_id)
+        kept = keep_models(runs_dir, out, recipe, dataset=dataset)
+        landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
+
+
 def land_records(source: str, path: str, recipe_id: str) -> None:
     """Merge the records of `recipe_id` in a run's compare.json (which holds every recipe) into `path`
     (one file per recipe length): earlier records there are kept, a model timed again is replaced."""
@@ -249,25 +280,22 @@ def land_records(source: str, path: str, recipe_id: str) -> None:
     save(path, merge(records_of(kept), new), recipes=recipes, fingerprints=fingerprints, runs=runs)
 
 
-def reuse_finals(source: str, target: str) -> None:
-    """Copy the final accuracies `nas proxy-check` recorded in `source` into the records of `target`, another
-    proxy's check of the same architectures: it then trains only its proxies. (A final trained on an earlier
-    machine lives on in the check's file alone; without this, each alternative trained it again.)"""
-    from nas.proxy_check import CheckRecord, load_records, save_records
+def reuse_finals(source: str, target: str, recipe) -> None:
+    """Copy the final accuracies under `recipe` that `nas proxy-check` recorded in `source` into `target`,
+    another proxy's check of the same architectures: it then trains only its proxies. (A final trained on an
+    earlier machine lives on in the check's file alone; without this, each alternative trained it again.)"""
+    from nas.proxy_check import CheckRecord, FinalBudget, load_records, save_records
     from search_spaces.files import read_json
 
     if not os.path.exists(source):
         return
-    kept, records = load_records(source), load_records(target)
-    added = 0
-    for arch, record in kept.items():
-        for label, result in record.results.items():
-            into = records.get(arch) or CheckRecord(name=record.name, arch=arch, latency_ms=record.latency_ms)
-            if label.startswith("final-") and label not in into.results:
-                records[arch] = into
-                into.results[label] = result
-                added += 1
-    if added:
+    label, records = FinalBudget(recipe).label, load_records(target)
+    have = {arch for arch, record in records.items() if label in record.results}
+    missing = [r for r in load_records(source).values() if label in r.results and r.arch not in have]
+    for record in missing:
+        into = records.setdefault(record.arch, CheckRecord(name=record.name, arch=record.arch, latency_ms=record.latency_ms))
+        into.results[label] = record.results[label]
+    if missing:
         settings = {k: v for k, v in read_json(source, {}).get("settings", {}).items() if k != "code"}
         save_records(target, records, settings)
 

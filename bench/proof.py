@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -72,8 +71,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from landing import (  # noqa: E402
     CheckpointKeeper,
     commit,
+    compare_each,
     keep_models,
-    land_records,
     landing_on_write,
     restore_results,
     reuse_finals,
@@ -184,37 +183,16 @@ def main() -> None:
         subprocess.run([*command, "--data-dir", args.data_dir, "--runs-dir", runs], cwd=ROOT, env=env, check=True)
         landed([env["NAS_RECIPE_CURVES"]], "bench data: MobileNetV2-0.5 30-epoch curve with the re-estimated weight average")
 
-    def compare_each(models: list[dict], recipe_of: Recipe, path: str, *, study: str = STUDY, study_out: str = out) -> None:
-        """`nas compare` under `recipe_of` (its length: epochs, or minutes) of trials of `study` (kept in
-        `study_out`) and references, one model at a time, `path` committed after each."""
-        length = ["--minutes", f"{recipe_of.minutes:g}"] if recipe_of.minutes else ["--epochs", str(recipe_of.epochs)]
-        run_compare = os.path.join(runs, study, "compare.json")
-        if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
-            os.makedirs(os.path.dirname(run_compare), exist_ok=True)
-            shutil.copy2(path, run_compare)
-        done = {r.model for r in (load(path) if os.path.exists(path) else []) if r.recipe_id == recipe_of.recipe_id}
-        for model in models:
-            if model.get("reference", f"trial {model.get('trial')}") in done:
-                continue  # its record is kept: a machine without its files would retrain it for nothing
-            what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
-            if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
-                what = ["--references", model["reference"]]
-            command = [
-                sys.executable,
-                "-m",
-                "nas.cli",
-                "compare",
-                *_study_flags(study, study_out),
-                *what,
-                *length,
-            ]
-            run_watched([*command, "--data-dir", args.data_dir, "--runs-dir", runs], poll=keeper.poll)
-            land_records(run_compare, path, recipe_of.recipe_id)
-            kept = keep_models(runs, out, recipe_of, dataset=DATASET)
-            landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
+    def compare_models(models: list[dict], recipe_of: Recipe, path: str, *, study: str = STUDY, study_out: str = out) -> None:
+        """bench/landing.py's compare_each of trials of `study` (kept in `study_out`) and references."""
+        storage = f"sqlite:///{os.path.join(study_out, 'study.db')}"
+        compare_each(
+            models, recipe_of, path, study=study, storage=storage, dataset=DATASET, runs_dir=runs, out=out,
+            data_dir=args.data_dir, poll=keeper.poll, landed=landed,
+        )  # fmt: skip
 
     if "compare" in steps:
-        compare_each(plan["compare"], recipe, compare_file)
+        compare_models(plan["compare"], recipe, compare_file)
 
     def proxy_command(path: str) -> list[str]:
         """`nas proxy-check` of the plan's architectures against their final accuracy, into `path`."""
@@ -249,7 +227,7 @@ def main() -> None:
         ] + [(f"seed{seed}", ["--seed", str(seed)]) for seed in plan["proxy"].get("seeds", ())]  # averaged later
         for name, flags in runs_of:
             path = os.path.join(out, f"proxy_vs_final_{name}.json")
-            reuse_finals(proxy_file, path)
+            reuse_finals(proxy_file, path, recipe)
             if args.proxies_only:  # finals the other run finished since
                 restore_results(runs, out, recipe, dataset=DATASET)
             only = ["--proxies-only"] if args.proxies_only else []
@@ -278,7 +256,7 @@ def main() -> None:
             if not block.get("compare"):
                 print(f"step {name}-compare: its search is not finished (plan.json {name!r})", flush=True)
             else:
-                compare_each(
+                compare_models(
                     block["compare"], recipe, os.path.join(folder, "compare_30.json"), study=block["study"], study_out=folder
                 )
 
@@ -291,11 +269,11 @@ def main() -> None:
         if block is None:
             print(f"step {step}: the plan names no pair yet (plan.json {key!r})", flush=True)
         elif "minutes" in block:
-            compare_each(
+            compare_models(
                 block["models"], Recipe(minutes=block["minutes"]), os.path.join(out, f"compare_{block['minutes']:g}min.json")
             )
         else:
-            compare_each(block["models"], Recipe(epochs=block["epochs"]), os.path.join(out, f"compare_{block['epochs']}.json"))
+            compare_models(block["models"], Recipe(epochs=block["epochs"]), os.path.join(out, f"compare_{block['epochs']}.json"))
 
 
 def _choose_members(block: dict, study_db: str, references: list[str]) -> list[dict]:

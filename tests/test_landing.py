@@ -211,24 +211,26 @@ def test_an_alternative_proxy_check_reuses_the_finals_of_the_main_one(tmp_path):
     """Finals trained on an earlier machine live on only in the main check's file: an alternative proxy's
     check of the same architectures takes them from there instead of training them again."""
     from bench.landing import reuse_finals
-    from nas.proxy_check import CheckRecord, load_records, save_records
+    from nas.proxy_check import CheckRecord, FinalBudget, load_records, save_records
 
+    recipe = Recipe(epochs=15)
+    label, other = FinalBudget(recipe).label, FinalBudget(RECIPE).label  # the check's final; another recipe's
     main, alternative = str(tmp_path / "proxy_vs_final.json"), str(tmp_path / "proxy_vs_final_20000x1.json")
     final = {"accuracy": 0.506, "seconds": 1420.8, "epochs": 15}
     save_records(
         main,
         {
-            "a": CheckRecord(name="trial-19", arch="a", results={"20000x2": {"accuracy": 0.17}, "final-e15-x": final}),
-            "b": CheckRecord(name="trial-7", arch="b", results={"20000x2": {"accuracy": 0.05}}),  # its final not yet
+            "a": CheckRecord(name="trial-19", arch="a", results={"20000x2": {"accuracy": 0.17}, label: final}),
+            "b": CheckRecord(name="trial-7", arch="b", results={"20000x2": {"accuracy": 0.05}, other: final}),
         },
         {"dataset": "cifar100"},
     )
     save_records(alternative, {"a": CheckRecord(name="trial-19", arch="a", results={"20000x1": {"accuracy": 0.12}})}, {})
 
-    reuse_finals(main, alternative)
+    reuse_finals(main, alternative, recipe)
     records = load_records(alternative)
-    assert records["a"].results == {"20000x1": {"accuracy": 0.12}, "final-e15-x": final}  # its own proxy kept
-    assert "b" not in records  # nothing to reuse, and no proxy is taken from the main check
+    assert records["a"].results == {"20000x1": {"accuracy": 0.12}, label: final}  # its own proxy kept
+    assert "b" not in records  # no final under this recipe, and no proxy is taken from the main check
 
-    reuse_finals(main, str(tmp_path / "new.json"))  # a check not started yet starts with the finals
-    assert load_records(str(tmp_path / "new.json"))["a"].results == {"final-e15-x": final}
+    reuse_finals(main, str(tmp_path / "new.json"), recipe)  # a check not started yet starts with the finals
+    assert load_records(str(tmp_path / "new.json"))["a"].results == {label: final}
