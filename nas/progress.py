@@ -19,7 +19,7 @@ def epoch_line(epoch: int, epochs: int, record: dict) -> str:
     done = int(30 * (epoch + 1) / epochs)
     return (
         f"  epoch {epoch + 1:>3}/{epochs} [{'#' * done}{'.' * (30 - done)}] loss {record['loss']:.3f}  "
-        f"val acc {record['val_accuracy']:.3f}  {record['seconds']:.0f} s"
+        f"val acc {number(record.get('val_accuracy'), '.3f')}  {record['seconds']:.0f} s"
     )
 
 
@@ -116,10 +116,12 @@ def search_summary(summary, config, *, chance: float) -> str:
 
 
 def retrain_line(result) -> str:
-    return (
-        f"  best validation accuracy {result.val_accuracy:.4f} (epoch {result.best_epoch}, {result.best_weights} weights); "
-        f"test accuracy {result.test_accuracy:.4f}; {result.train_seconds / 60:.1f} min"
+    chosen = (
+        f"best validation accuracy {result.val_accuracy:.4f} (epoch {result.best_epoch}, {result.best_weights} weights)"
+        if result.val_accuracy is not None
+        else f"no validation: epoch {result.best_epoch}'s {result.best_weights} weights"
     )
+    return f"  {chosen}; test accuracy {result.test_accuracy:.4f}; {result.train_seconds / 60:.1f} min"
 
 
 def export_lines(item, card) -> str:

@@ -118,8 +118,7 @@ class ModelCard:
             "",
             f"Recipe: `{json.dumps(training['recipe'], sort_keys=True)}`",
             "",
-            f"{training['epochs_run']} epochs in {training['retrain_seconds'] / 60:.1f} min; best validation accuracy "
-            f"{training['val_accuracy']:.4f} at epoch {training['best_epoch']} (validation carved from the training set); "
+            f"{training['epochs_run']} epochs in {training['retrain_seconds'] / 60:.1f} min; {_chosen(training)}; "
             f"test accuracy {training['test_accuracy']:.4f}.",
             "",
             "## Search",
@@ -139,3 +138,13 @@ class ModelCard:
             lines.append("Not from a search (architecture given directly).")
         lines += ["", "References: " + "; ".join(self.references) + "."]
         return "\n".join(lines) + "\n"
+
+
+def _chosen(training: dict) -> str:
+    """How the delivered weights were chosen: by validation, or (a recipe without one) the last epoch's."""
+    if training.get("val_accuracy") is None:
+        return f"trained on every training image, no validation: epoch {training['best_epoch']}'s weights ship"
+    return (
+        f"best validation accuracy {training['val_accuracy']:.4f} at epoch {training['best_epoch']} "
+        "(validation carved from the training set)"
+    )

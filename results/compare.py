@@ -29,7 +29,7 @@ class CompareRecord:
     latency_int8_ms: float | None
     test_accuracy_fp32: float | None
     test_accuracy_int8: float | None
-    val_accuracy: float  # of the delivered weights (the recipe's model selection)
+    val_accuracy: float | None  # of the delivered weights (the recipe's model selection; None: no validation)
     epochs: int
     train_seconds: float
     recipe_id: str

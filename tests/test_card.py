@@ -38,3 +38,9 @@ def test_an_untimed_card_names_no_device_and_a_reference_is_not_a_study():
     assert "Latency not measured here" in text and "Latency measured on" not in text
     assert "the reference architecture mnasnet-small" in text and "Study `" not in text
     assert "| int8 | - | failed: ConverterError: no |" in text and "multiply-adds per image: -" in text
+
+
+def test_a_card_says_how_its_weights_were_chosen():
+    assert "best validation accuracy 0.5000 at epoch 2" in card().markdown()
+    text = card(training=TRAINING | {"val_accuracy": None}).markdown()
+    assert "no validation: epoch 2's weights ship" in text and "best validation" not in text

@@ -131,6 +131,33 @@ def test_the_average_s_statistics_come_from_batches_augmented_as_training_s(tmp_
     assert len(cutouts) == 2 and set(cutouts) == {8}  # the epoch's batches and the re-estimation's
 
 
+def test_without_validation_every_image_trains_and_the_last_epoch_s_raw_weights_ship(tmp_path, monkeypatch):
+    """`val_images=0`: the whole training set trains, no weight average is kept (nothing would choose it), and
+    what ships is the last epoch's raw weights, with no validation figure made up for it."""
+    from search_spaces import ArchSpec
+    from search_spaces.references import REFERENCES
+    from trainers import fused
+    from trainers.full import load_checkpoint, retrain
+    from nas.progress import retrain_line
+
+    sizes, real_batches = [], fused.batches
+    monkeypatch.setattr(fused, "batches", lambda x, *a, **k: sizes.append(len(x)) or real_batches(x, *a, **k))
+    recipe = Recipe(epochs=2, batch_size=64, val_images=0, ema_bn_batches=2)
+    assert not recipe.validated and "no validation: the last epoch's raw weights ship" in recipe.describe()
+    assert "EMA" not in recipe.describe()
+    result = retrain(ArchSpec.from_string(REFERENCES["mnasnet-small"]), _noise_dataset(), recipe=recipe, workdir=str(tmp_path))
+    assert sizes == [300, 300]  # every image, each epoch; no batches re-estimate an average
+    assert result.best_epoch == 2 and result.best_weights == "raw"
+    assert result.val_accuracy is None and result.val_accuracy_flip is None
+    assert all("val_accuracy" not in record for record in result.history)
+    _, arrays = load_checkpoint(str(tmp_path / "checkpoint.npz"))
+    shipped = sorted(k for k in arrays if k.startswith("best_"))
+    assert shipped and all(np.array_equal(arrays[k], arrays["w_" + k[5:]]) for k in shipped)
+    assert "no validation: epoch 2's raw weights; test accuracy" in retrain_line(result)
+    with pytest.raises(ValueError, match="val-images=-1 must be an integer >= 0"):
+        Recipe(val_images=-1)
+
+
 def test_one_epoch_is_a_valid_recipe():
     from trainers.full import Recipe
 

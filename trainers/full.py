@@ -68,14 +68,19 @@ class Recipe:
     dropout: float = _knob(0.2, "dropout before the classifier")
     ema_decay: float = _knob(0.999, "per-step weight averaging, 0 = off")
     ema_bn_batches: int = _knob(32, "training batches that re-estimate BatchNorm's statistics for the averaged weights")
-    val_images: int = _knob(5_000, "validation images carved from the training set")
+    val_images: int = _knob(
+        5_000,
+        "validation images carved from the training set; 0 = train on every image and ship the last epoch's raw weights "
+        "(no best epoch or weight set to choose: the test split is never used for a choice)",
+    )
     train_images: int | None = _knob(None, "use only this many training images", default_text="every one not held out")
     seed: int = _knob(0, "seed")
     deterministic: bool = _knob(False, "bit-exact kernels: a resumed run equals an uninterrupted one (slower)")
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "val_images", "ema_bn_batches"):
+        for name in ("epochs", "batch_size", "ema_bn_batches"):
             _at_least(name, getattr(self, name), 1)
+        _at_least("val_images", self.val_images, 0)
         if self.train_images is not None:
             _at_least("train_images", self.train_images, self.batch_size)
         if self.optimizer not in ("sgd", "rmsprop", "adam"):
@@ -118,13 +123,19 @@ class Recipe:
         return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
 
     def describe(self) -> str:
-        ema = f", EMA {self.ema_decay:g}" if self.ema_decay else ""
+        ema = f", EMA {self.ema_decay:g}" if self.ema_decay and self.validated else ""
+        shipped = "" if self.validated else ", every training image (no validation: the last epoch's raw weights ship)"
         length = f"as many epochs as fit in {self.minutes:g} minutes" if self.minutes is not None else f"{self.epochs} epochs"
         return (
             f"{length}, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} (warm-up {self.warmup:g} epochs, "
             f"cosine), L2 {self.weight_decay:g}, label smoothing {self.label_smoothing:g}, cutout {self.cutout}, "
-            f"dropout {self.dropout:g}{ema}"
+            f"dropout {self.dropout:g}{ema}{shipped}"
         )
+
+    @property
+    def validated(self) -> bool:
+        """Whether a validation split chooses the best epoch and weight set (`val_images` > 0)."""
+        return self.val_images > 0
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
@@ -158,8 +169,8 @@ class RetrainResult:
     recipe: dict
     epochs_run: int
     best_epoch: int
-    val_accuracy: float  # of the delivered weights, at the best epoch
-    val_accuracy_flip: float  # the same weights with flip test-time augmentation (information only: twice the latency)
+    val_accuracy: float | None  # of the delivered weights, at the best epoch (None: a recipe without validation)
+    val_accuracy_flip: float | None  # the same weights with flip test-time augmentation (information only: twice the latency)
     test_accuracy: float
     train_seconds: float
     images_per_second: float  # median training throughput over the epochs
@@ -223,10 +234,16 @@ def load_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]] | None:
 
 def split(dataset, recipe: Recipe):
     """(x_train, y_train, x_val, y_val) of a recipe: the validation images are carved from the
-    training set with the recipe's seed, the rest (or `train_images` of it) trains."""
+    training set with the recipe's seed, the rest (or `train_images` of it) trains; without validation
+    every image trains (in the seed's order, so `train_images` takes a random subset) and the validation
+    arrays are empty."""
     from trainers.cifar import train_val_split
 
-    train_idx, val_idx = train_val_split(dataset, val_size=recipe.val_images, seed=recipe.seed)
+    if recipe.validated:
+        train_idx, val_idx = train_val_split(dataset, val_size=recipe.val_images, seed=recipe.seed)
+    else:
+        train_idx = np.random.default_rng(recipe.seed).permutation(len(dataset.x_train))
+        val_idx = train_idx[:0]
     if recipe.train_images:
         train_idx = train_idx[: recipe.train_images]
     return dataset.x_train[train_idx], dataset.y_train[train_idx], dataset.x_train[val_idx], dataset.y_train[val_idx]
@@ -308,7 +325,8 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         )
 
     step = fused_step(epochs)
-    average = WeightAverage(model, decay=average_decay(recipe, planned_steps)) if recipe.ema_decay else None
+    # the average is a second weight set to choose from: without validation nothing chooses it
+    average = WeightAverage(model, decay=average_decay(recipe, planned_steps)) if recipe.ema_decay and recipe.validated else None
     predictor = Predictor(model)
 
     best_weights = None
@@ -349,26 +367,32 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss={loss}); try a lower --lr")
         record = {"epoch": epoch + 1, "loss": loss, "lr_end": float(step.schedule(step.step - 1.0))}
-        # the best epoch is chosen over both weight sets: early on the raw weights are ahead
-        record["val_accuracy_raw"] = predictor.accuracy(x_val, y_val)
-        record["val_accuracy"], record["weights"] = record["val_accuracy_raw"], "raw"
-        if record["val_accuracy"] > state["best_val_accuracy"]:
-            state["best_epoch"], state["best_val_accuracy"], state["best_weights"] = epoch + 1, record["val_accuracy"], "raw"
-            best_weights = _weights(model)
-        if average:
-            # BatchNorm's statistics for the averages, from the first batches this epoch trained on, augmented
-            # as they were: without cutout they describe other inputs than training normalised (measured at the
-            # end of a 100-epoch run: 1.1 points lower, for the raw weights too; bench/data/bn_reestimation.json)
-            head = order[: recipe.ema_bn_batches * recipe.batch_size]
-            bn_data = epoch_batches(x_train, y_train, head, recipe, dataset.num_classes, epoch)
-            with average.applied(images for images, _ in bn_data):
-                record["val_accuracy_ema"] = predictor.accuracy(x_val, y_val)
-                if record["val_accuracy_ema"] > record["val_accuracy"]:
-                    record["val_accuracy"], record["weights"] = record["val_accuracy_ema"], "average"
-                if record["val_accuracy_ema"] > state["best_val_accuracy"]:
-                    state["best_epoch"], state["best_val_accuracy"] = epoch + 1, record["val_accuracy_ema"]
-                    state["best_weights"] = "average"
-                    best_weights = _weights(model)  # the averages with their own statistics
+        if not recipe.validated:
+            # the last epoch ships, its raw weights: at the end of the four 100-epoch runs of 2026-12-05/06 they
+            # scored 0.5 points above the average on the mean
+            # (history of bench/data/proof/models/4936f582/*/result.json)
+            state["best_epoch"], best_weights = epoch + 1, _weights(model)
+        else:
+            # the best epoch is chosen over both weight sets: early on the raw weights are ahead
+            record["val_accuracy_raw"] = predictor.accuracy(x_val, y_val)
+            record["val_accuracy"], record["weights"] = record["val_accuracy_raw"], "raw"
+            if record["val_accuracy"] > state["best_val_accuracy"]:
+                state["best_epoch"], state["best_val_accuracy"], state["best_weights"] = epoch + 1, record["val_accuracy"], "raw"
+                best_weights = _weights(model)
+            if average:
+                # BatchNorm's statistics for the averages, from the first batches this epoch trained on, augmented
+                # as they were: without cutout they describe other inputs than training normalised (measured at the
+                # end of a 100-epoch run: 1.1 points lower, for the raw weights too; bench/data/bn_reestimation.json)
+                head = order[: recipe.ema_bn_batches * recipe.batch_size]
+                bn_data = epoch_batches(x_train, y_train, head, recipe, dataset.num_classes, epoch)
+                with average.applied(images for images, _ in bn_data):
+                    record["val_accuracy_ema"] = predictor.accuracy(x_val, y_val)
+                    if record["val_accuracy_ema"] > record["val_accuracy"]:
+                        record["val_accuracy"], record["weights"] = record["val_accuracy_ema"], "average"
+                    if record["val_accuracy_ema"] > state["best_val_accuracy"]:
+                        state["best_epoch"], state["best_val_accuracy"] = epoch + 1, record["val_accuracy_ema"]
+                        state["best_weights"] = "average"
+                        best_weights = _weights(model)  # the averages with their own statistics
         record |= {
             "seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
@@ -393,7 +417,7 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
             on_epoch(epoch, epochs, record)
 
     _set_weights(model, best_weights)
-    val_accuracy_flip = predictor.accuracy(x_val, y_val, flip=True)
+    val_accuracy_flip = predictor.accuracy(x_val, y_val, flip=True) if recipe.validated else None
     delivered = with_keras_batchnorm(model, spec, **build_args)  # what ships loads with Keras alone
     test_accuracy = Predictor(delivered).accuracy(dataset.x_test, dataset.y_test)  # once, at the end
     model_path = os.path.join(workdir, MODEL)
@@ -406,7 +430,7 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         recipe=recipe.record(),
         epochs_run=state["epochs_done"],
         best_epoch=state["best_epoch"],
-        val_accuracy=state["best_val_accuracy"],
+        val_accuracy=state["best_val_accuracy"] if recipe.validated else None,
         val_accuracy_flip=val_accuracy_flip,
         test_accuracy=test_accuracy,
         train_seconds=state["train_seconds"],
