@@ -168,20 +168,23 @@ def test_one_epoch_is_a_valid_recipe():
 
 def test_a_timed_recipe_fits_its_epochs_to_the_minutes():
     recipe = Recipe(minutes=120)
-    assert recipe.fitting_epochs(50.0) == 144  # 7,200 s of 50-s epochs
-    assert recipe.fitting_epochs(10_000.0) == 3  # never fewer than the warm-up and one epoch to decay
-    assert recipe.warmup == 2.0  # fixed: the length is known only after the first epoch
+    # two epochs took 110 s (the first traces), the second 50 s: 7,090 s left hold 141 more
+    assert recipe.fitting_epochs(2, 110.0, 50.0) == 143
+    assert recipe.fitting_epochs(2, 110.0, 10_000.0) == 3  # never fewer than the warm-up and one epoch to decay
+    assert recipe.fitting_epochs(2, 9_000.0, 50.0) == 3  # the warm-up alone overran the minutes
+    assert recipe.warmup == 2.0  # fixed: the length is known only at the warm-up's end
     assert "as many epochs as fit in 120 minutes" in recipe.describe()
     with pytest.raises(ValueError, match="minutes=0 must lie in"):
         Recipe(minutes=0)
-    with pytest.raises(ValueError, match="warmup-epochs=3 must be less than 3 with --minutes"):
-        Recipe(minutes=10, warmup_epochs=3)
+    for warmup in (1, 3):
+        with pytest.raises(ValueError, match=rf"warmup-epochs={warmup} must lie in \[2, 3\) with --minutes"):
+            Recipe(minutes=10, warmup_epochs=warmup)
 
 
-def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_path):
-    """Minutes too few for more than the minimum: 3 epochs, the schedule decayed to zero at the third; a run
-    stopped after its first epoch resumes with the length it chose and computes what an uninterrupted run
-    does (deterministic kernels)."""
+def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it(tmp_path):
+    """Minutes too few for more than the minimum: 3 epochs, the schedule decayed to zero at the third; runs
+    stopped after their first epoch (length not chosen yet) and after their second (chosen) resume and compute
+    what an uninterrupted run does (deterministic kernels)."""
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
     from trainers.full import load_checkpoint, retrain
@@ -192,7 +195,7 @@ def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_
     spec = ArchSpec.from_string(REFERENCES["mnasnet-small"])
     straight = retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "straight"))
     assert straight.epochs_run == 3 and straight.recipe["minutes"] == 1e-4
-    # the schedule of a 3-epoch run (2 steps an epoch, 2 epochs of warm-up), though the first epoch ran before
+    # the schedule of a 3-epoch run (2 steps an epoch, 2 epochs of warm-up), though the warm-up ran before
     # the length was known
     schedule = WarmupCosine(peak=recipe.lr, warmup=4, total=6)
     assert [r["lr_end"] for r in straight.history] == pytest.approx([float(schedule(s)) for s in (1, 3, 5)])
@@ -200,17 +203,20 @@ def test_a_timed_run_chooses_its_length_after_one_epoch_and_resumes_with_it(tmp_
     class Stop(Exception):
         pass
 
-    def stop_after_first(epoch, epochs, record):
-        assert epochs == 3  # the length is chosen before the first epoch's checkpoint is written
-        raise Stop
+    for stop_after, chosen in ((1, None), (2, 3)):
 
-    with pytest.raises(Stop):
-        retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "resumed"), on_epoch=stop_after_first)
-    assert load_checkpoint(str(tmp_path / "resumed" / "checkpoint.npz"))[0]["epochs"] == 3
-    resumed = retrain(spec, dataset, recipe=recipe, workdir=str(tmp_path / "resumed"))
-    assert resumed.epochs_run == 3
-    for a, b in zip(straight.history, resumed.history, strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr_end"] == pytest.approx(a["lr_end"])
+        def stop(epoch, epochs, record):
+            if epoch + 1 == stop_after:
+                raise Stop
+
+        workdir = tmp_path / f"resumed-after-{stop_after}"
+        with pytest.raises(Stop):
+            retrain(spec, dataset, recipe=recipe, workdir=str(workdir), on_epoch=stop)
+        assert load_checkpoint(str(workdir / "checkpoint.npz"))[0].get("epochs") == chosen  # kept once chosen
+        resumed = retrain(spec, dataset, recipe=recipe, workdir=str(workdir))
+        assert resumed.epochs_run == 3
+        for a, b in zip(straight.history, resumed.history, strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr_end"] == pytest.approx(a["lr_end"])
 
 
 def test_recipe_ids_of_kept_models_do_not_change_when_fields_are_added():
