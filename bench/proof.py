@@ -48,6 +48,8 @@ Steps, each resumable per epoch and skipped when its results are there:
               compare_<epochs>.json; on 2 cores this is meant to run alone, inside its 2-hour budget
     full-timed  the pair of plan.json's "full_timed" with as many epochs as fit in its "minutes" here
               (`nas compare --minutes`), into compare_<minutes>min.json: what the whole budget buys
+    full-all  the same with every training image and no validation (plan.json's "full_all", whose "recipe"
+              sets `val_images` 0), into compare_<minutes>min_val_images0.json: what 5,000 more images buy
 
 With `--commit`, every result file is committed the moment it lands (only those paths).
 
@@ -92,7 +94,11 @@ STEPS = (
     *(f"{n}-{step}" for n in SEARCHES for step in ("search", "compare")),
     "full",
     "full-timed",
+    "full-all",
 )
+#: step 4's steps and their plan.json blocks: {"epochs": E} or {"minutes": M}, optional "recipe" (more Recipe
+#: fields), "models"
+FULL_STEPS = {"full": "full", "full-timed": "full_timed", "full-all": "full_all"}
 DATASET = "cifar10"
 
 
@@ -261,19 +267,30 @@ def main() -> None:
                 )
 
     # step 4: the recipe's full length for the pair the plan names (chosen once the timings exist); then, where
-    # the plan says so, the same pair with as many epochs as fit in a time budget (`nas compare --minutes`)
-    for step, key in (("full", "full"), ("full-timed", "full_timed")):
+    # the plan says so, the same pair with as many epochs as fit in a time budget (`nas compare --minutes`), and
+    # with more of the recipe changed
+    for step, key in FULL_STEPS.items():
         block = plan.get(key)
         if step not in steps:
             continue
         if block is None:
             print(f"step {step}: the plan names no pair yet (plan.json {key!r})", flush=True)
-        elif "minutes" in block:
-            compare_models(
-                block["models"], Recipe(minutes=block["minutes"]), os.path.join(out, f"compare_{block['minutes']:g}min.json")
-            )
-        else:
-            compare_models(block["models"], Recipe(epochs=block["epochs"]), os.path.join(out, f"compare_{block['epochs']}.json"))
+            continue
+        recipe_of, name = full_recipe(block)
+        compare_models(block["models"], recipe_of, os.path.join(out, f"compare_{name}.json"))
+
+
+def full_recipe(block: dict) -> tuple[Recipe, str]:
+    """A step-4 block's recipe and the name of its comparison file: its length (`epochs` or `minutes`), then each
+    other field it sets ({"epochs": 100} -> compare_100, {"minutes": 115, "recipe": {"val_images": 0}} ->
+    compare_115min_val_images0)."""
+    length = {"minutes": block["minutes"]} if "minutes" in block else {"epochs": block["epochs"]}
+    more = block.get("recipe", {})
+    name = f"{block['minutes']:g}min" if "minutes" in block else str(block["epochs"])
+    name += "".join(f"_{field}{value:g}" for field, value in sorted(more.items()))
+    from trainers.full import Recipe
+
+    return Recipe(**length, **more), name
 
 
 def _choose_members(block: dict, study_db: str, references: list[str]) -> list[dict]:

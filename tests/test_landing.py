@@ -234,3 +234,15 @@ def test_an_alternative_proxy_check_reuses_the_finals_of_the_main_one(tmp_path):
 
     reuse_finals(main, str(tmp_path / "new.json"), recipe)  # a check not started yet starts with the finals
     assert load_records(str(tmp_path / "new.json"))["a"].results == {label: final}
+
+
+def test_a_step_4_block_names_the_recipe_its_nas_compare_trains():
+    """bench/proof.py finds a comparison's records by recipe id: the plan's whole 115 minutes must give the id
+    `nas compare --minutes 115` trains under (it parses a float; they once differed, and landing failed)."""
+    from bench.proof import full_recipe
+
+    recipe, name = full_recipe({"minutes": 115, "models": []})
+    assert (recipe.recipe_id, name) == (Recipe(minutes=float("115")).recipe_id, "115min")
+    recipe, name = full_recipe({"minutes": 115, "recipe": {"val_images": 0}, "models": []})
+    assert name == "115min_val_images0" and recipe.val_images == 0 and not recipe.validated
+    assert full_recipe({"epochs": 100, "models": []})[0].recipe_id == "4936f582"

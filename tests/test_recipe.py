@@ -174,7 +174,7 @@ def test_a_timed_recipe_fits_its_epochs_to_the_minutes():
     assert recipe.fitting_epochs(2, 9_000.0, 50.0) == 3  # the warm-up alone overran the minutes
     assert recipe.warmup == 2.0  # fixed: the length is known only at the warm-up's end
     assert "as many epochs as fit in 120 minutes" in recipe.describe()
-    with pytest.raises(ValueError, match="minutes=0 must lie in"):
+    with pytest.raises(ValueError, match=r"minutes=0(\.0)? must lie in"):
         Recipe(minutes=0)
     for warmup in (1, 3):
         with pytest.raises(ValueError, match=rf"warmup-epochs={warmup} must lie in \[2, 3\) with --minutes"):
@@ -227,3 +227,6 @@ def test_recipe_ids_of_kept_models_do_not_change_when_fields_are_added():
     assert Recipe(epochs=15).recipe_id == "f5affbc0"
     assert Recipe(minutes=120).recipe_id != Recipe().recipe_id
     assert "minutes" not in Recipe().record()  # what checkpoints are checked against: older ones still resume
+    # a whole number where a float belongs is the same recipe (plan.json's 115 minutes, the command line's 115.0)
+    assert Recipe(minutes=115).recipe_id == Recipe(minutes=115.0).recipe_id == "cd88cadd"
+    assert Recipe(lr=1).recipe_id == Recipe(lr=1.0).recipe_id and Recipe(lr=1).lr == 1.0

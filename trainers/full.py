@@ -78,6 +78,10 @@ class Recipe:
     deterministic: bool = _knob(False, "bit-exact kernels: a resumed run equals an uninterrupted one (slower)")
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # 115 and 115.0 minutes are one recipe, with one id (the command line gives floats)
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
         for name in ("epochs", "batch_size", "ema_bn_batches"):
             _at_least(name, getattr(self, name), 1)
         _at_least("val_images", self.val_images, 0)
