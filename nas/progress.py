@@ -15,10 +15,11 @@ def device_line(fingerprint: dict) -> str:
     return f"{fingerprint['device']} ({fingerprint['cpu']}), {fingerprint['runtime']}, {threads} thread(s), {precision}"
 
 
-def epoch_line(epoch: int, epochs: int, record: dict) -> str:
-    done = int(30 * (epoch + 1) / epochs)
+def epoch_line(epoch: int, epochs: int | None, record: dict) -> str:
+    """One epoch's progress; `epochs` None while a timed run has not chosen its length."""
+    done = int(30 * (epoch + 1) / epochs) if epochs else 0
     return (
-        f"  epoch {epoch + 1:>3}/{epochs} [{'#' * done}{'.' * (30 - done)}] loss {record['loss']:.3f}  "
+        f"  epoch {epoch + 1:>3}/{epochs or '?'} [{'#' * done}{'.' * (30 - done)}] loss {record['loss']:.3f}  "
         f"val acc {number(record.get('val_accuracy'), '.3f')}  {record['seconds']:.0f} s"
     )
 

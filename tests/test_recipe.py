@@ -187,6 +187,7 @@ def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it
     what an uninterrupted run does (deterministic kernels)."""
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
+    from nas.progress import epoch_line
     from trainers.full import load_checkpoint, retrain
     from trainers.schedules import WarmupCosine
 
@@ -205,13 +206,18 @@ def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it
 
     for stop_after, chosen in ((1, None), (2, 3)):
 
+        seen = []
+
         def stop(epoch, epochs, record):
+            seen.append(epochs)
             if epoch + 1 == stop_after:
                 raise Stop
 
         workdir = tmp_path / f"resumed-after-{stop_after}"
         with pytest.raises(Stop):
             retrain(spec, dataset, recipe=recipe, workdir=str(workdir), on_epoch=stop)
+        assert seen == [None, 3][:stop_after]  # the length, once chosen
+        assert epoch_line(0, seen[0], straight.history[0]).startswith("  epoch   1/? [......")
         assert load_checkpoint(str(workdir / "checkpoint.npz"))[0].get("epochs") == chosen  # kept once chosen
         resumed = retrain(spec, dataset, recipe=recipe, workdir=str(workdir))
         assert resumed.epochs_run == 3

@@ -282,7 +282,7 @@ def retrain(
     *,
     recipe: Recipe,
     workdir: str,
-    on_epoch: Callable[[int, int, dict], None] | None = None,
+    on_epoch: Callable[[int, int | None, dict], None] | None = None,
 ) -> RetrainResult:
     """Train `spec` on `dataset` with `recipe` in `workdir`, resuming from its checkpoint if any.
     One process trains in a folder at a time (two would write one checkpoint): a second one gets
@@ -427,8 +427,8 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         arrays |= {f"best_{k}": v for k, v in enumerate(best_weights)}
         arrays |= step.state_arrays() | _seed_states(model) | (average.arrays() if average else {})
         save_checkpoint(checkpoint_path, state=state, arrays=arrays)
-        if on_epoch:
-            on_epoch(epoch, epochs, record)
+        if on_epoch:  # a timed run's length is None until chosen
+            on_epoch(epoch, None if recipe.minutes is not None and "epochs" not in state else epochs, record)
 
     _set_weights(model, best_weights)
     val_accuracy_flip = predictor.accuracy(x_val, y_val, flip=True) if recipe.validated else None
