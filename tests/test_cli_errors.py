@@ -77,7 +77,7 @@ BAD = [
     (["retrain", "--arch", "mnasnet-small", "--label-smoothing", "-0.1"], "label-smoothing=-0.1 must lie in [0, 1)"),
     (["retrain", "--arch", "mnasnet-small", "--weight-decay", "-1"], "weight-decay=-1.0 must lie in [0, 0.1]"),
     (["retrain", "--arch", "mnasnet-small", "--batch-size", "0"], "batch-size=0 must be an integer >= 1"),
-    (["retrain", "--arch", "mnasnet-small", "--val-images", "0"], "val-images=0 must be an integer >= 1"),
+    (["retrain", "--arch", "mnasnet-small", "--val-images", "-1"], "val-images=-1 must be an integer >= 0"),
     (["retrain", "--arch", "mnasnet-small", "--train-images", "10"], "train-images=10 must be an integer >= 128"),
     (["retrain", "--arch", "mnasnet-small", "--dataset", "mnist"], "dataset='mnist' is not one of cifar10, cifar100"),
     (["retrain", "--arch", "mnasnet-small", "--arch", "mnasnet-a1", "--out", "x"], "--out names one folder"),
