@@ -65,6 +65,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -81,6 +82,9 @@ from landing import (  # noqa: E402
     run_watched,
     search_kept,
 )
+
+if TYPE_CHECKING:
+    from trainers.full import Recipe
 
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
@@ -288,7 +292,7 @@ def full_recipe(block: dict) -> tuple[Recipe, str]:
     more = block.get("recipe", {})
     name = f"{block['minutes']:g}min" if "minutes" in block else str(block["epochs"])
     name += "".join(f"_{field}{value:g}" for field, value in sorted(more.items()))
-    from trainers.full import Recipe
+    from trainers.full import Recipe  # (imported late, as in main: --help answers without TensorFlow's import)
 
     return Recipe(**length, **more), name
 

@@ -105,6 +105,7 @@ def _search_flags(p) -> None:
 
 def cmd_search(args) -> int:
     from nas.config import read_toml
+    from nas.searching import study_evaluations
     from nas.storage import with_study_budget
     from trainers.proxy import chance_ceiling, default_budget
 
@@ -119,11 +120,19 @@ def cmd_search(args) -> int:
         )
     started = time.perf_counter()
     chance = 0.0 if config.is_tabular else chance_ceiling(num_classes=config.num_classes, val_images=config.val_images)
+    done_before = 0  # of a study-wide budget, what earlier runs and other workers had done when this one began
+
+    def on_start(study, fingerprint: dict) -> None:
+        nonlocal done_before
+        if config.study_trials is not None:
+            done_before = study_evaluations(study.get_trials(deepcopy=False))
+        _say(progress.search_header(config, study, fingerprint))
 
     def on_trial(trial, done: int, total: int) -> None:
-        print(progress.trial_line(trial, done, total, elapsed_s=time.perf_counter() - started, chance=chance), flush=True)
+        elapsed_s = time.perf_counter() - started
+        print(progress.trial_line(trial, done, total, elapsed_s=elapsed_s, chance=chance, done_before=done_before), flush=True)
 
-    summary = api.search(config, on_start=lambda study, fp: _say(progress.search_header(config, study, fp)), on_trial=on_trial)
+    summary = api.search(config, on_start=on_start, on_trial=on_trial)
     print(progress.search_summary(summary, config, chance=chance))
     return 0
 

@@ -28,12 +28,15 @@ def model_lines(k: int, total: int, item) -> str:
     return f"[{k}/{total}] {item.name}: {item.spec.arch_id} in {item.workdir}\n  {item.spec.to_string()}"
 
 
-def trial_line(trial, done: int, total: int, *, elapsed_s: float, chance: float) -> str:
-    """One finished trial: its figures (or why it has none), what it was, and the search's progress."""
+def trial_line(trial, done: int, total: int, *, elapsed_s: float, chance: float, done_before: int = 0) -> str:
+    """One finished trial: its figures (or why it has none), what it was, and the search's progress. `done` of
+    `total` counts the study's trials when a budget is the study's (`--study-trials`); `done_before` of them
+    were done when this process began, so the rate (and the eta) is of the `elapsed_s` since."""
     from results.record import TrialRecord
 
     record = TrialRecord.from_trial(trial)
-    eta = f"{elapsed_s / done * (total - done) / 60:.1f} min" if done else "-"  # a resumed run may begin with an answer
+    here = done - done_before  # a resumed run may begin with an answer: none done here yet
+    eta = f"{elapsed_s / here * (total - done) / 60:.1f} min" if here > 0 else "-"
     acc, lat, reward = record.accuracy, record.latency_ms, record.reward
     figures = (
         f"acc {acc:.3f}  lat {lat:.3f} ms  reward {reward:.4f}"

@@ -40,6 +40,9 @@ def test_trials_timed_on_a_busy_machine_are_tagged_and_counted(tmp_path):
     quiet, busy = study.trials[0], study.trials[1]
     assert "busy" not in progress.trial_line(quiet, 1, 3, elapsed_s=1.0, chance=0.1)
     assert "(timed beside 1.6 busy cores)" in progress.trial_line(busy, 2, 3, elapsed_s=2.0, chance=0.1)
+    # a resumed study-wide budget: 13 of 60 done, 12 of them before this process began 42 s ago
+    assert "elapsed 0.7 min, eta 32.9 min" in progress.trial_line(quiet, 13, 60, elapsed_s=42.0, chance=0.1, done_before=12)
+    assert progress.trial_line(quiet, 12, 60, elapsed_s=5.0, chance=0.1, done_before=12).endswith("eta -")
     summary = SearchSummary(info=pareto_info(study), new_trials=3, wall_seconds=3.0, csv_path="t.csv", storage_url="s")
     text = progress.search_summary(summary, SearchConfig(), chance=0.1)
     assert "warning: 1 of 3 trials were timed while other processes kept up to 1.6 cores busy" in text

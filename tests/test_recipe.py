@@ -134,11 +134,11 @@ def test_the_average_s_statistics_come_from_batches_augmented_as_training_s(tmp_
 def test_without_validation_every_image_trains_and_the_last_epoch_s_raw_weights_ship(tmp_path, monkeypatch):
     """`val_images=0`: the whole training set trains, no weight average is kept (nothing would choose it), and
     what ships is the last epoch's raw weights, with no validation figure made up for it."""
+    from nas.progress import retrain_line
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
     from trainers import fused
     from trainers.full import load_checkpoint, retrain
-    from nas.progress import retrain_line
 
     sizes, real_batches = [], fused.batches
     monkeypatch.setattr(fused, "batches", lambda x, *a, **k: sizes.append(len(x)) or real_batches(x, *a, **k))
@@ -185,9 +185,9 @@ def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it
     """Minutes too few for more than the minimum: 3 epochs, the schedule decayed to zero at the third; runs
     stopped after their first epoch (length not chosen yet) and after their second (chosen) resume and compute
     what an uninterrupted run does (deterministic kernels)."""
+    from nas.progress import epoch_line
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
-    from nas.progress import epoch_line
     from trainers.full import load_checkpoint, retrain
     from trainers.schedules import WarmupCosine
 
@@ -205,10 +205,9 @@ def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it
         pass
 
     for stop_after, chosen in ((1, None), (2, 3)):
-
         seen = []
 
-        def stop(epoch, epochs, record):
+        def stop(epoch, epochs, record, seen=seen, stop_after=stop_after):
             seen.append(epochs)
             if epoch + 1 == stop_after:
                 raise Stop

@@ -100,11 +100,12 @@ class Recipe:
             _in_range("minutes", self.minutes, low=0.0, high=100_000.0, low_open=True)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup-epochs={self.warmup_epochs:g} must be >= 0 and less than epochs={self.epochs}")
-        if self.minutes is not None and self.warmup_epochs is not None:
-            if not TIMED_AFTER_EPOCH <= self.warmup_epochs < MIN_TIMED_EPOCHS:  # the length is chosen inside the warm-up
-                raise ValueError(
-                    f"warmup-epochs={self.warmup_epochs:g} must lie in [{TIMED_AFTER_EPOCH}, {MIN_TIMED_EPOCHS}) with --minutes"
-                )
+        timed_warmup = self.warmup_epochs if self.minutes is not None else None
+        if timed_warmup is not None and not TIMED_AFTER_EPOCH <= timed_warmup < MIN_TIMED_EPOCHS:
+            # the length is chosen inside the warm-up
+            raise ValueError(
+                f"warmup-epochs={self.warmup_epochs:g} must lie in [{TIMED_AFTER_EPOCH}, {MIN_TIMED_EPOCHS}) with --minutes"
+            )
 
     @property
     def warmup(self) -> float:
