@@ -291,7 +291,7 @@ def full_recipe(block: dict) -> tuple[Recipe, str]:
     length = {"minutes": block["minutes"]} if "minutes" in block else {"epochs": block["epochs"]}
     more = block.get("recipe", {})
     name = f"{block['minutes']:g}min" if "minutes" in block else str(block["epochs"])
-    name += "".join(f"_{field}{value:g}" for field, value in sorted(more.items()))
+    name += "".join(f"_{field}{value}" for field, value in sorted(more.items()))
     from trainers.full import Recipe  # (imported late, as in main: --help answers without TensorFlow's import)
 
     return Recipe(**length, **more), name
