@@ -181,6 +181,20 @@ def test_a_timed_recipe_fits_its_epochs_to_the_minutes():
             Recipe(minutes=10, warmup_epochs=warmup)
 
 
+def test_a_timed_run_refits_its_length_over_its_first_tenth_from_the_median_epoch():
+    """Trial 19 on 2026-12-06: epoch 2 took 47 s and the next ones 49-51 s; fitted to epoch 2 alone, 147 epochs
+    would have overrun 2 hours by minutes. The first epoch (it traces) never counts."""
+    recipe = Recipe(minutes=115)
+    history = [{"seconds": s} for s in (55.0, 47.0, 50.0, 50.0, 51.0)]
+    assert recipe.timed_length(history[:1], 55.0, None) is None  # inside the warm-up: not yet
+    assert recipe.timed_length(history[:2], 102.0, None) == 2 + (6_900 - 102) // 47  # 146
+    # after 5 epochs: median of 47, 50, 50, 51 is 50 s
+    assert recipe.timed_length(history, 253.0, 146) == 5 + (6_900 - 253) // 50  # 137
+    assert recipe.timed_length(history * 3, 759.0, 150) == 15 + (6_900 - 759) // 50  # still in the first tenth
+    assert recipe.timed_length(history * 3, 759.0, 140) is None  # past it: the schedule has begun to decay
+    assert Recipe().timed_length(history, 253.0, None) is None  # a run of fixed epochs never refits
+
+
 def test_a_timed_run_chooses_its_length_at_the_warm_up_s_end_and_resumes_with_it(tmp_path):
     """Minutes too few for more than the minimum: 3 epochs, the schedule decayed to zero at the third; runs
     stopped after their first epoch (length not chosen yet) and after their second (chosen) resume and compute

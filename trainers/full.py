@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -121,6 +121,17 @@ class Recipe:
         left = max(0.0, self.minutes * 60 - spent_seconds)
         return max(MIN_TIMED_EPOCHS, done + int(left // epoch_seconds))
 
+    def timed_length(self, history: Sequence[dict], spent_seconds: float, chosen: int | None) -> int | None:
+        """A timed run's length after the epochs of `history` (`spent_seconds` in all), or None where it stays
+        `chosen`: chosen at the warm-up's end and again after each epoch of the run's first tenth, from the
+        median epoch since the warm-up's last, while the cosine has barely begun to decay (there a 5 % longer
+        run changes the learning rate by under 0.3 %): one fast or slow epoch does not decide the budget."""
+        done = len(history)
+        if self.minutes is None or done < TIMED_AFTER_EPOCH or (chosen is not None and done * 10 > chosen):
+            return None
+        seconds = float(np.median([r["seconds"] for r in history[TIMED_AFTER_EPOCH - 1 :]]))
+        return self.fitting_epochs(done, spent_seconds, seconds)
+
     @property
     def recipe_id(self) -> str:
         """A short hash of the recipe's record: retrained models are reused only under the same recipe."""
@@ -152,9 +163,10 @@ RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
 ADDED_FIELDS = ("minutes",)
 #: a timed run trains at least this many epochs, whatever its minutes: its warm-up's two, and one to decay
 MIN_TIMED_EPOCHS = 3
-#: a timed run chooses its length after this epoch, the warm-up's last: the first also traces the graphs
-#: (94 s against 77-82 s for the next ones, MobileNetV2-0.5 on 2026-12-06), so timing it left 17 % of a
-#: 115-minute budget unused
+#: a timed run chooses its length after this epoch, the warm-up's last, from the epochs since it: the first also
+#: traces the graphs (94 s against 77-82 s for the next ones, MobileNetV2-0.5 on 2026-12-06), so timing it left
+#: 17 % of a 115-minute budget unused; the second alone was 6 % fast (trial 19: 47 s, then 49-51 s), which would
+#: have overrun 2 hours
 TIMED_AFTER_EPOCH = 2
 
 
@@ -416,14 +428,15 @@ def _train(spec, dataset, *, recipe: Recipe, workdir: str, on_epoch) -> RetrainR
         state["history"].append(record)
         state["epochs_done"] = epoch + 1
         state["train_seconds"] += record["seconds"]
-        if recipe.minutes is not None and state["epochs_done"] == TIMED_AFTER_EPOCH:
-            # timed: the warm-up's last epoch sets the length; the schedule's decay is rebuilt for it, the
-            # optimizer's state carried over
-            state["epochs"] = epochs = recipe.fitting_epochs(state["epochs_done"], state["train_seconds"], record["seconds"])
+        fitted = recipe.timed_length(state["history"], state["train_seconds"], state.get("epochs"))
+        if fitted not in (None, state.get("epochs")):
+            # timed: the schedule's decay is rebuilt for the new length, the optimizer's state carried over
+            state["epochs"] = epochs = fitted
             optimizer_state = step.state_arrays()
             step = fused_step(epochs)
             step.load_state_arrays(optimizer_state)
-            log.info("%.1f s per epoch: %d epochs fit in %g minutes", record["seconds"], epochs, recipe.minutes)
+            done, spent = len(state["history"]), state["train_seconds"]
+            log.info("after %d epochs (%.0f s): %d epochs fit in %g minutes", done, spent, epochs, recipe.minutes)
         arrays = {f"w_{k}": v for k, v in enumerate(_weights(model))}
         arrays |= {f"best_{k}": v for k, v in enumerate(best_weights)}
         arrays |= step.state_arrays() | _seed_states(model) | (average.arrays() if average else {})
