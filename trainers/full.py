@@ -52,8 +52,8 @@ class Recipe:
     epochs: int = _knob(100, "epochs")
     minutes: float | None = _knob(
         None,
-        "instead of --epochs, as many epochs as fit in this much training time on this machine (the warm-up's "
-        "second epoch is timed; the count chosen is recorded)",
+        "instead of --epochs, as many epochs as fit in this much training time on this machine (chosen from the "
+        "median epoch over the run's first tenth, the first epoch left out; the count chosen is recorded)",
         default_text="off",
     )
     batch_size: int = _knob(128, "batch size")
