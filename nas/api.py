@@ -286,7 +286,6 @@ def compare(
     and int8, time them side by side with the earlier models of this recipe still on disk, and
     merge the records into compare.json; (every record of the file, its path)."""
     recipe = recipe or Recipe()
-    import datetime
     from dataclasses import replace
 
     from nas import comparison as comparing
@@ -310,11 +309,8 @@ def compare(
     )
     device, fingerprint = (device_config or DeviceConfig()).open()
     dataset = load_dataset(dataset_name, selection.data_dir)
-    timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     try:
-        records = comparing.compare(
-            chosen, dataset=dataset, recipe=recipe, device=device, timed=timed, on_model=on_model, on_epoch=on_epoch
-        )
+        records = comparing.compare(chosen, dataset=dataset, recipe=recipe, device=device, on_model=on_model, on_epoch=on_epoch)
     except ValueError as error:  # a folder holding another run, or one another process trains
         raise ConfigError(str(error)) from None
     merged = merge(earlier, records)
@@ -323,7 +319,10 @@ def compare(
         merged,
         recipes=document["recipes"] | {recipe.recipe_id: recipe.record() | {"description": recipe.describe()}},
         fingerprints=document["fingerprints"] | {fingerprint["id"]: fingerprint},
-        runs=[*document["runs"], {"timed": timed, "code": code_version(), "recipe_id": recipe.recipe_id, "models": len(records)}],
+        runs=[
+            *document["runs"],
+            {"timed": records[0].timed, "code": code_version(), "recipe_id": recipe.recipe_id, "models": len(records)},
+        ],
     )
     return merged, path
 

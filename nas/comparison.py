@@ -11,6 +11,7 @@ same recipe whose files are still here is timed again beside the new ones.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import statistics
@@ -66,12 +67,11 @@ def compare(
     dataset,
     recipe,
     device,
-    timed: str,
     on_model: Callable[[int, int, Chosen], None] | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
 ) -> list[CompareRecord]:
-    """Retrain, export and time every chosen model; the records (all stamped `timed`: one
-    side-by-side timing) with their dominance."""
+    """Retrain, export and time every chosen model; the records (all stamped `timed`, when their one
+    side-by-side timing began) with their dominance."""
     finished = []
     for k, item in enumerate(chosen, start=1):
         if on_model:
@@ -83,6 +83,8 @@ def compare(
         for precision in ("fp32", "int8")
         if precision in card.formats and card.formats[precision].file
     }
+    # stamped now, not when the run began: the training before may have taken hours
+    timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     measured = time_side_by_side(paths, device)
     rounds = {key: tuple(r.median_ms for r in results) for key, results in measured.items()}
     latencies = {key: statistics.median(values) for key, values in rounds.items()}

@@ -1,6 +1,7 @@
 """`nas compare` (found against reference, retrained with one recipe, timed side by side) and a retraining
 stopped by SIGTERM, on real CIFAR-10."""
 
+import datetime
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from helpers import epochs_done
 from helpers import run_nas as nas
 
 from search_spaces import ArchSpec
+from trainers.full import RESULT
 
 pytestmark = pytest.mark.slow  # real trainings
 
@@ -39,6 +41,10 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
         card = json.loads((tmp_path / record["workdir"] / "model_card.json").read_text())
         assert card["latency_fingerprint"] is None  # compare times its files in compare.json, not in the card
     assert len({r["timed"] for r in records.values()}) == 1  # one side-by-side timing
+    # stamped when the files were timed, after the last training (it once held the run's start, hours earlier)
+    trained = max(os.path.getmtime(tmp_path / r["workdir"] / RESULT) for r in records.values())
+    assert datetime.datetime.fromisoformat(records[ARCH]["timed"]).timestamp() >= int(trained)
+    assert document["runs"][-1]["timed"] == records[ARCH]["timed"]
     assert "dominates in int8" in result.stdout
     again = nas("compare", *args, cwd=tmp_path)  # everything is reused: no epoch is trained again
     assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")
