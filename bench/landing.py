@@ -249,6 +249,7 @@ def compare_each(
     from results.compare import load
 
     length = ["--minutes", f"{recipe.minutes:g}"] if recipe.minutes else ["--epochs", str(recipe.epochs)]
+    length += recipe_flags(recipe, leave_out=("epochs", "minutes"))
     run_compare = os.path.join(runs_dir, study, "compare.json")
     if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
         os.makedirs(os.path.dirname(run_compare), exist_ok=True)
@@ -265,6 +266,19 @@ def compare_each(
         land_records(run_compare, path, recipe.recipe_id)
         kept = keep_models(runs_dir, out, recipe, dataset=dataset)
         landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
+
+
+def recipe_flags(recipe, *, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The command-line flags that give `recipe` to `nas compare`: every field that differs from its default
+    (a plan's `--val-images 0` was once left out, and its run trained the default recipe instead)."""
+    import dataclasses
+
+    from nas.flags import words_of
+
+    changed = tuple(
+        f.name for f in dataclasses.fields(recipe) if f.name not in leave_out and getattr(recipe, f.name) != f.default
+    )
+    return words_of(recipe, type(recipe), changed)
 
 
 def land_records(source: str, path: str, recipe_id: str) -> None:

@@ -246,3 +246,20 @@ def test_a_step_4_block_names_the_recipe_its_nas_compare_trains():
     recipe, name = full_recipe({"minutes": 115, "recipe": {"val_images": 0}, "models": []})
     assert name == "115min_val_images0" and recipe.val_images == 0 and not recipe.validated
     assert full_recipe({"epochs": 100, "models": []})[0].recipe_id == "4936f582"
+
+
+def test_the_compare_command_a_benchmark_runs_trains_the_recipe_it_lands():
+    """The flags bench/landing.py gives `nas compare` parse back into the very recipe whose records it then lands
+    (a plan's `val_images` 0 was once left out: the run trained the default recipe and landing found no records)."""
+    from bench.landing import recipe_flags
+    from nas.cli import _recipe, build_parser
+
+    for recipe in (
+        Recipe(minutes=115.0, val_images=0),
+        Recipe(epochs=30, lr=0.05, cutout=0, deterministic=True, train_images=2_000),
+        Recipe(epochs=100),
+    ):
+        words = recipe_flags(recipe)
+        args = build_parser().parse_args(["compare", "--study", "s", *words])
+        assert _recipe(args).recipe_id == recipe.recipe_id, words
+    assert recipe_flags(Recipe(minutes=115.0, val_images=0), leave_out=("minutes",)) == ["--val-images", "0"]
