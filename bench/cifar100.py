@@ -14,7 +14,9 @@ Steps, each resumable (trials, epochs, architectures) and skipped when its resul
                   (one process trains in a model's folder at a time; each takes what the other is not training)
     alternatives  the same check with other proxy budgets (the finals are reused: only the proxies train)
     compare       `nas compare` at 30 epochs: the study's best-reward front member, then MobileNetV2-0.5 (one
-                  at a time, each record kept as it lands)
+                  at a time, each record kept as it lands), into compare_30.json; `--compare-epochs 100` trains
+                  the pair to the recipe's full length (compare_100.json), `--seed 1` again with another seed
+                  (compare_30_seed1.json): whether the lead at 30 epochs holds
 
 Results go to bench/data/cifar100/; unfinished checkpoints are kept there too (bench/landing.py).
 """
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--commit", action="store_true", help="commit each result as it lands (in --out's repository)")
     parser.add_argument("--proxies-only", action="store_true", help="check, alternatives: train no final, take the finished ones")
     parser.add_argument("--checkpoint-minutes", type=float, default=120.0)
+    parser.add_argument("--compare-epochs", type=int, default=COMPARE_EPOCHS, help="compare: the recipe's length")
+    parser.add_argument("--seed", type=int, default=0, help="compare: the recipe's seed")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every unfinished checkpoint now, then stop")
     args = parser.parse_args()
 
@@ -137,9 +141,11 @@ def main() -> None:
             )
 
     if "compare" in steps:  # one model at a time, each record committed as it lands and never trained again
+        recipe = Recipe(epochs=args.compare_epochs, seed=args.seed)
+        name = f"compare_{recipe.epochs}" + (f"_seed{recipe.seed}" if recipe.seed else "")
         compare_each(
-            [{"trial": best_reward_member(run_db)}, {"reference": REFERENCE}], Recipe(epochs=COMPARE_EPOCHS),
-            os.path.join(out, f"compare_{COMPARE_EPOCHS}.json"), study=STUDY, storage=f"sqlite:///{run_db}",
+            [{"trial": best_reward_member(run_db)}, {"reference": REFERENCE}], recipe,
+            os.path.join(out, f"{name}.json"), study=STUDY, storage=f"sqlite:///{run_db}",
             dataset=DATASET, runs_dir=runs, out=out, data_dir=args.data_dir, poll=keeper.poll, landed=landed,
         )  # fmt: skip
 
