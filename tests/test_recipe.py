@@ -135,6 +135,7 @@ def test_without_validation_every_image_trains_and_the_last_epoch_s_raw_weights_
     """`val_images=0`: the whole training set trains, no weight average is kept (nothing would choose it), and
     what ships is the last epoch's raw weights, with no validation figure made up for it."""
     from nas.progress import retrain_line
+    from results.export import export_retrained
     from search_spaces import ArchSpec
     from search_spaces.references import REFERENCES
     from trainers import fused
@@ -154,6 +155,9 @@ def test_without_validation_every_image_trains_and_the_last_epoch_s_raw_weights_
     shipped = sorted(k for k in arrays if k.startswith("best_"))
     assert shipped and all(np.array_equal(arrays[k], arrays["w_" + k[5:]]) for k in shipped)
     assert "no validation: epoch 2's raw weights; test accuracy" in retrain_line(result)
+    # and it exports (its int8 calibration images come from the training set, here all of it: it once failed)
+    card = export_retrained(str(tmp_path), dataset=_noise_dataset(), device=None, formats=("int8",), measure=False)
+    assert card.formats["int8"].error is None and card.formats["int8"].test_accuracy is not None
     with pytest.raises(ValueError, match="val-images=-1 must be an integer >= 0"):
         Recipe(val_images=-1)
 

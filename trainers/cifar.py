@@ -320,9 +320,10 @@ def _download(layout: CifarLayout, target: str) -> Dataset:
 
 
 def train_val_split(dataset: Dataset, *, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed split of the *training* set (never the test set): (train indices, val indices)."""
+    """A fixed split of the *training* set (never the test set): (train indices, val indices), both in the seed's
+    order; `val_size` 0 trains every image (a recipe without validation) and leaves the val indices empty."""
     n = len(dataset.x_train)
-    if not 0 < val_size < n:
-        raise DataError(f"val_size={val_size} must lie between 1 and {n - 1} (the training set has {n} images)")
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size={val_size} must lie between 0 and {n - 1} (the training set has {n} images)")
     order = np.random.default_rng(seed).permutation(n)
     return order[val_size:], order[:val_size]

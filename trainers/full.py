@@ -264,11 +264,7 @@ def split(dataset, recipe: Recipe):
     arrays are empty."""
     from trainers.cifar import train_val_split
 
-    if recipe.validated:
-        train_idx, val_idx = train_val_split(dataset, val_size=recipe.val_images, seed=recipe.seed)
-    else:
-        train_idx = np.random.default_rng(recipe.seed).permutation(len(dataset.x_train))
-        val_idx = train_idx[:0]
+    train_idx, val_idx = train_val_split(dataset, val_size=recipe.val_images, seed=recipe.seed)
     if recipe.train_images:
         train_idx = train_idx[: recipe.train_images]
     return dataset.x_train[train_idx], dataset.y_train[train_idx], dataset.x_train[val_idx], dataset.y_train[val_idx]
