@@ -195,7 +195,13 @@ def test_a_timed_run_refits_its_length_over_its_first_tenth_from_the_median_epoc
     # after 5 epochs: median of 47, 50, 50, 51 is 50 s
     assert recipe.timed_length(history, 253.0, 146) == 5 + (6_900 - 253) // 50  # 137
     assert recipe.timed_length(history * 3, 759.0, 150) == 15 + (6_900 - 759) // 50  # still in the first tenth
-    assert recipe.timed_length(history * 3, 759.0, 140) is None  # past it: the schedule has begun to decay
+    # past it the schedule has begun to decay: the length stays while the rest fits (759 + 122 x 50 <= 6,900 s)...
+    assert recipe.timed_length(history * 3, 759.0, 137) is None
+    assert recipe.timed_length([*history * 3, *[{"seconds": 40.0}] * 10], 1_159.0, 137) is None  # ...never grows...
+    # ...and shortens when the last 10 epochs say the rest would overrun the minutes (MobileNetV2-0.5 on
+    # 2026-12-06: 60 s epochs in the first tenth, 65 s later; its 115 minutes took 121)
+    slower = [*history * 3, *[{"seconds": 65.0}] * 10]  # 25 epochs in 1,409 s; 5,491 s left hold 84 of 65 s
+    assert recipe.timed_length(slower, 1_409.0, 137) == 25 + 84
     assert Recipe().timed_length(history, 253.0, None) is None  # a run of fixed epochs never refits
 
 
