@@ -134,12 +134,10 @@ class Recipe:
         done = len(history)
         if self.minutes is None or done < TIMED_AFTER_EPOCH:
             return None
-        if chosen is None or done * 10 <= chosen:
-            seconds = float(np.median([r["seconds"] for r in history[TIMED_AFTER_EPOCH - 1 :]]))
-            return self.fitting_epochs(done, spent_seconds, seconds)
-        recent = float(np.median([r["seconds"] for r in history[-RECENT_EPOCHS:]]))
-        fitted = self.fitting_epochs(done, spent_seconds, recent)
-        return fitted if fitted < chosen else None
+        early = chosen is None or done * 10 <= chosen
+        window = history[TIMED_AFTER_EPOCH - 1 :] if early else history[-RECENT_EPOCHS:]
+        fitted = self.fitting_epochs(done, spent_seconds, float(np.median([r["seconds"] for r in window])))
+        return fitted if early or fitted < chosen else None
 
     @property
     def recipe_id(self) -> str:
