@@ -240,16 +240,18 @@ def compare_each(
     models: list[dict], recipe, path: str, *, study: str, storage: str, dataset: str, runs_dir: str, out: str, data_dir: str,
     poll, landed,
 ) -> None:  # fmt: skip
-    """`nas compare` under `recipe` (its length: epochs, or minutes) of `models` ({"trial": N} of `study` in
-    `storage`, or {"reference": NAME}), one model at a time, `path` committed after each. A model whose record
-    `path` holds is skipped: a machine without its files would retrain it for nothing."""
+    """`nas compare` under `recipe` (its length, epochs or minutes, and every field it sets) of `models`
+    ({"trial": N} of `study` in `storage`, or {"reference": NAME}), one model at a time, `path` committed after
+    each. A model whose record `path` holds is skipped: a machine without its files would retrain it for
+    nothing."""
     import json
     import sys
 
     from results.compare import load
 
-    length = ["--minutes", f"{recipe.minutes:g}"] if recipe.minutes else ["--epochs", str(recipe.epochs)]
-    length += recipe_flags(recipe, leave_out=("epochs", "minutes"))
+    # the length always named (the commit messages say it), then every other field the recipe sets
+    flags = ["--minutes", f"{recipe.minutes:g}"] if recipe.minutes else ["--epochs", str(recipe.epochs)]
+    flags += recipe_flags(recipe, leave_out=("epochs", "minutes"))
     run_compare = os.path.join(runs_dir, study, "compare.json")
     if os.path.exists(path) and not os.path.exists(run_compare):  # earlier sessions' records are kept
         os.makedirs(os.path.dirname(run_compare), exist_ok=True)
@@ -261,11 +263,11 @@ def compare_each(
         what = ["--trial", str(model["trial"]), "--references", ""] if "trial" in model else []
         if "reference" in model:  # alone: a found model named beside it would be retrained where its files are gone
             what = ["--references", model["reference"]]
-        command = [sys.executable, "-m", "nas.cli", "compare", "--study", study, "--storage", storage, *what, *length]
+        command = [sys.executable, "-m", "nas.cli", "compare", "--study", study, "--storage", storage, *what, *flags]
         run_watched([*command, "--data-dir", data_dir, "--runs-dir", runs_dir], poll=poll)
         land_records(run_compare, path, recipe.recipe_id)
         kept = keep_models(runs_dir, out, recipe, dataset=dataset)
-        landed([path, *kept], f"bench data: nas compare {' '.join(length)}, {json.dumps(model)}")
+        landed([path, *kept], f"bench data: nas compare {' '.join(flags)}, {json.dumps(model)}")
 
 
 def recipe_flags(recipe, *, leave_out: tuple[str, ...] = ()) -> list[str]:
