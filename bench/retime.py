@@ -5,19 +5,21 @@ converter. So a compared model whose .tflite files are not on this machine (trai
 repository: only their records, bench/landing.py; runs/ goes with its machine) is timed through a
 *twin*: the same architecture built as the delivered model is (Keras' BatchNorm, untrained weights),
 converted the same way (fp32; int8 with real training images as its calibration set). One model that
-still has its real files is timed as a twin too, as the control: their ratio is printed. In fp32 they agree
-(1.002x); in int8 they may not (trial 19's twin 1.29x its real file, 2026-12-06: the quantized graph depends on
-the calibrated ranges), so take int8 verdicts from real files only.
+still has its real files is timed as a twin too, as the control: their ratio is printed. Outside the
+machine's slow spells they agree in both precisions (trial 19: 1.003x fp32, 0.994x int8, 2026-12-06 10:48;
+the 1.29x once reported for its int8 twin was the median of 7 calls, 4 of them in slow spells).
 
     python bench/retime.py [--compare bench/data/proof/compare_30.json ...] [--rounds 5] [--data-dir data]
         [--front-of trials.csv [--every-trial] [--search-ms-below MS] [--trials N ...]] [--references NAME ...]
         [--pause PID ...]
 
 All files are timed in interleaved rounds (a drift of the machine's speed touches every model alike) with
-the search's protocol on the host (1 thread, XNNPACK). Run it on a quiet machine: stop other work first.
-The timing goes to bench/data/proof/timing.json, one entry per run (never replaced), with the machine's
-fingerprint and the code; the table prints each model's accuracy from the comparison beside its latency
-and which found model dominates which reference (more accurate at no more latency).
+the search's protocol on the host (1 thread, XNNPACK); a file's latency is that of its rounds outside the
+machine's slow spells (`latency.measure.fast_state_ms`; every round's figure is kept). Run it on a quiet
+machine: stop other work first. The timing goes to bench/data/proof/timing.json, one entry per run (never
+replaced), with the machine's fingerprint and the code; the table prints each model's accuracy from the
+comparison beside its latency and which found model dominates which reference (more accurate at no more
+latency).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import datetime
 import json
 import os
 import signal
-import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,6 +149,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from latency.measure import fast_state_ms
     from nas.comparison import time_side_by_side
     from nas.config import DeviceConfig
     from results.dominance import dominates
@@ -188,7 +190,7 @@ def main() -> None:
     with paused(args.pause):
         measured = time_side_by_side(paths, device, rounds=args.rounds)
     samples = {k: tuple(r.median_ms for r in results) for k, results in measured.items()}
-    latency = {key: statistics.median(values) for key, values in samples.items()}
+    latency = {key: fast_state_ms(values) for key, values in samples.items()}  # outside the slow spells
 
     def key(model: str, precision: str) -> tuple[str, str, str]:
         return (model, "real", precision) if (model, "real", precision) in latency else (model, "twin", precision)

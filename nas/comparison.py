@@ -4,7 +4,8 @@ Every chosen model (front members, trials, strings, references) is retrained wit
 and budget, resumable per epoch, reusing any model already retrained with that recipe on that
 dataset; each is exported and scored on the test split in fp32 and full-integer int8 with LiteRT;
 then all files are timed side by side on the device (interleaved rounds, so a drift of the
-machine's speed touches every model alike). The records go to `runs/<study>/compare.json`, merged
+machine's speed touches every model alike; each file's latency is that of its rounds outside the
+machine's slow spells, `latency.measure.fast_state_ms`). The records go to `runs/<study>/compare.json`, merged
 with what earlier runs measured: one record per model and recipe, and every earlier model of the
 same recipe whose files are still here is timed again beside the new ones.
 """
@@ -14,10 +15,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import statistics
 from collections.abc import Callable
 
-from latency.measure import LatencyResult
+from latency.measure import LatencyResult, fast_state_ms
 from nas.choice import Chosen, save_provenance
 from results.card import ModelCard
 from results.compare import CompareRecord, with_dominance
@@ -87,7 +87,7 @@ def compare(
     timed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     measured = time_side_by_side(paths, device)
     rounds = {key: tuple(r.median_ms for r in results) for key, results in measured.items()}
-    latencies = {key: statistics.median(values) for key, values in rounds.items()}
+    latencies = {key: fast_state_ms(values) for key, values in rounds.items()}
     fingerprint = device.fingerprint()["id"]
     records = []
     for item, result, card in finished:

@@ -8,7 +8,7 @@ import pytest
 
 from latency import LatencyProtocol, host_fingerprint, measure_tflite
 from latency.cache import LatencyCache, cache_key
-from latency.measure import busy_while
+from latency.measure import busy_while, fast_state_ms
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,17 @@ def test_spreads_are_those_of_round_medians_and_of_single_runs(monkeypatch):
     assert result.median_ms == 3.5 and result.runs == 6
     assert result.cv == pytest.approx(1.0 / 3.0)  # std(2, 4) / mean(2, 4)
     assert result.run_cv == pytest.approx(float(np.std(durations_ms) / np.mean(durations_ms)))
+
+
+def test_repeated_calls_give_the_latency_outside_the_slow_spells():
+    # five calls, three of them in a spell 1.2x slower: their plain median would be a spell's figure
+    calls = [0.200, 0.240, 0.201, 0.243, 0.245]
+    assert float(np.median(calls)) == 0.240
+    assert fast_state_ms(calls) == pytest.approx(0.2005)
+    assert fast_state_ms([0.200, 0.215, 0.205]) == pytest.approx(0.205)  # within 10 %: one state, no spell
+    assert fast_state_ms([0.3]) == 0.3
+    with pytest.raises(ValueError, match="no calls"):
+        fast_state_ms([])
 
 
 def test_noisy_measurement_is_repeated_and_the_steadiest_kept(small_tflite, monkeypatch):
