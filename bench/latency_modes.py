@@ -55,9 +55,9 @@ def _call_ms(interpreter, protocol) -> float:
 
 def clusters(calls: list[float]) -> dict:
     """The fast and slow cluster of a file's call medians (slow: a spell, over SLOW_SPELL_OVER_FAST x the fastest)."""
-    from latency.measure import SLOW_SPELL_OVER_FAST, fast_state_ms
+    from latency.measure import fast_state_ms, in_slow_spell
 
-    slow = [c for c in calls if c > SLOW_SPELL_OVER_FAST * min(calls)]
+    slow = [c for c, in_spell in zip(calls, in_slow_spell(calls), strict=True) if in_spell]
     return {
         "fast_ms": fast_state_ms(calls),
         "slow_ms": statistics.median(slow) if slow else None,
@@ -81,7 +81,7 @@ def from_records(paths: list[str]) -> None:
     per run, the share of calls in a slow spell and how they line up in rounds (a spell of the machine slows
     every file of a round); a comparison file of `nas compare` (its records keep every round): each latency
     as the median of its rounds and outside the slow spells."""
-    from latency.measure import SLOW_SPELL_OVER_FAST, fast_state_ms
+    from latency.measure import fast_state_ms, in_slow_spell
     from search_spaces.files import read_json
 
     for path in paths:
@@ -105,8 +105,8 @@ def from_records(paths: list[str]) -> None:
             flags = []  # per file, per round: slow?
             for sample in run["samples_ms"]:
                 calls = sample["medians"]
-                slow = [c for c in calls if c > SLOW_SPELL_OVER_FAST * min(calls)]
-                flags.append([c > SLOW_SPELL_OVER_FAST * min(calls) for c in calls])
+                flags.append(in_slow_spell(calls))
+                slow = [c for c, in_spell in zip(calls, flags[-1], strict=True) if in_spell]
                 slow_calls, calls_seen = slow_calls + len(slow), calls_seen + len(calls)
                 if slow:
                     ratios.append(statistics.median(slow) / fast_state_ms(calls))
@@ -144,7 +144,7 @@ def main() -> None:
     if args.calls < 2:
         raise SystemExit(f"--calls {args.calls}: need at least 2")
 
-    from latency.measure import SLOW_SPELL_OVER_FAST, LatencyProtocol, busy_while
+    from latency.measure import SLOW_SPELL_OVER_FAST, LatencyProtocol, busy_while, in_slow_spell
 
     protocol = LatencyProtocol()
     kept = {path: _interpreter(path, protocol)[0] for path in args.files}
@@ -177,25 +177,20 @@ def main() -> None:
             ratio = f"{c['slow_ms'] / c['fast_ms']:.2f}x" if c["slow_ms"] else "-"
             slow = f"{round(c['slow_share'] * len(run[way]))}/{len(run[way])}"
             print(f"{path[-60:]:<60} {way:<6} {c['fast_ms']:8.4f} {c['slow_ms'] or 0:8.4f} {ratio:>9} {slow:>10}")
-        fastest = min(run["fresh"])
+        spelled = in_slow_spell(run["fresh"])
         for name in ("input", "output"):  # does the cluster follow where the buffer landed?
             by_offset: dict[int, list[bool]] = {}
-            for addresses, ms in zip(run["addresses"], run["fresh"], strict=True):
-                by_offset.setdefault(addresses[name] % 4096, []).append(ms > SLOW_SPELL_OVER_FAST * fastest)
+            for addresses, in_spell in zip(run["addresses"], spelled, strict=True):
+                by_offset.setdefault(addresses[name] % 4096, []).append(in_spell)
             pure = sum(1 for flags in by_offset.values() if len(set(flags)) == 1)
             print(f"  {name} buffer offsets in a 4 KiB page: {len(by_offset)} seen, {pure} always in one cluster")
-        agreement = Counter(
-            (p > SLOW_SPELL_OVER_FAST * min(run["probe"]), ms > SLOW_SPELL_OVER_FAST * fastest)
-            for p, ms in zip(run["probe"], run["fresh"], strict=True)
-        )
+        agreement = Counter(zip(in_slow_spell(run["probe"]), spelled, strict=True))
         summary[path]["probe_agreement"] = {
             f"probe {'slow' if a else 'fast'}, call {'slow' if b else 'fast'}": n for (a, b), n in agreement.items()
         }
         print(f"  the probe before each fresh call against the call: {summary[path]['probe_agreement']}")
     timeline = sorted(  # every fresh call in time order, slow or not: how long does a spell last?
-        (second, ms > SLOW_SPELL_OVER_FAST * min(run["fresh"]))
-        for run in runs.values()
-        for second, ms in zip(run["seconds"], run["fresh"], strict=True)
+        pair for run in runs.values() for pair in zip(run["seconds"], in_slow_spell(run["fresh"]), strict=True)
     )
     same = sum(1 for (_, a), (_, b) in itertools.pairwise(timeline) if a == b) / max(1, len(timeline) - 1)
     spells = [second for (_, before), (second, slow) in itertools.pairwise(timeline) if slow and not before]

@@ -86,8 +86,13 @@ def fast_state_ms(calls: Sequence[float]) -> float:
     in a spell, and orders models within 20 % by luck."""
     if not calls:
         raise ValueError("no calls to take a latency from")
-    fastest = min(calls)
-    return float(statistics.median(c for c in calls if c <= SLOW_SPELL_OVER_FAST * fastest))
+    return float(statistics.median(c for c, in_spell in zip(calls, in_slow_spell(calls), strict=True) if not in_spell))
+
+
+def in_slow_spell(figures: Sequence[float]) -> list[bool]:
+    """Which of repeated figures of one file ran in a slow spell: over SLOW_SPELL_OVER_FAST x the fastest."""
+    fastest = min(figures)
+    return [f > SLOW_SPELL_OVER_FAST * fastest for f in figures]
 
 
 def busy_while(work: Callable[[], T], *, min_seconds: float = 0.5) -> tuple[T, float]:
