@@ -14,6 +14,13 @@ kept. Prints per file the fast cluster, the share of calls in the slow one and t
 
     python bench/latency_modes.py FILE.tflite [FILE ...] [--calls 20] [--out bench/data/latency_modes.json]
     python bench/latency_modes.py --records bench/data/proof/timing.json bench/data/proof/compare_100.json ...
+    python bench/latency_modes.py FILE.tflite [FILE ...] --compare-gaps 0 0.5 1 [--calls 12] [--out ...]
+
+--compare-gaps measures what spreading the search's rounds in time buys: each file is measured again and
+again with the search's whole protocol (fresh interpreter, up to 3 sets of rounds) at each pause between
+rounds, interleaved, and per gap it prints how far the repeated figures of one file scatter (the share of
+them over SLOW_SPELL_OVER_FAST x the file's fastest figure at any gap, their coefficient of variation and
+max/min) and what a measurement costs in seconds.
 """
 
 from __future__ import annotations
@@ -122,12 +129,61 @@ def from_records(paths: list[str]) -> None:
         )
 
 
+def compare_gaps(files: list[str], gaps: list[float], calls: int) -> dict:
+    """Every file measured `calls` times at each gap, interleaved: the figures, their scatter and their cost."""
+    import dataclasses
+
+    import numpy as np
+
+    from latency.measure import SLOW_SPELL_OVER_FAST, LatencyProtocol, measure_tflite
+
+    figures = {path: {gap: [] for gap in gaps} for path in files}
+    seconds = {path: {gap: [] for gap in gaps} for path in files}
+    spell_rounds = {path: {gap: [] for gap in gaps} for path in files}
+    for call in range(calls):
+        for path in files:
+            for gap in gaps:
+                begin = time.perf_counter()
+                result = measure_tflite(path, dataclasses.replace(LatencyProtocol(), round_gap_s=gap))
+                seconds[path][gap].append(round(time.perf_counter() - begin, 3))
+                figures[path][gap].append(result.median_ms)
+                spell_rounds[path][gap].append(result.spell_rounds)
+        print(f"call {call + 1}/{calls}", end="\r", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"{calls} measurements per file and gap, interleaved; the search's protocol (5 rounds of 40, up to 3 sets)")
+    print(f"{'file':<50} {'gap s':>5} {'median ms':>9} {'over 1.1x':>9} {'cv':>6} {'max/min':>7} {'s each':>6}")
+    summary: dict = {str(gap): {"over": 0, "calls": 0, "cv": [], "seconds": []} for gap in gaps}
+    for path in files:
+        fastest = min(min(by_gap) for by_gap in figures[path].values())
+        for gap in gaps:
+            f = np.array(figures[path][gap])
+            over = int(np.sum(f > SLOW_SPELL_OVER_FAST * fastest))
+            cv = float(np.std(f) / np.mean(f))
+            row = summary[str(gap)]
+            row["over"], row["calls"] = row["over"] + over, row["calls"] + len(f)
+            row["cv"].append(cv)
+            row["seconds"] += seconds[path][gap]
+            print(
+                f"{path[-50:]:<50} {gap:5.2f} {np.median(f):9.4f} {over:>5}/{len(f):<3} {100 * cv:5.1f}% "
+                f"{f.max() / f.min():7.3f} {np.median(seconds[path][gap]):6.2f}"
+            )
+    print("all files:")
+    for gap, row in summary.items():
+        print(
+            f"  gap {float(gap):.2f} s: {row['over']}/{row['calls']} figures over {SLOW_SPELL_OVER_FAST}x the file's fastest "
+            f"({row['over'] / row['calls']:.0%}), median cv {100 * statistics.median(row['cv']):.1f} %, "
+            f"a measurement {statistics.median(row['seconds']):.2f} s"
+        )
+    return {"gaps": gaps, "figures": figures, "seconds": seconds, "spell_rounds": spell_rounds, "summary": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*")
     parser.add_argument("--records", nargs="+", metavar="JSON", help="read committed timings instead of timing files")
     parser.add_argument("--calls", type=int, default=20, help="calls per file and way (fresh, kept)")
     parser.add_argument("--out", help="append the run to this JSON file")
+    parser.add_argument("--compare-gaps", nargs="+", type=float, metavar="S", help="measure with these pauses between rounds")
     parser.add_argument(
         "--probe",
         help="time this file for PROBE_RUNS runs before each call: does a short probe tell the spell? (default: the first file)",
@@ -143,10 +199,23 @@ def main() -> None:
             raise SystemExit(f"no such model file: {path}")
     if args.calls < 2:
         raise SystemExit(f"--calls {args.calls}: need at least 2")
+    if args.compare_gaps:
+        from latency.measure import MAX_ROUND_GAP_S
+
+        for gap in args.compare_gaps:
+            if not 0 <= gap <= MAX_ROUND_GAP_S:
+                raise SystemExit(f"--compare-gaps {gap:g}: a pause must be in [0, {MAX_ROUND_GAP_S:g}] seconds")
+        record = compare_gaps(args.files, args.compare_gaps, args.calls)
+        if args.out:
+            from runlog import append_run
+
+            append_run(args.out, {"mode": "compare-gaps", "calls": args.calls} | record)
+            print(f"appended to {args.out}")
+        return
 
     from latency.measure import SLOW_SPELL_OVER_FAST, LatencyProtocol, busy_while, in_slow_spell
 
-    protocol = LatencyProtocol()
+    protocol = LatencyProtocol(round_gap_s=0)  # one call = one moment of the machine, as the search measured before
     kept = {path: _interpreter(path, protocol)[0] for path in args.files}
     probe = _interpreter(args.probe or args.files[0], protocol)[0]
     fields = ("fresh", "kept", "probe", "seconds", "addresses", "busy_cores")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latency.fingerprint import converter, fingerprint_id, host_fingerprint
-from latency.measure import LatencyProtocol, LatencyResult, busy_while, measure_tflite
+from latency.measure import LatencyProtocol, LatencyResult, busy_while, measure_tflite, summarize_rounds
 from search_spaces.files import locked
 
 DELEGATES = ("none", "xnnpack", "gpu", "nnapi")
@@ -41,19 +41,6 @@ Z90 = 1.2816
 
 class DeviceError(RuntimeError):
     """The device could not give a latency; the message is the device's own."""
-
-
-def _summary(samples: np.ndarray, groups: list[np.ndarray], attempts: int = 1) -> LatencyResult:
-    """Median, p90 and spreads of latency samples (ms); `groups` are the per-round samples."""
-    medians = np.array([np.median(g) for g in groups])
-    return LatencyResult(
-        median_ms=float(np.median(samples)),
-        p90_ms=float(np.percentile(samples, 90)),
-        cv=float(np.std(medians) / np.mean(medians)) if len(medians) > 1 else 0.0,
-        run_cv=float(np.std(samples) / np.mean(samples)),
-        runs=int(samples.size),
-        attempts=attempts,
-    )
 
 
 def _run(argv: list[str], *, timeout_s: float, what: str) -> str:
@@ -273,7 +260,7 @@ class CommandDevice:
             if not all(v > 0 and np.isfinite(v) for v in values):
                 raise DeviceError(f"device command printed a non-positive latency {min(values)}")
             groups.append(np.array(values))
-        return _summary(np.concatenate(groups), groups)
+        return summarize_rounds(groups)  # each round is a call of its own: spells are set aside as on the host
 
 
 Device = HostDevice | AdbDevice | CommandDevice

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from latency.devices import DEFAULT_PATTERN, make_device
-from latency.measure import LatencyProtocol
+from latency.measure import MAX_ROUND_GAP_S, LatencyProtocol
 from results.record import IDENTITY, StudySettings
 from results.reward import CONSTRAINTS
 from search_spaces import SPACES, TABULAR_SPACES
@@ -63,7 +63,10 @@ class DeviceConfig:
     latency_precision: str = _setting("fp32", "fp32, or int8 (the full-integer model, as shipped)")
     latency_warmup: int = _setting(30, "untimed runs first")
     latency_runs: int = _setting(200, "timed runs, in 5 rounds")
-    latency_max_cv: float = _setting(0.05, "re-measure (up to 3 attempts) when the rounds' spread exceeds this")
+    latency_max_cv: float = _setting(0.05, "measure more rounds (up to 3 sets) when the rounds' spread exceeds this")
+    latency_round_gap: float = _setting(
+        0.5, "host: seconds between rounds, so they sample the machine's slow spells and fast state apart"
+    )
     latency_pin_core: int | None = _setting(None, "host: pin the measurement to this CPU core")
     device_timeout_s: float = _setting(120.0, "seconds per device command", flag="--device-timeout")
     adb_path: str = _setting("adb", "adb binary", flag="--adb")
@@ -76,6 +79,9 @@ class DeviceConfig:
     def __post_init__(self) -> None:
         _choice("latency_precision", self.latency_precision, LATENCY_PRECISIONS)
         _positive("latency_max_cv", self.latency_max_cv)
+        gap = self.latency_round_gap
+        if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap <= MAX_ROUND_GAP_S:
+            raise ConfigError(f"latency-round-gap={gap!r} must be a number of seconds in [0, {MAX_ROUND_GAP_S:g}]")
         _positive("device_timeout_s", self.device_timeout_s)
         if not isinstance(self.latency_warmup, int) or isinstance(self.latency_warmup, bool) or self.latency_warmup < 0:
             raise ConfigError(f"latency-warmup={self.latency_warmup!r} must be an integer >= 0")
@@ -97,6 +103,7 @@ class DeviceConfig:
             rounds=LATENCY_ROUNDS,
             runs_per_round=self.latency_runs // LATENCY_ROUNDS,
             max_cv=self.latency_max_cv,
+            round_gap_s=float(self.latency_round_gap),
         )
 
     def make(self):
@@ -191,6 +198,7 @@ class SearchConfig:
     latency_warmup: int = _as_in_device_config("latency_warmup")
     latency_runs: int = _as_in_device_config("latency_runs")
     latency_max_cv: float = _as_in_device_config("latency_max_cv")
+    latency_round_gap: float = _as_in_device_config("latency_round_gap")
     latency_pin_core: int | None = _as_in_device_config("latency_pin_core")
     device_timeout_s: float = _as_in_device_config("device_timeout_s")
     adb_path: str = _as_in_device_config("adb_path")

@@ -49,6 +49,7 @@ BAD = [
     (["search", "--latency-runs", "3"], "latency-runs=3 must be an integer >= 5"),
     (["search", "--latency-warmup", "-1"], "latency-warmup=-1"),
     (["search", "--latency-max-cv", "0"], "latency-max-cv=0.0"),
+    (["search", "--latency-round-gap", "11"], "latency-round-gap=11.0 must be a number of seconds in [0, 10]"),
     (["search", "--latency-pin-core", "4096"], "latency-pin-core=4096 is not one of"),
     (["search", "--device", "adb", "--delegate", "tpu"], "delegate='tpu' is not one of"),
     (

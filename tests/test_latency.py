@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -38,27 +39,41 @@ def test_measurement_follows_the_protocol(small_tflite):
         "latency_runs",
         "latency_attempts",
         "latency_busy_cores",
+        "latency_spell_rounds",
     }
     assert result.busy_cores is None  # known only where a device took it (HostDevice.measure)
 
 
-def test_spreads_are_those_of_round_medians_and_of_single_runs(monkeypatch):
+def test_rounds_are_spread_in_time_and_those_in_a_slow_spell_set_aside(monkeypatch):
     import latency.measure as measure
 
-    # A scripted clock: each invoke() "takes" the next duration, 2 rounds of 3 runs.
-    durations_ms = [1.0, 2.0, 9.0, 3.0, 4.0, 5.0]  # round medians 2.0 and 4.0
+    # A scripted clock: each timed invoke() "takes" the next duration; 3 rounds of 3 runs, the second in a
+    # spell (its median 2.6 is over 1.1x the fastest round's 2.0)
+    durations_ms = [1.0, 2.0, 9.0, 2.5, 2.6, 2.7, 2.1, 2.2, 1.9]
     ticks = iter([t for d in durations_ms for t in (0, int(d * 1e6))])
     monkeypatch.setattr(measure.time, "perf_counter_ns", lambda: next(ticks))
+    pauses = []
+    monkeypatch.setattr(measure.time, "sleep", pauses.append)
 
     class Interpreter:
-        def invoke(self):
-            pass
+        untimed = 0
 
-    protocol = LatencyProtocol(warmup_runs=0, rounds=2, runs_per_round=3)
-    result = measure._one_attempt(Interpreter(), protocol, attempt=1)
-    assert result.median_ms == 3.5 and result.runs == 6
-    assert result.cv == pytest.approx(1.0 / 3.0)  # std(2, 4) / mean(2, 4)
-    assert result.run_cv == pytest.approx(float(np.std(durations_ms) / np.mean(durations_ms)))
+        def invoke(self):
+            self.untimed += 1  # counts every run; the timed ones are the clock's
+
+    interpreter = Interpreter()
+    protocol = LatencyProtocol(warmup_runs=4, rounds=3, runs_per_round=3, round_gap_s=0.25)
+    rounds = measure._timed_rounds(interpreter, protocol)
+    assert pauses == [0.25, 0.25]  # between rounds, not before the first
+    assert interpreter.untimed == 4 + 9 + 2 * 4  # the warm-up, the timed runs, and a re-warm after each pause
+    result = measure.summarize_rounds(rounds, attempts=1)
+    kept = [1.0, 2.0, 9.0, 2.1, 2.2, 1.9]
+    assert result.spell_rounds == 1 and result.runs == 9  # every run counted, the spell's set aside
+    assert result.median_ms == pytest.approx(float(np.median(kept)))  # 2.05, not 2.15 with the spell's round
+    assert result.p90_ms == pytest.approx(float(np.percentile(kept, 90)))
+    assert result.cv == pytest.approx(float(np.std([2.0, 2.1]) / np.mean([2.0, 2.1])))  # of the kept rounds' medians
+    assert result.run_cv == pytest.approx(float(np.std(kept) / np.mean(kept)))
+    assert measure.summarize_rounds([np.array([3.0, 5.0])]).cv == 0.0  # one round: nothing to spread
 
 
 def test_repeated_calls_give_the_latency_outside_the_slow_spells():
@@ -72,27 +87,28 @@ def test_repeated_calls_give_the_latency_outside_the_slow_spells():
         fast_state_ms([])
 
 
-def test_noisy_measurement_is_repeated_and_the_steadiest_kept(small_tflite, monkeypatch):
-    import dataclasses
-
+def test_a_noisy_or_spelled_measurement_measures_more_rounds(monkeypatch):
     import latency.measure as measure
 
-    spreads = iter([0.20, 0.08, 0.30])  # three attempts, none under the limit: the steadiest (0.08) is kept
-    real = measure._one_attempt
+    def measuring(sets):  # each attempt's rounds, as round medians (one run per round)
+        sets = iter(sets)
+        monkeypatch.setattr(measure, "_timed_rounds", lambda interpreter, protocol: [np.array([m]) for m in next(sets)])
 
-    def attempt(interpreter, protocol, number):
-        return dataclasses.replace(real(interpreter, protocol, number), cv=next(spreads))
-
-    monkeypatch.setattr(measure, "_one_attempt", attempt)
-    protocol = LatencyProtocol(warmup_runs=2, rounds=3, runs_per_round=5, max_cv=0.05, max_attempts=3)
-    result = measure_tflite(small_tflite, protocol)
-    assert (result.attempts, result.cv) == (3, 0.08)
-    spreads = iter([0.20, 0.01, 0.30])  # the second attempt is under the limit: no third
-    result = measure_tflite(small_tflite, protocol)
-    assert (result.attempts, result.cv) == (2, 0.01)
+    protocol = LatencyProtocol(rounds=3, runs_per_round=1, max_cv=0.05, max_attempts=3)
+    measuring([[2.0, 2.4, 2.5], [2.0, 2.05, 1.98], [9.0, 9.0, 9.0]])  # most of the first set in a spell
+    result = measure.measure_interpreter(None, protocol)
+    assert (result.attempts, result.runs, result.spell_rounds) == (2, 6, 2)
+    assert result.median_ms == 2.0  # the fast rounds of both sets
+    measuring([[2.0, 2.1, 2.0]])  # steady and clear of spells: one set
+    assert measure.measure_interpreter(None, protocol).attempts == 1
+    measuring([[1.0, 1.08, 1.0], [1.05, 1.0, 1.08], [1.0, 1.08, 1.02]])  # spread over the limit every time
+    result = measure.measure_interpreter(None, dataclasses.replace(protocol, max_cv=0.02))
+    assert (result.attempts, result.runs, result.spell_rounds) == (3, 9, 0) and result.cv > 0.02
 
 
 def test_protocol_rejects_nonsense():
+    with pytest.raises(ValueError, match="round_gap_s=-1"):
+        LatencyProtocol(round_gap_s=-1)
     with pytest.raises(ValueError, match="rounds=0"):
         LatencyProtocol(rounds=0)
     with pytest.raises(ValueError, match="threads=0"):
