@@ -103,6 +103,12 @@ def search_summary(summary, config, *, chance: float) -> str:
             f"warning: {len(loud)} of {len(busy)} trials were timed while other processes kept up to {max(loud):.1f} cores "
             "busy: their latencies are noisier (single timings moved 0.83-1.27x beside one training); search on a quiet machine"
         )
+    spelled = [r.latency_spell_rounds for r in summary.info.rows if r.measured and r.latency_spell_rounds is not None]
+    if any(spelled):
+        lines.append(
+            f"latency: {sum(n > 0 for n in spelled)} of {len(spelled)} timings had rounds in one of the machine's slow spells, "
+            "over 1.1x the fastest round: set aside (docs/latency.md)"
+        )
     lines += [
         f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}",
         f"\nall trials: {summary.csv_path}",

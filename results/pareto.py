@@ -36,6 +36,7 @@ class TrialRow:
     params: dict = field(default_factory=dict, compare=False, repr=False)
     reused_from: int | None = None  # an identical earlier trial: the same point, never listed twice on a front
     latency_busy_cores: float | None = None  # cores other processes kept busy while it was timed
+    latency_spell_rounds: int | None = None  # rounds of its timing set aside, run in a slow spell of the machine
 
     @property
     def measured(self) -> bool:
@@ -61,6 +62,7 @@ def trial_row(trial) -> TrialRow:
         params=dict(trial.params),
         reused_from=record.reused_from,
         latency_busy_cores=record.latency.busy_cores if record.latency else None,
+        latency_spell_rounds=record.latency.spell_rounds if record.latency else None,
     )
 
 

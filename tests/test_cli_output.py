@@ -33,7 +33,9 @@ def test_trials_timed_on_a_busy_machine_are_tagged_and_counted(tmp_path):
     from results.record import TrialRecord
 
     def record(k: int, busy: float) -> TrialRecord:
-        latency = LatencyResult(median_ms=0.1 * k, p90_ms=0.1 * k, cv=0.01, run_cv=0.02, runs=200, attempts=1, busy_cores=busy)
+        latency = LatencyResult(
+            median_ms=0.1 * k, p90_ms=0.1 * k, cv=0.01, run_cv=0.02, runs=200, attempts=1, busy_cores=busy, spell_rounds=k - 1
+        )
         return TrialRecord(arch=f"arch-{k}", arch_id=f"id-{k}", accuracy=0.3 + 0.1 * k, latency=latency)
 
     _, study = study_with(tmp_path, trials=[record(1, 0.02), record(2, 1.6), record(3, 0.1)])
@@ -46,3 +48,4 @@ def test_trials_timed_on_a_busy_machine_are_tagged_and_counted(tmp_path):
     summary = SearchSummary(info=pareto_info(study), new_trials=3, wall_seconds=3.0, csv_path="t.csv", storage_url="s")
     text = progress.search_summary(summary, SearchConfig(), chance=0.1)
     assert "warning: 1 of 3 trials were timed while other processes kept up to 1.6 cores busy" in text
+    assert "latency: 2 of 3 timings had rounds in one of the machine's slow spells" in text
