@@ -213,8 +213,6 @@ def main() -> None:
         for found in (r for r in rows if r["kind"] == "found"):
             for reference in (r for r in rows if r["kind"] == "reference"):
                 point = lambda row: (row[f"latency_{p}_ms"], row[f"test_accuracy_{p}"])  # noqa: E731, B023
-                if p == "int8" and "twin" in (found["source_int8"], reference["source_int8"]):
-                    continue  # an int8 twin's latency is not its model's (see above): no verdict from it
                 if dominates(point(found), point(reference)):
                     # how steady the latency order is: the found model's time over the reference's, round by round
                     ratios = [
