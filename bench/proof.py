@@ -40,6 +40,10 @@ Steps, each resumable per epoch and skipped when its results are there:
     shipped-compare  `nas compare` at 30 epochs of the references (their trained models are reused) and the
               best-reward front member of each third of the shipped front's latency range (the rule that
               chose trials 73, 64 and 57 from the first study), chosen into plan.json once its search is done
+    int8-search, int8-compare  step 4's "larger found model": the default search timed in int8, no slower than
+              MobileNetV2-0.5's int8 file on the machine that searches (plan.json's "int8" "target_of": measured
+              once with `nas calibrate`'s code, kept in plan.json as T and the limit), its front at 30 epochs;
+              the study's fingerprint ties it to one machine: run the search within one session
     mobilevit-search, mobilevit-compare  step 5: the same for `--space mnasnet-mobilevit` with the shipped
               defaults (early stopping on), its front beside MobileViT-XXS (mobilevit/); the conv-only winners
               join them in one table through `bench/retime.py --compare` with every comparison file
@@ -89,7 +93,7 @@ if TYPE_CHECKING:
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
 #: the searches run again besides the first (plan.json names each one's study, trials, flags, references)
-SEARCHES = ("shipped", "mobilevit")
+SEARCHES = ("shipped", "mobilevit", "int8")
 STEPS = (
     "curve",
     "compare",
@@ -247,9 +251,17 @@ def main() -> None:
     for name in SEARCHES:  # a search of its own, then its front at 30 epochs beside the references
         block, folder = plan.get(name, {}), os.path.join(out, name)
         if f"{name}-search" in steps:
+            if block.get("target_of") and "target_ms" not in block:  # measured once, on the machine that searches
+                block |= _reference_latency(block["target_of"], block.get("flags", []), runs_dir=runs)
+                with open(os.path.join(out, "plan.json"), "w") as f:
+                    json.dump(plan, f, indent=1)
+                    f.write("\n")
+                landed([os.path.join(out, "plan.json")], f"bench data: the {name} search's target, measured")
             run_db = os.path.join(runs, block["study"], "study.db")
             command = [sys.executable, "-m", "nas.cli", "search", "--study", block["study"], "--storage", f"sqlite:///{run_db}"]
             command += ["--study-trials", str(block["trials"]), *block.get("flags", []), "--data-dir", args.data_dir]
+            if "target_ms" in block:  # no slower than the reference: its latency is both T and the limit
+                command += ["--target-ms", str(block["target_ms"]), "--max-latency-ms", str(block["target_ms"])]
             kept_db = os.path.join(folder, "study.db")
             search_kept(
                 [*command, "--runs-dir", runs], run_db=run_db, kept_db=kept_db, landed=landed, what=f"the {name} search's study"
@@ -295,6 +307,19 @@ def full_recipe(block: dict) -> tuple[Recipe, str]:
     from trainers.full import Recipe  # (imported late, as in main: --help answers without TensorFlow's import)
 
     return Recipe(**length, **more), name
+
+
+def _reference_latency(name: str, flags: list[str], *, runs_dir: str) -> dict:
+    """The latency of reference `name` on this machine, measured as a search with `flags` measures (its precision),
+    with the machine it was measured on: the search's target and limit ("no slower than MobileNetV2-0.5 here")."""
+    from nas import api
+    from nas.config import DeviceConfig
+
+    precision = flags[flags.index("--latency-precision") + 1] if "--latency-precision" in flags else "fp32"
+    rows, fingerprint, _ = api.calibrate(DeviceConfig(latency_precision=precision), names=[name], runs_dir=runs_dir)
+    (row,) = rows
+    print(f"{name}: {row.latency_median_ms:.4f} ms ({precision}) on {fingerprint['cpu']}: the search's target", flush=True)
+    return {"target_ms": round(row.latency_median_ms, 4), "target_measured_on": fingerprint["cpu"]}
 
 
 def _choose_members(block: dict, study_db: str, references: list[str]) -> list[dict]:
