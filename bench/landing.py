@@ -104,6 +104,9 @@ def _set_aside_earlier(source: str, target: str) -> list[str]:
 #: and removed again counts twice: two runs keeping theirs every 45 minutes made a whole session's
 #: submission too big to land (2026-12-05), and all its work was lost with it.
 CHECKPOINT_BUDGET_MB = 60.0
+#: the largest checkpoint kept: the repository takes no file over 2 MB (data and model files do not belong in
+#: it), so a larger model's unfinished training does not survive its machine and must fit in one session
+CHECKPOINT_FILE_LIMIT_MB = 2.0
 
 
 class CheckpointKeeper:
@@ -112,7 +115,7 @@ class CheckpointKeeper:
     and drops each once its model is finished. A session ends after a few hours and its machine with it:
     trial 57's first 16 epochs (about two hours) were lost that way, and a model longer than a session would
     otherwise never finish. What matters is the checkpoint there at the session's end: `poll(force=True)`
-    keeps it then, whatever the interval."""
+    keeps it then, whatever the interval. Only checkpoints of up to CHECKPOINT_FILE_LIMIT_MB are kept."""
 
     def __init__(self, runs_dir: str, out: str, *, dataset: str, landed, every: float, budget_mb: float = CHECKPOINT_BUDGET_MB):
         self.runs = os.path.join(runs_dir, "retrained", dataset)
@@ -162,6 +165,13 @@ class CheckpointKeeper:
             if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(os.path.join(source, CHECKPOINT)):
                 continue
             size = os.path.getsize(os.path.join(source, CHECKPOINT))
+            if size > CHECKPOINT_FILE_LIMIT_MB * 1e6:
+                print(
+                    f"checkpoint of {arch_id} not kept: {size / 1e6:.1f} MB, over the {CHECKPOINT_FILE_LIMIT_MB:g} MB a file may "
+                    "take in the repository",
+                    flush=True,
+                )
+                continue
             if size > self.budget_left:
                 print(f"checkpoint of {arch_id} not kept: over this run's {self.budget_mb:.0f} MB budget", flush=True)
                 continue

@@ -158,6 +158,15 @@ def test_checkpoints_are_kept_within_the_runs_byte_budget_even_when_forced(tmp_p
     keeper.poll(force=True)
     assert sorted(os.listdir(kept)) == ["abc"] and len(landed) == 1  # nothing left in the budget
 
+    # a checkpoint over the repository's 2 MB a file stays out whatever the budget
+    big = CheckpointKeeper(runs, str(tmp_path / "big"), dataset="cifar10", landed=lambda *_: None, every=0, budget_mb=60)
+    os.makedirs(os.path.join(base, "ghi"))
+    save_checkpoint(
+        os.path.join(base, "ghi", CHECKPOINT), state={"epochs_done": 3}, arrays={"w_0": np.zeros(750_000, np.float32)}
+    )
+    big.poll(force=True)
+    assert sorted(os.listdir(os.path.join(tmp_path, "big", "checkpoints", RECIPE.recipe_id))) == ["abc", "def"]
+
 
 def test_a_result_file_lands_each_time_it_is_written_and_not_otherwise(tmp_path):
     from bench.landing import CheckpointKeeper, landing_on_write
