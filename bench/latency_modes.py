@@ -131,8 +131,6 @@ def from_records(paths: list[str]) -> None:
 
 def compare_gaps(files: list[str], gaps: list[float], calls: int) -> dict:
     """Every file measured `calls` times at each gap, interleaved: the figures, their scatter and their cost."""
-    import dataclasses
-
     import numpy as np
 
     from latency.measure import SLOW_SPELL_OVER_FAST, LatencyProtocol, measure_tflite
@@ -144,7 +142,7 @@ def compare_gaps(files: list[str], gaps: list[float], calls: int) -> dict:
         for path in files:
             for gap in gaps:
                 begin = time.perf_counter()
-                result = measure_tflite(path, dataclasses.replace(LatencyProtocol(), round_gap_s=gap))
+                result = measure_tflite(path, LatencyProtocol(round_gap_s=gap))
                 seconds[path][gap].append(round(time.perf_counter() - begin, 3))
                 figures[path][gap].append(result.median_ms)
                 spell_rounds[path][gap].append(result.spell_rounds)

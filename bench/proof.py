@@ -253,9 +253,7 @@ def main() -> None:
         if f"{name}-search" in steps:
             if block.get("target_of") and "target_ms" not in block:  # measured once, on the machine that searches
                 block |= _reference_latency(block["target_of"], block.get("flags", []), runs_dir=runs)
-                with open(os.path.join(out, "plan.json"), "w") as f:
-                    json.dump(plan, f, indent=1)
-                    f.write("\n")
+                _write_plan(plan, out)
                 landed([os.path.join(out, "plan.json")], f"bench data: the {name} search's target, measured")
             run_db = os.path.join(runs, block["study"], "study.db")
             command = [sys.executable, "-m", "nas.cli", "search", "--study", block["study"], "--storage", f"sqlite:///{run_db}"]
@@ -271,9 +269,7 @@ def main() -> None:
                 references = block.get("references", plan["proxy"]["references"])
                 block["compare"] = _choose_members(block, os.path.join(folder, "study.db"), references)
                 if block["compare"]:
-                    with open(os.path.join(out, "plan.json"), "w") as f:
-                        json.dump(plan, f, indent=1)
-                        f.write("\n")
+                    _write_plan(plan, out)
                     landed([os.path.join(out, "plan.json")], f"bench data: the {name} search's members to compare, chosen")
             if not block.get("compare"):
                 print(f"step {name}-compare: its search is not finished (plan.json {name!r})", flush=True)
@@ -307,6 +303,13 @@ def full_recipe(block: dict) -> tuple[Recipe, str]:
     from trainers.full import Recipe  # (imported late, as in main: --help answers without TensorFlow's import)
 
     return Recipe(**length, **more), name
+
+
+def _write_plan(plan: dict, out: str) -> None:
+    """plan.json again, with what a step chose or measured once."""
+    with open(os.path.join(out, "plan.json"), "w") as f:
+        json.dump(plan, f, indent=1)
+        f.write("\n")
 
 
 def _reference_latency(name: str, flags: list[str], *, runs_dir: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from latency.measure import BUSY_CORES_WARNING
+from latency.measure import BUSY_CORES_WARNING, SLOW_SPELL_OVER_FAST
 from results.formatting import number
 from search_spaces.files import MODEL_CARD
 
@@ -107,7 +107,7 @@ def search_summary(summary, config, *, chance: float) -> str:
     if any(spelled):
         lines.append(
             f"latency: {sum(n > 0 for n in spelled)} of {len(spelled)} timings had rounds in one of the machine's slow spells, "
-            "over 1.1x the fastest round: set aside (docs/latency.md)"
+            f"over {SLOW_SPELL_OVER_FAST:g}x the fastest round: set aside (docs/latency.md)"
         )
     lines += [
         f"\nPareto front (accuracy vs latency) of {config.study_name!r}:\n{format_front(summary.info)}",
