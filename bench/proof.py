@@ -20,8 +20,8 @@ Its inputs and results live in bench/data/proof/, which survives a change of mac
     models/<recipe>/<arch>/  each finished training's records (result, and where exported its model card): a
                            later machine reuses its final accuracy instead of retraining, and re-times the
                            compared models through twins (bench/retime.py); no trained model files are kept
-    checkpoints/<recipe>/<arch>/  unfinished trainings, kept at most every 2 hours within a size budget, and at a
-                           session's end by `--keep-checkpoints --commit` (bench/landing.py)
+    checkpoints/<recipe>/<arch>/  unfinished trainings (files of up to 2 MB), kept at most every 2 hours within a
+                           size budget, and at a session's end by `--keep-checkpoints --commit` (bench/landing.py)
     timing.json            every quiet side-by-side timing of the compared models (bench/retime.py)
     shipped/               step 3b: the default search again with the proxy the product now ships (study.db,
                            trials.csv), and its front against the references at 30 epochs (compare_30.json)
