@@ -20,12 +20,16 @@ from trainers.full import RESULT
 
 pytestmark = pytest.mark.slow  # real trainings
 
+#: the side-by-side timing measures every file 5 times with the protocol's 5 rounds: its 0.5 s pauses between
+#: rounds (tested in test_latency) would add about 2 minutes of sleep to this file alone
+NO_PAUSES = ["--latency-round-gap", "0"]
+
 
 def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     """`nas compare` on a tiny recipe: a found architecture against a reference, both retrained with
     the same recipe, scored in fp32 and int8, timed side by side; compare.json and its report section."""
     found = "conv_r1_k3_s1_c16-dsconv_r1_k3_s2_c16-mbconv_r1_k3_s2_e3_c24-mbconv_r1_k3_s2_e3_c32-head_c256"
-    args = ["--arch", found, "--references", ARCH, *QUICK, "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
+    args = ["--arch", found, "--references", ARCH, *QUICK, *NO_PAUSES, "--data-dir", str(cifar_dir), "--runs-dir", "runs"]
     result = nas("compare", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Warning" not in result.stdout + result.stderr  # the converters' chatter stays off the terminal
@@ -50,7 +54,7 @@ def test_compare_retrains_exports_times_and_reports(cifar_dir, tmp_path):
     assert again.returncode == 0 and "epoch" not in again.stdout.replace("epochs", "")
 
     # a run that names only the reference keeps the found model's record and times it again beside it
-    alone = nas("compare", "--arch", ARCH, "--references", "", *QUICK, "--data-dir", str(cifar_dir), cwd=tmp_path)
+    alone = nas("compare", "--arch", ARCH, "--references", "", *QUICK, *NO_PAUSES, "--data-dir", str(cifar_dir), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-2000:]
     merged = json.loads(path.read_text())
     assert {r["model"] for r in merged["records"]} == set(records) and len(merged["runs"]) == 3
