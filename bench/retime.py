@@ -47,7 +47,7 @@ def twin_files(arch: str, folder: str, *, dataset) -> dict[str, str]:
     kept in `folder`, so a later timing of the same architecture reuses them."""
     import numpy as np
 
-    from latency.convert import to_tflite
+    from latency.convert import untrained_tflite
     from search_spaces import ArchSpec
     from search_spaces.keras_blocks import build
 
@@ -55,12 +55,17 @@ def twin_files(arch: str, folder: str, *, dataset) -> dict[str, str]:
     done = os.path.join(folder, "converted")  # written last: a conversion cut short is made again
     if os.path.exists(done):
         return files
-    spec = ArchSpec.from_string(arch)
-    model = build(spec, input_shape=dataset.x_train.shape[1:], num_classes=len(dataset.class_names))
+    spec, shape = ArchSpec.from_string(arch), dataset.x_train.shape[1:]
     representative = dataset.x_train[np.random.default_rng(0).choice(len(dataset.x_train), 256, replace=False)]
     os.makedirs(folder, exist_ok=True)
     for precision, path in files.items():
-        to_tflite(model, path, input_shape=dataset.x_train.shape[1:], precision=precision, representative=representative)
+        untrained_tflite(
+            lambda: build(spec, input_shape=shape, num_classes=len(dataset.class_names)),
+            path,
+            input_shape=shape,
+            precision=precision,
+            representative=representative,
+        )
     with open(done, "w") as f:
         f.write(arch + "\n")
     return files

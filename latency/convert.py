@@ -93,6 +93,44 @@ def to_tflite(
     return path
 
 
+#: weight draws `untrained_tflite` tries before it gives up (a draw is refused about one time in eight)
+UNTRAINED_DRAWS = 3
+
+
+def untrained_tflite(build_model, path: str, *, input_shape: tuple[int, int, int], precision: str, representative=None):
+    """A latency file: `build_model()`'s untrained weights converted to `path`; the model.
+
+    XNNPACK refuses a quantized file in which a requantization scale falls outside its range, and
+    untrained weights make such files: a unit that is zero on every calibration image (a squeeze-excite
+    ReLU whose random kernel is negative for every image's mean) is calibrated to a range of ~0, so the
+    next layer's scale ratio runs to ~1,000 (XNNPACK takes < 256; 8 of a 60-trial int8 search's
+    architectures failed so). Latency depends on neither weights nor scales, so such a file is made
+    again from other random weights (`UNTRAINED_DRAWS` draws, seeds 0, 1, ...)."""
+    import keras
+
+    refusal = ""
+    for seed in range(UNTRAINED_DRAWS):
+        keras.utils.set_random_seed(seed)
+        model = build_model()
+        to_tflite(model, path, input_shape=input_shape, precision=precision, representative=representative)
+        refusal = xnnpack_refusal(path)
+        if not refusal:
+            return model
+        log.debug("XNNPACK refuses draw %d of %s: %s", seed, path, refusal)
+    raise ConversionError(f"XNNPACK refuses the {precision} file in each of {UNTRAINED_DRAWS} draws of untrained weights: {refusal}")
+
+
+def xnnpack_refusal(path: str) -> str:
+    """Why LiteRT's CPU path (the XNNPACK delegate, applied by default) cannot prepare the file; "" when it can."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_path=path, num_threads=1).allocate_tensors()
+    except RuntimeError as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ""
+
+
 def _convert(model, input_shape: tuple[int, ...], options: dict) -> bytes:
     import tensorflow as tf
 

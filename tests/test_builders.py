@@ -131,3 +131,40 @@ def test_fused_batchnorm_model_converts_to_the_same_tflite_graph(images, tmp_pat
         ops[fused] = [op["op_name"] for op in Interpreter(model_path=path)._get_ops_details()]
     assert ops[True] == ops[False]  # BatchNorm folded into the convolutions either way
     assert "CONV_2D" in ops[True]
+
+
+def _squeeze_excite_toy(reduce_bias: float) -> keras.Model:
+    """A squeeze-excite-like path whose reduce unit is dead on every image when `reduce_bias` is very negative."""
+    x = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, activation="relu")(x / 255.0)
+    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    h = keras.layers.Conv2D(4, 1, activation="relu", bias_initializer=keras.initializers.Constant(reduce_bias))(h)
+    h = keras.layers.Flatten()(keras.layers.Conv2D(8, 1)(h))
+    return keras.Model(x, keras.layers.Dense(10)(h))
+
+
+def test_an_int8_latency_file_that_xnnpack_refuses_is_made_again_from_other_weights(images, tmp_path):
+    """A unit dead on every calibration image gets a range of ~0, a scale ratio XNNPACK refuses; the latency
+    file is drawn again (latency depends on neither weights nor scales); the error names it when every draw is."""
+    from latency.convert import UNTRAINED_DRAWS, untrained_tflite, xnnpack_refusal
+
+    path = str(tmp_path / "m.tflite")
+    to_tflite(_squeeze_excite_toy(-100.0), path, input_shape=(32, 32, 3), precision="int8", representative=images)
+    assert "XNNPACK" in xnnpack_refusal(path)  # the failure is real, not a stand-in
+
+    biases = iter([-100.0, 0.0])
+    model = untrained_tflite(
+        lambda: _squeeze_excite_toy(next(biases)), path, input_shape=(32, 32, 3), precision="int8", representative=images
+    )
+    assert xnnpack_refusal(path) == "" and model.layers[-4].get_weights()[1].max() == 0.0  # the second draw's model
+
+    calls = []
+    with pytest.raises(ConversionError, match=f"XNNPACK refuses the int8 file in each of {UNTRAINED_DRAWS} draws"):
+        untrained_tflite(
+            lambda: calls.append(1) or _squeeze_excite_toy(-100.0),
+            path,
+            input_shape=(32, 32, 3),
+            precision="int8",
+            representative=images,
+        )
+    assert len(calls) == UNTRAINED_DRAWS
