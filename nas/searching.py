@@ -53,6 +53,9 @@ class AlreadyKnown(TrialFailed):
     NSGA-II ignore failed trials, while a COMPLETE copy would pull them back to it."""
 
 
+#: the trial constraint (Optuna's `Trial.set_constraint`) that says how many ms a latency lies over the hard limit
+LIMIT_CONSTRAINT = "latency_over_limit_ms"
+
 #: a failed evaluation is tried once more when proposed again; after this many failures it is answered
 FAILURES_BEFORE_GIVING_UP = 2
 
@@ -229,11 +232,22 @@ class Objective:
         if kind == "retry" and record.retry_of is None:
             record = record.replace(retry_of=previous.number)
 
+        limit = self.config.latency_limit_ms
+
+        def over_limit(latency_ms: float) -> None:
+            # Optuna's multi-objective TPE cannot tell a pruned trial from another; told how far over the
+            # limit it lay (<= 0: within), it ranks such trials last, the least over first: under a limit few
+            # architectures meet, its proposals' median latency fell from 0.34-0.37 to 0.27-0.30 ms (limit
+            # 0.18 ms, 4 seeds, bench/data/limit_constraint.json)
+            if limit is not None:
+                trial.set_constraint(LIMIT_CONSTRAINT, latency_ms - limit)
+
         latency = self.evaluator.cached_latency(candidate)
         if latency is None:
             reason, predicted = self.screen.reject(candidate)
             record = record.replace(latency_predicted_ms=predicted)
             if reason:
+                over_limit(predicted)
                 finish(record.replace(fail_reason=reason), optuna.TrialPruned(reason))
             try:
                 latency = self.evaluator.latency(candidate)
@@ -241,7 +255,7 @@ class Objective:
                 finish(record.replace(fail_reason=str(error)), TrialFailed(str(error)))
         record = with_latency(record, latency)
         latency_ms = latency.median_ms
-        limit = self.config.latency_limit_ms
+        over_limit(latency_ms)
         if limit is not None and latency_ms > limit:
             reason = f"latency {latency_ms:.3f} ms is over the limit {limit:g} ms"
             finish(record.replace(fail_reason=reason), optuna.TrialPruned(reason))

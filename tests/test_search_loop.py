@@ -139,6 +139,28 @@ def test_only_an_interrupted_trial_is_marked_for_retry(tmp_path):
     assert objective.interrupted is None
 
 
+def test_every_trial_tells_the_sampler_how_far_over_the_limit_its_latency_lies(tmp_path):
+    """With a hard limit each trial with a latency (measured, or predicted when screened) carries Optuna's
+    constraint latency - limit: TPE and NSGA-II rank the trials over it last, the least over first; without
+    it, TPE's multi-objective split put arbitrary pruned trials among its good ones."""
+    from nas.searching import LIMIT_CONSTRAINT, run_search
+
+    config = _config(tmp_path, trials=20, strategy="tpe", max_latency_ms=3.3)  # about a tenth of the cells are under it
+    run_search(config)
+    trials = optuna.load_study(study_name=config.study_name, storage=config.storage_url).trials
+    over = []
+    for trial in trials:
+        record = TrialRecord.from_trial(trial)
+        latency = record.latency_ms if record.latency_ms is not None else record.latency_predicted_ms
+        if record.reused_from is not None:
+            assert trial.state == State.FAIL and not trial.constraints  # answers teach the sampler nothing
+            continue
+        assert trial.constraints == {LIMIT_CONSTRAINT: pytest.approx(latency - 3.3)}, trial.number
+        assert (trial.state == State.PRUNED) == (latency > 3.3), trial.number
+        over.append(latency > 3.3)
+    assert any(over) and not all(over)
+
+
 @pytest.mark.parametrize(
     ("step", "states", "last_reason"),
     [
