@@ -96,6 +96,15 @@ def search_summary(summary, config, *, chance: float) -> str:
             f"warning: {noise} of {len(trained)} trials scored within noise of chance (<= {chance:.3f} on {config.val_images} "
             f"images, {config.num_classes} classes): this proxy budget ranks noise here; raise --train-images or --epochs"
         )
+    limit = config.latency_limit_ms
+    new_rows = [r for r in summary.info.rows if r.reused_from is None and r.state in ("COMPLETE", "PRUNED")]
+    # pruned over the limit: measured above it, or screened (no latency); an early-stopped trial was within it
+    over = [r for r in new_rows if r.state == "PRUNED" and (r.latency_ms is None or r.latency_ms > limit)] if limit else []
+    if over and len(over) > len(new_rows) / 2:
+        lines.append(
+            f"warning: {len(over)} of {len(new_rows)} architectures were over the latency limit {limit:g} ms and not trained: "
+            "it lies below most of the space on this device (`nas calibrate` shows what the references take here)"
+        )
     busy = [r.latency_busy_cores for r in summary.info.rows if r.measured and r.latency_busy_cores is not None]
     loud = [b for b in busy if b >= BUSY_CORES_WARNING]
     if loud:

@@ -161,6 +161,19 @@ def test_every_trial_tells_the_sampler_how_far_over_the_limit_its_latency_lies(t
     assert any(over) and not all(over)
 
 
+def test_a_search_whose_limit_prunes_most_architectures_says_so(tmp_path):
+    from nas import progress
+    from nas.searching import run_search
+
+    tight = _config(tmp_path, trials=12, max_latency_ms=3.3)  # about a tenth of the cells are under it
+    summary = run_search(tight)
+    pruned = sum(r.state == "PRUNED" for r in summary.info.rows)
+    text = progress.search_summary(summary, tight, chance=0.1)
+    assert f"warning: {pruned} of {len(summary.info.rows)} architectures were over the latency limit 3.3 ms" in text
+    loose = _config(tmp_path / "loose", trials=12, max_latency_ms=1000.0)
+    assert "over the latency limit" not in progress.search_summary(run_search(loose), loose, chance=0.1)
+
+
 @pytest.mark.parametrize(
     ("step", "states", "last_reason"),
     [
