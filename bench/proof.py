@@ -44,6 +44,8 @@ Steps, each resumable per epoch and skipped when its results are there:
               MobileNetV2-0.5's int8 file on the machine that searches (plan.json's "int8" "target_of": measured
               once with `nas calibrate`'s code, kept in plan.json as T and the limit), its front at 30 epochs;
               the study's fingerprint ties it to one machine: run the search within one session
+    int8-s2-search, int8-s2-compare  the same on MobileNetV2's stride-2 stem (`--stem-stride 2`): on the Intel
+              Xeon MobileNetV2-0.5's int8 latency lies below nearly all of the stride-1 space (1 of 60 under it)
     mobilevit-search, mobilevit-compare  step 5: the same for `--space mnasnet-mobilevit` with the shipped
               defaults (early stopping on), its front beside MobileViT-XXS (mobilevit/); the conv-only winners
               join them in one table through `bench/retime.py --compare` with every comparison file
@@ -93,7 +95,7 @@ if TYPE_CHECKING:
 EPOCHS = 30
 STUDY = "mnasnet-cifar10"
 #: the searches run again besides the first (plan.json names each one's study, trials, flags, references)
-SEARCHES = ("shipped", "mobilevit", "int8")
+SEARCHES = ("shipped", "mobilevit", "int8", "int8-s2")
 STEPS = (
     "curve",
     "compare",
