@@ -29,6 +29,10 @@ class ConversionError(RuntimeError):
     """The model cannot become a builtin-ops TFLite model that computes what Keras computes."""
 
 
+class XnnpackRefusal(ConversionError):
+    """The file converted, but XNNPACK, LiteRT's default CPU path, cannot prepare it (see `untrained_tflite`)."""
+
+
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -86,6 +90,9 @@ def to_tflite(
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConversionError(f"TFLite conversion failed: {first_line}") from error
         _check_builtin_ops(tmp)
+        refusal = xnnpack_refusal(tmp)
+        if refusal:  # a file the default runtime cannot run is no deliverable, and cannot be timed
+            raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {refusal}")
         if precision == "fp32":
             if check_inputs is None:
                 check_inputs = np.random.default_rng(0).uniform(0, 255, size=(4, *input_shape)).astype(np.float32)
@@ -108,16 +115,17 @@ def untrained_tflite(build_model, path: str, *, input_shape: tuple[int, int, int
     again from other random weights (`UNTRAINED_DRAWS` draws, seeds 0, 1, ...)."""
     import keras
 
-    refusal = ""
+    refusal = None
     for seed in range(UNTRAINED_DRAWS):
         keras.utils.set_random_seed(seed)
         model = build_model()
-        to_tflite(model, path, input_shape=input_shape, precision=precision, representative=representative)
-        refusal = xnnpack_refusal(path)
-        if not refusal:
+        try:
+            to_tflite(model, path, input_shape=input_shape, precision=precision, representative=representative)
             return model
-        log.debug("XNNPACK refuses draw %d of %s: %s", seed, path, refusal)
-    raise ConversionError(f"XNNPACK refuses the {precision} file in each of {UNTRAINED_DRAWS} draws of untrained weights: {refusal}")
+        except XnnpackRefusal as error:
+            refusal = error
+            log.debug("draw %d of %s: %s", seed, path, error)
+    raise XnnpackRefusal(f"{refusal}, in each of {UNTRAINED_DRAWS} draws of untrained weights") from refusal
 
 
 def xnnpack_refusal(path: str) -> str:

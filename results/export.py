@@ -76,6 +76,8 @@ def export_retrained(
                 check_inputs=dataset.x_test[:8].astype(np.float32),
             )
         except Exception as error:  # one format failing must not hide the others
+            if os.path.exists(path):  # an earlier export's file of this format is not this model's deliverable
+                os.remove(path)
             entries[precision] = FormatEntry(error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
             continue
         entry = FormatEntry(

@@ -1,5 +1,7 @@
 """Every reference builds, converts to a builtin-ops TFLite model and computes what Keras computes."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -146,11 +148,12 @@ def _squeeze_excite_toy(reduce_bias: float) -> keras.Model:
 def test_an_int8_latency_file_that_xnnpack_refuses_is_made_again_from_other_weights(images, tmp_path):
     """A unit dead on every calibration image gets a range of ~0, a scale ratio XNNPACK refuses; the latency
     file is drawn again (latency depends on neither weights nor scales); the error names it when every draw is."""
-    from latency.convert import UNTRAINED_DRAWS, untrained_tflite, xnnpack_refusal
+    from latency.convert import UNTRAINED_DRAWS, XnnpackRefusal, untrained_tflite, xnnpack_refusal
 
     path = str(tmp_path / "m.tflite")
-    to_tflite(_squeeze_excite_toy(-100.0), path, input_shape=(32, 32, 3), precision="int8", representative=images)
-    assert "XNNPACK" in xnnpack_refusal(path)  # the failure is real, not a stand-in
+    with pytest.raises(XnnpackRefusal, match="XNNPACK refuses the int8 file: failed to create XNNPACK runtime"):
+        to_tflite(_squeeze_excite_toy(-100.0), path, input_shape=(32, 32, 3), precision="int8", representative=images)
+    assert not os.path.exists(path)  # a file the default runtime cannot run is not left behind
 
     biases = iter([-100.0, 0.0])
     model = untrained_tflite(
@@ -159,7 +162,7 @@ def test_an_int8_latency_file_that_xnnpack_refuses_is_made_again_from_other_weig
     assert xnnpack_refusal(path) == "" and model.layers[-4].get_weights()[1].max() == 0.0  # the second draw's model
 
     calls = []
-    with pytest.raises(ConversionError, match=f"XNNPACK refuses the int8 file in each of {UNTRAINED_DRAWS} draws"):
+    with pytest.raises(XnnpackRefusal, match=f"in each of {UNTRAINED_DRAWS} draws of untrained weights"):
         untrained_tflite(
             lambda: calls.append(1) or _squeeze_excite_toy(-100.0),
             path,
