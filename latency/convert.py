@@ -128,6 +128,45 @@ def untrained_tflite(build_model, path: str, *, input_shape: tuple[int, int, int
     raise XnnpackRefusal(f"{refusal}, in each of {UNTRAINED_DRAWS} draws of untrained weights") from refusal
 
 
+def revive_dead_layers(model, images: np.ndarray, *, constant: float = 1.0) -> list[str]:
+    """Give each 1x1 ReLU convolution that is zero on every one of `images` (a squeeze-excite reduce layer that
+    training killed) a constant output that its 1x1 consumers cancel; the names of the layers changed.
+
+    Quantized, such a layer's output gets a range of ~0 and a scale ratio XNNPACK refuses (trial 16 of the
+    int8 search: 437, XNNPACK takes < 256). Its first unit now outputs `constant` (kernel 0, bias `constant`)
+    and each consumer's bias subtracts what that adds, so the model computes what it computed on every image
+    where the layer was zero; elsewhere it differs as little as the layer's int8 range, calibrated on
+    `images`, let it anyway. Weights change in place."""
+    import keras
+
+    relu = keras.activations.relu
+    candidates = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D) and layer.activation is relu and layer.kernel_size == (1, 1) and layer.use_bias
+    ]
+    if not candidates:
+        return []
+    outputs = keras.Model(model.inputs, [layer.output for layer in candidates]).predict(images, batch_size=64, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    changed = []
+    for layer, output in zip(candidates, outputs, strict=True):
+        consumers = [node.operation for node in layer._outbound_nodes]
+        linear = all(
+            isinstance(c, keras.layers.Conv2D) and c.kernel_size == (1, 1) and c.use_bias and c.input is layer.output for c in consumers
+        )
+        if np.max(np.abs(output)) > 0 or not consumers or not linear:
+            continue
+        kernel, bias = layer.get_weights()
+        kernel[..., 0], bias[0] = 0.0, constant
+        layer.set_weights([kernel, bias])
+        for consumer in consumers:
+            weights, offsets = consumer.get_weights()
+            consumer.set_weights([weights, offsets - constant * weights[0, 0, 0, :]])
+        changed.append(layer.name)
+    return changed
+
+
 def xnnpack_refusal(path: str) -> str:
     """Why LiteRT's CPU path (the XNNPACK delegate, applied by default) cannot prepare the file; "" when it can."""
     from ai_edge_litert.interpreter import Interpreter

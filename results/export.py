@@ -39,7 +39,7 @@ def export_retrained(
     card names no device."""
     import keras
 
-    from latency.convert import to_tflite
+    from latency.convert import revive_dead_layers, to_tflite
     from latency.devices import DeviceError, HostDevice
     from latency.macs import tflite_macs
     from search_spaces import ArchSpec
@@ -66,6 +66,10 @@ def export_retrained(
     for precision in formats:
         path = os.path.join(workdir, f"model_{precision}.tflite")
         start = time.perf_counter()
+        if precision == "int8":  # what fp32 computes, in a form XNNPACK can prepare once quantized
+            revived = revive_dead_layers(model, representative)
+            if revived:
+                log.info("int8: layers zero on every calibration image, given a constant their consumers cancel: %s", revived)
         try:
             to_tflite(
                 model,

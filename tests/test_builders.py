@@ -139,9 +139,10 @@ def _squeeze_excite_toy(reduce_bias: float) -> keras.Model:
     """A squeeze-excite-like path whose reduce unit is dead on every image when `reduce_bias` is very negative."""
     x = keras.Input((32, 32, 3))
     h = keras.layers.Conv2D(8, 3, activation="relu")(x / 255.0)
-    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
-    h = keras.layers.Conv2D(4, 1, activation="relu", bias_initializer=keras.initializers.Constant(reduce_bias))(h)
-    h = keras.layers.Flatten()(keras.layers.Conv2D(8, 1)(h))
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    s = keras.layers.Conv2D(4, 1, activation="relu", bias_initializer=keras.initializers.Constant(reduce_bias))(s)
+    s = keras.layers.Conv2D(8, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(0.5))(s)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Multiply()([h, s]))
     return keras.Model(x, keras.layers.Dense(10)(h))
 
 
@@ -159,7 +160,7 @@ def test_an_int8_latency_file_that_xnnpack_refuses_is_made_again_from_other_weig
     model = untrained_tflite(
         lambda: _squeeze_excite_toy(next(biases)), path, input_shape=(32, 32, 3), precision="int8", representative=images
     )
-    assert xnnpack_refusal(path) == "" and model.layers[-4].get_weights()[1].max() == 0.0  # the second draw's model
+    assert xnnpack_refusal(path) == "" and model.get_layer(index=3).get_weights()[1].max() == 0.0  # the second draw's model
 
     calls = []
     with pytest.raises(XnnpackRefusal, match=f"in each of {UNTRAINED_DRAWS} draws of untrained weights"):
@@ -171,3 +172,19 @@ def test_an_int8_latency_file_that_xnnpack_refuses_is_made_again_from_other_weig
             representative=images,
         )
     assert len(calls) == UNTRAINED_DRAWS
+
+
+def test_a_trained_layer_dead_on_every_image_is_given_a_constant_its_consumer_cancels(images, tmp_path):
+    """Trained models die too (trial 16 of the int8 search): the dead layer outputs a constant, its consumer's
+    bias takes it back out, the model computes the same, and XNNPACK prepares its int8 file."""
+    from latency.convert import revive_dead_layers, xnnpack_refusal
+
+    keras.utils.set_random_seed(0)
+    model = _squeeze_excite_toy(-100.0)
+    before = np.asarray(model(images))
+    assert revive_dead_layers(model, images) == [model.get_layer(index=3).name]
+    np.testing.assert_allclose(np.asarray(model(images)), before, rtol=1e-5, atol=1e-6)
+    path = to_tflite(model, str(tmp_path / "m.tflite"), input_shape=(32, 32, 3), precision="int8", representative=images)
+    assert xnnpack_refusal(path) == ""
+    assert revive_dead_layers(model, images) == []  # nothing is dead any more
+    assert revive_dead_layers(_squeeze_excite_toy(0.0), images) == []  # a live layer is left alone
