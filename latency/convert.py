@@ -89,10 +89,7 @@ def to_tflite(
         except Exception as error:  # the converter raises many types; all mean "cannot convert"
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConversionError(f"TFLite conversion failed: {first_line}") from error
-        _check_builtin_ops(tmp)
-        refusal = xnnpack_refusal(tmp)
-        if refusal:  # a file the default runtime cannot run is no deliverable, and cannot be timed
-            raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {refusal}")
+        _check_runs(tmp, precision)
         if precision == "fp32":
             if check_inputs is None:
                 check_inputs = np.random.default_rng(0).uniform(0, 255, size=(4, *input_shape)).astype(np.float32)
@@ -112,7 +109,9 @@ def untrained_tflite(build_model, path: str, *, input_shape: tuple[int, int, int
     ReLU whose random kernel is negative for every image's mean) is calibrated to a range of ~0, so the
     next layer's scale ratio runs to ~1,000 (XNNPACK takes < 256; 8 of a 60-trial int8 search's
     architectures failed so). Latency depends on neither weights nor scales, so such a file is made
-    again from other random weights (`UNTRAINED_DRAWS` draws, seeds 0, 1, ...)."""
+    again from other random weights (`UNTRAINED_DRAWS` draws, seeds 0, 1, ...). (`revive_dead_layers`, the fix
+    for trained models, does not serve here: an untrained consumer's bias is zero, so its output becomes the
+    constant 0 in turn; all 8 of those architectures stayed refused with it.)"""
     import keras
 
     refusal = None
@@ -167,17 +166,6 @@ def revive_dead_layers(model, images: np.ndarray, *, constant: float = 1.0) -> l
     return changed
 
 
-def xnnpack_refusal(path: str) -> str:
-    """Why LiteRT's CPU path (the XNNPACK delegate, applied by default) cannot prepare the file; "" when it can."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        Interpreter(model_path=path, num_threads=1).allocate_tensors()
-    except RuntimeError as error:
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ""
-
-
 def _convert(model, input_shape: tuple[int, ...], options: dict) -> bytes:
     import tensorflow as tf
 
@@ -211,13 +199,20 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def _check_builtin_ops(path: str) -> None:
+def _check_runs(path: str, precision: str) -> None:
+    """The file needs only builtin ops, and XNNPACK, LiteRT's default CPU path, can prepare it: a file the
+    default runtime cannot run is no deliverable, and cannot be timed. One interpreter for both checks."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path)
+    interpreter = Interpreter(model_path=path, num_threads=1)
     flex = sorted({op["op_name"] for op in interpreter._get_ops_details() if op["op_name"].startswith("Flex")})
     if flex:
         raise ConversionError(f"model needs TensorFlow (Flex) ops {flex}; only TFLite builtin ops are allowed")
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {reason}") from error
 
 
 def run_tflite(path: str, images: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
