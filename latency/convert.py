@@ -87,8 +87,7 @@ def to_tflite(
             with open(tmp, "wb") as f:
                 f.write(_convert(model, input_shape, options))
         except Exception as error:  # the converter raises many types; all mean "cannot convert"
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConversionError(f"TFLite conversion failed: {first_line}") from error
+            raise ConversionError(f"TFLite conversion failed: {_first_line(error)}") from error
         _check_runs(tmp, precision)
         if precision == "fp32":
             if check_inputs is None:
@@ -152,7 +151,8 @@ def revive_dead_layers(model, images: np.ndarray, *, constant: float = 1.0) -> l
     for layer, output in zip(candidates, outputs, strict=True):
         consumers = [node.operation for node in layer._outbound_nodes]
         linear = all(
-            isinstance(c, keras.layers.Conv2D) and c.kernel_size == (1, 1) and c.use_bias and c.input is layer.output for c in consumers
+            isinstance(c, keras.layers.Conv2D) and c.kernel_size == (1, 1) and c.use_bias and c.input is layer.output
+            for c in consumers
         )
         if np.max(np.abs(output)) > 0 or not consumers or not linear:
             continue
@@ -211,8 +211,13 @@ def _check_runs(path: str, precision: str) -> None:
     try:
         interpreter.allocate_tensors()
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {reason}") from error
+        raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    """An error's message for a one-line report (converter and runtime errors run to pages)."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 def run_tflite(path: str, images: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
