@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from search_spaces.errors import error_line
 from search_spaces.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def to_tflite(
             with open(tmp, "wb") as f:
                 f.write(_convert(model, input_shape, options))
         except Exception as error:  # the converter raises many types; all mean "cannot convert"
-            raise ConversionError(f"TFLite conversion failed: {_first_line(error)}") from error
+            raise ConversionError(f"TFLite conversion failed: {error_line(error)}") from error
         _check_runs(tmp, precision)
         if precision == "fp32":
             if check_inputs is None:
@@ -211,13 +212,7 @@ def _check_runs(path: str, precision: str) -> None:
     try:
         interpreter.allocate_tensors()
     except RuntimeError as error:
-        raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {_first_line(error)}") from error
-
-
-def _first_line(error: Exception) -> str:
-    """An error's message for a one-line report (converter and runtime errors run to pages)."""
-    message = str(error).strip()
-    return message.splitlines()[0] if message else type(error).__name__
+        raise XnnpackRefusal(f"XNNPACK refuses the {precision} file: {error_line(error)}") from error
 
 
 def run_tflite(path: str, images: np.ndarray, *, num_threads: int = 1) -> np.ndarray:

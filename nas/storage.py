@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from latency.fingerprint import differences
 from nas.config import ConfigError, SearchConfig
 from results.record import StudySettings, TrialRecord, store
+from search_spaces.errors import error_line
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def open_storage(url: str, *, heartbeat: bool = False, create: bool = True) -> o
         try:
             return _rdb_storage(url, options)
         except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"storage {url!r} cannot be opened: {message}") from None
+            raise ConfigError(f"storage {url!r} cannot be opened: {error_line(error)}") from None
 
 
 def _rdb_storage(url: str, options: dict) -> optuna.storages.RDBStorage:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import trainers  # noqa: F401  (TensorFlow's settings, before a job imports it: see trainers/__init__.py)
 from latency.measure import LatencyResult
+from search_spaces.errors import error_line
 from search_spaces.files import WORKER_LOG  # noqa: F401  (re-exported: the workers' stderr, in the run's directory)
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,7 @@ def measure_job(job: MeasureJob) -> Outcome:
 
 def _failed(error: Exception, timings: dict) -> Outcome:
     log.debug("job failed:\n%s", traceback.format_exc())
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return Outcome(Status.FAILED, reason=f"{type(error).__name__}: {message}"[:500], timings=timings)
+    return Outcome(Status.FAILED, reason=error_line(error, typed=True)[:500], timings=timings)
 
 
 def _clear_keras() -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from results.card import FormatEntry, ModelCard
+from search_spaces.errors import error_line
 from search_spaces.files import load_provenance
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def export_retrained(
         except Exception as error:  # one format failing must not hide the others
             if os.path.exists(path):  # an earlier export's file of this format is not this model's deliverable
                 os.remove(path)
-            entries[precision] = FormatEntry(error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            entries[precision] = FormatEntry(error=error_line(error, typed=True))
             continue
         entry = FormatEntry(
             file=os.path.basename(path),

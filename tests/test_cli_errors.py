@@ -215,3 +215,14 @@ def test_config_file_values_are_used_and_flags_win(tmp_path):
     )
     hard = load_config(overrides={"constraint": "hard", "target_ms": 2.0})
     assert (hard.reward_alpha, hard.reward_beta, hard.latency_limit_ms) == (0.0, -1.0, 4.0)
+
+
+def test_an_error_of_many_lines_is_reported_by_its_first():
+    """Converter, runtime and database errors run to pages; summaries, failure reasons and cards keep one line,
+    and an error without a message still says what kind it was."""
+    from search_spaces.errors import error_line
+
+    long = RuntimeError("\n  tensor 3 has no buffer\nStack trace:\n  frame 1\n  frame 2\n")
+    assert error_line(long) == "tensor 3 has no buffer"
+    assert error_line(long, typed=True) == "RuntimeError: tensor 3 has no buffer"
+    assert error_line(MemoryError()) == error_line(MemoryError(), typed=True) == "MemoryError"

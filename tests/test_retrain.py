@@ -123,6 +123,33 @@ def test_export_checks_every_format_and_writes_a_model_card(retrained, cifar_dir
         assert heading in markdown
 
 
+def test_a_format_that_fails_to_export_is_named_on_the_card_and_its_old_file_removed(retrained, cifar_dir, tmp_path, monkeypatch):
+    """One format failing does not hide the others; its card entry says why in one line, and a file an earlier
+    export left under its name (another model's deliverable) is not shipped beside this model's card."""
+    import shutil
+
+    import latency.convert
+    from results.export import export_retrained
+    from trainers.cifar import load_cifar
+
+    root, *_ = retrained
+    workdir = tmp_path / "model"
+    shutil.copytree(root / "straight", workdir)
+    (workdir / "model_int8.tflite").write_bytes(b"an earlier export")
+    convert = latency.convert.to_tflite
+
+    def refuses_int8(model, path, *, precision, **kwargs):
+        if precision == "int8":
+            raise latency.convert.ConversionError("no int8 kernel for op 7\n  at frame 1\n  at frame 2")
+        return convert(model, path, precision=precision, **kwargs)
+
+    monkeypatch.setattr(latency.convert, "to_tflite", refuses_int8)
+    card = export_retrained(str(workdir), dataset=load_cifar(data_dir=str(cifar_dir)), formats=("fp32", "int8"), measure=False)
+    assert card.formats["int8"].error == "ConversionError: no int8 kernel for op 7"
+    assert not (workdir / "model_int8.tflite").exists()
+    assert card.formats["fp32"].error is None and 0.1 < card.formats["fp32"].test_accuracy <= 1
+
+
 def test_export_re_measures_on_the_search_device(retrained, cifar_dir):
     """`nas export --device cmd:...` times each file where the study did (a fake command here)."""
     root, *_ = retrained

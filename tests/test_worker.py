@@ -46,3 +46,21 @@ def test_a_hung_worker_job_is_stopped_after_its_timeout():
     with TrialRunner() as runner:
         outcome = runner.run(job, timeout_s=0.5)  # the worker cannot even import TensorFlow in that time
     assert outcome.status is Status.FAILED and outcome.reason.startswith("timed out after 0.5 s")
+
+
+def test_a_failed_job_says_why_on_one_line(tmp_path):
+    """A job's exception comes back as the trial's failure reason: its kind and the first line of its message."""
+    job = TrialJob(
+        arch=ARCH,
+        dataset="cifar10",
+        data_dir=str(tmp_path / "none"),
+        train_images=1,
+        val_images=1,
+        epochs=1,
+        batch_size=1,
+        seed=0,
+    )
+    with TrialRunner() as runner:
+        outcome = runner.run(job)
+    assert outcome.status is Status.FAILED, outcome
+    assert outcome.reason == f"DataError: data directory '{tmp_path / 'none'}' does not exist", outcome.reason
