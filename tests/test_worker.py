@@ -30,37 +30,20 @@ def test_the_worker_is_replaced_after_its_trainings_not_its_measurements(cifar_d
     assert [o.status for o in outcomes] == [Status.OK] * 4, [o.reason for o in outcomes]
 
 
-def test_a_hung_worker_job_is_stopped_after_its_timeout():
-    from nas.worker import Status, TrialJob, TrialRunner
+def a_job_without_data(data_dir: str) -> TrialJob:
+    """A training job that fails as soon as the worker has imported TensorFlow: its data directory is missing."""
+    return TrialJob(arch=ARCH, dataset="cifar10", data_dir=data_dir, train_images=1, val_images=1, epochs=1, batch_size=1, seed=0)
 
-    job = TrialJob(
-        arch="conv_r1_k3_s2_c8-head_c16",
-        dataset="cifar10",
-        data_dir="/nonexistent",
-        train_images=1,
-        val_images=1,
-        epochs=1,
-        batch_size=1,
-        seed=0,
-    )
-    with TrialRunner() as runner:
-        outcome = runner.run(job, timeout_s=0.5)  # the worker cannot even import TensorFlow in that time
+
+def test_a_hung_worker_job_is_stopped_after_its_timeout():
+    with TrialRunner() as runner:  # in half a second the worker cannot even import TensorFlow
+        outcome = runner.run(a_job_without_data("/nonexistent"), timeout_s=0.5)
     assert outcome.status is Status.FAILED and outcome.reason.startswith("timed out after 0.5 s")
 
 
 def test_a_failed_job_says_why_on_one_line(tmp_path):
     """A job's exception comes back as the trial's failure reason: its kind and the first line of its message."""
-    job = TrialJob(
-        arch=ARCH,
-        dataset="cifar10",
-        data_dir=str(tmp_path / "none"),
-        train_images=1,
-        val_images=1,
-        epochs=1,
-        batch_size=1,
-        seed=0,
-    )
     with TrialRunner() as runner:
-        outcome = runner.run(job)
+        outcome = runner.run(a_job_without_data(str(tmp_path / "none")))
     assert outcome.status is Status.FAILED, outcome
     assert outcome.reason == f"DataError: data directory '{tmp_path / 'none'}' does not exist", outcome.reason
